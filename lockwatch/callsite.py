@@ -1,0 +1,103 @@
+"""Find the first frame in the user's own code, cheaply.
+
+Walks ``sys._getframe()`` back and remembers, per code object, whether it is
+library code. No traceback objects and no source lines are built here: the raw
+(filename, line, function) is formatted later, off the query path.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import sysconfig
+from types import CodeType
+
+import django
+
+from .events import format_call_site
+
+RawSite = tuple[str, int, str]
+
+_LIBRARY_PREFIXES: tuple[str, ...] = ()
+_INCLUDE: tuple[str, ...] = ()
+_ROOT = os.getcwd()
+_is_library: dict[CodeType, bool] = {}
+
+
+def _default_prefixes() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    prefixes = {
+        os.path.dirname(os.path.abspath(django.__file__)),
+        os.path.dirname(os.path.abspath(__file__)),
+        paths["stdlib"],
+        paths["platstdlib"],
+        paths["purelib"],
+        paths["platlib"],
+        os.path.dirname(os.__file__),
+    }
+    for p in sys.path:
+        if p.endswith(("site-packages", "dist-packages")):
+            prefixes.add(p)
+    return tuple(sorted({os.path.realpath(p) + os.sep for p in prefixes} | prefixes))
+
+
+def configure(root: str, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> None:
+    global _LIBRARY_PREFIXES, _INCLUDE, _ROOT
+    _LIBRARY_PREFIXES = _default_prefixes() + tuple(exclude)
+    _INCLUDE = tuple(include)
+    _ROOT = root
+    _is_library.clear()
+
+
+def _classify(code: CodeType) -> bool:
+    name = code.co_filename
+    if name.startswith("<"):
+        # <frozen ...>, <string>: never the user's line.
+        return not name.startswith("<stdin>")
+    if _INCLUDE and name.startswith(_INCLUDE):
+        return False
+    return name.startswith(_LIBRARY_PREFIXES)
+
+
+def find(depth: int = 2) -> RawSite | None:
+    """The first non-library frame above the caller, or None."""
+    try:
+        frame = sys._getframe(depth)
+    except ValueError:
+        return None
+    cache = _is_library
+    while frame is not None:
+        code = frame.f_code
+        lib = cache.get(code)
+        if lib is None:
+            lib = cache[code] = _classify(code)
+        if not lib:
+            return (code.co_filename, frame.f_lineno, code.co_name)
+        frame = frame.f_back
+    return None
+
+
+def of_function(func: object) -> RawSite | None:
+    code = getattr(func, "__code__", None)
+    if code is None:
+        func = getattr(func, "__wrapped__", None) or getattr(func, "view_class", None)
+        code = getattr(getattr(func, "__call__", None), "__code__", None)
+    if code is None:
+        return None
+    return (code.co_filename, code.co_firstlineno, code.co_name)
+
+
+def format(site: RawSite | None) -> str | None:
+    if site is None:
+        return None
+    filename, line, function = site
+    try:
+        rel = os.path.relpath(filename, _ROOT)
+    except ValueError:
+        rel = filename
+    if rel.startswith(".." + os.sep):
+        rel = filename
+    return format_call_site(rel, line, function)
+
+
+configure(os.getcwd())

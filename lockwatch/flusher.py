@@ -1,0 +1,236 @@
+"""The background flusher: buffer → rows → store (and the live sinks).
+
+It runs in a daemon thread, wakes every FLUSH_INTERVAL, and writes each batch
+in one short transaction. Waits and busy errors are attributed to their
+blockers here, against the store's holds, so holders in other processes are
+found too; a wait whose holder has not been flushed yet is retried for
+ATTRIBUTION_GRACE seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import context
+from .buffer import Buffer
+from .conf import get_config
+from .records import Limits, Lock, Query, Transaction, to_row
+from .store import Hold, Pending, Writer
+
+Sink = Callable[[list[dict[str, Any]]], None]
+
+# Sinks other than the store (the live channel layer); each gets every batch.
+sinks: list[Sink] = []
+
+
+class Flusher(threading.Thread):
+    BATCH = 5000
+
+    def __init__(self, buffer: Buffer, counters: Any) -> None:
+        super().__init__(name="lockwatch-flusher", daemon=True)
+        cfg = get_config()
+        self.cfg = cfg
+        self.buffer = buffer
+        self.counters = counters
+        self.limits = Limits(cfg.sql_max_length, cfg.params_max_length)
+        self.started_at = time.time()
+        self.pid = os.getpid()
+        self._wake = threading.Event()
+        self._halt = threading.Event()
+        self._idle = threading.Condition()
+        self._busy_flushing = False
+        self._writer: Writer | None = None
+        self._pending: list[Pending] = []
+        self._mode = "exact"
+        self._last_report = 0.0
+        self._last_prune = 0.0
+        self._autocommit_holds = 0
+
+    # -- control --------------------------------------------------------------
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self._wake.wait(self.cfg.flush_interval)
+            self._wake.clear()
+            self._cycle()
+        self._cycle()
+        self._close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._halt.set()
+        self._wake.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
+
+    def flush_now(self, timeout: float = 10.0) -> None:
+        """Block until everything buffered before the call is written."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._idle:
+                if not len(self.buffer) and not self._busy_flushing and not self._pending:
+                    return
+            self._wake.set()
+            time.sleep(0.005)
+
+    # -- one cycle ------------------------------------------------------------
+
+    def _cycle(self) -> None:
+        with self._idle:
+            self._busy_flushing = True
+        try:
+            while True:
+                batch = self.buffer.drain(self.BATCH)
+                if batch:
+                    self._write(batch)
+                if len(batch) < self.BATCH:
+                    break
+            self._attribute()
+            self._housekeeping()
+        finally:
+            with self._idle:
+                self._busy_flushing = False
+
+    def _store(self) -> Writer:
+        w = self._writer
+        if w is not None and w.moved():
+            w.close()
+            w = self._writer = None
+        if w is None:
+            w = self._writer = Writer(self.cfg.store)
+        return w
+
+    def _write(self, batch: list[Any]) -> None:
+        rows: list[dict[str, Any]] = []
+        windows: list[tuple[float, float] | None] = []
+        opened: list[Hold] = []
+        closed: list[tuple[str, float, str]] = []
+        for rec in batch:
+            try:
+                if isinstance(rec, Lock):
+                    opened.append(self._hold(rec.key, rec, rec.wall, rec.sql, rec.site))
+                    continue
+                row = to_row(rec, self.limits)
+                if isinstance(rec, Transaction) and rec.lock_wall is not None:
+                    closed.append((rec.key, rec.wall + rec.dur, rec.end))
+                elif isinstance(rec, Query) and rec.hold is not None:
+                    # An autocommit write: a hold that opens and closes at once.
+                    self._autocommit_holds += 1
+                    key = f"{rec.origin.pid}:{rec.origin.conn_id}:a{self._autocommit_holds}"
+                    start = rec.wall + rec.wait
+                    opened.append(self._hold(key, rec, start, rec.sql, rec.site))
+                    closed.append((key, start + rec.hold, "commit"))
+                origin = getattr(rec, "origin", None)
+                if origin is not None and origin.mode == "inferred":
+                    self._mode = "inferred"
+                rows.append(row)
+                windows.append(getattr(rec, "window", None))
+            except Exception as exc:
+                self.counters.capture_errors += 1
+                self.counters.log_once("event conversion", exc)
+        try:
+            ids = self._store().write(rows, opened, closed)
+        except Exception as exc:
+            self.counters.store_errors += 1
+            self.counters.lost += len(rows)
+            self.counters.log_once("store write", exc)
+            self._drop_writer()
+            ids = []
+        now = time.time()
+        for index, event_id in ids:
+            row, window = rows[index], windows[index]
+            start, end = window if window is not None else (row["ts"], row["ts"])
+            self._pending.append(
+                Pending(
+                    event_id, row["db"], row["pid"], row["conn_id"], start, end,
+                    row["stmt_class"], now,
+                )
+            )  # fmt: skip
+        for sink in list(sinks):
+            try:
+                sink(rows)
+            except Exception as exc:
+                self.counters.live_errors += 1
+                self.counters.live_missed += len(rows)
+                self.counters.log_once("live publish", exc)
+
+    @staticmethod
+    def _hold(key: str, rec: Any, start: float, sql: str, site: Any) -> Hold:
+        from . import callsite
+        from .records import _label
+
+        return Hold(
+            key=key,
+            db=rec.origin.db,
+            pid=rec.origin.pid,
+            conn_id=rec.origin.conn_id,
+            thread=rec.who.thread.name,
+            context=_label(rec.who.ctx),
+            call_site=callsite.format(site),
+            sql=sql[:1000],
+            lock_ts=start,
+        )
+
+    def _attribute(self) -> None:
+        if not self._pending:
+            return
+        try:
+            self._pending = self._store().attribute(
+                self._pending, self.cfg.attribution_grace, time.time()
+            )
+        except Exception as exc:
+            self.counters.store_errors += 1
+            self.counters.log_once("blocker attribution", exc)
+            self._drop_writer()
+            if len(self._pending) > 10_000:
+                self._pending = self._pending[-10_000:]
+
+    def _housekeeping(self) -> None:
+        now = time.time()
+        try:
+            if now - self._last_report >= 1.0 and (self._writer is not None or self.buffer.accepted):
+                self._last_report = now
+                self._store().report(
+                    self.pid, self.started_at, context.default_label(), self._mode, self.figures()
+                )
+                self._store().resolve_orphans(self.cfg.attribution_grace, now)
+            if now - self._last_prune >= 30.0:
+                self._last_prune = now
+                self._store().prune(self.cfg.retention_max_age, self.cfg.retention_max_rows)
+        except Exception as exc:
+            self.counters.store_errors += 1
+            self.counters.log_once("store housekeeping", exc)
+            self._drop_writer()
+
+    def figures(self) -> dict[str, int]:
+        c = self.counters
+        return {
+            "accepted": self.buffer.accepted,
+            "dropped": self.buffer.dropped,
+            "capture_errors": c.capture_errors,
+            "store_errors": c.store_errors,
+            "lost": c.lost,
+            "live_errors": c.live_errors,
+            "live_missed": c.live_missed,
+        }
+
+    def _drop_writer(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:
+                pass
+            self._writer = None
+
+    def _close(self) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.report(
+                    self.pid, self.started_at, context.default_label(), self._mode, self.figures()
+                )
+        except Exception:
+            pass
+        self._drop_writer()

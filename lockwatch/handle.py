@@ -1,0 +1,168 @@
+"""Exact lock waits: a busy handler installed on the sqlite3 connection with ctypes.
+
+CPython's ``sqlite3`` does not expose ``sqlite3_busy_handler``. On CPython the
+``sqlite3*`` sits right after the Connection object's header, and ``_sqlite3``
+links ``libsqlite3`` dynamically, so the C API can be reached through ctypes.
+The handle is verified before use; where it cannot be, capture falls back to
+inferring waits from timings and says so on every event.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import sqlite3
+import sys
+import threading
+import time
+
+log = logging.getLogger("lockwatch")
+
+SQLITE_TXN_NONE, SQLITE_TXN_READ, SQLITE_TXN_WRITE = 0, 1, 2
+
+_BUSY_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int)
+
+
+class _Api:
+    def __init__(self) -> None:
+        import _sqlite3
+
+        # dlsym on the extension module also searches the library it links.
+        lib = ctypes.CDLL(_sqlite3.__file__)
+        lib.sqlite3_libversion.restype = ctypes.c_char_p
+        lib.sqlite3_libversion.argtypes = []
+        version = lib.sqlite3_libversion().decode()
+        if version != sqlite3.sqlite_version:
+            raise RuntimeError(f"ctypes sees SQLite {version}, sqlite3 {sqlite3.sqlite_version}")
+        lib.sqlite3_db_filename.restype = ctypes.c_char_p
+        lib.sqlite3_db_filename.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.sqlite3_busy_handler.restype = ctypes.c_int
+        lib.sqlite3_busy_handler.argtypes = [ctypes.c_void_p, _BUSY_CALLBACK, ctypes.c_void_p]
+        lib.sqlite3_busy_timeout.restype = ctypes.c_int
+        lib.sqlite3_busy_timeout.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.sqlite3_total_changes.restype = ctypes.c_int
+        lib.sqlite3_total_changes.argtypes = [ctypes.c_void_p]
+        lib.sqlite3_get_autocommit.restype = ctypes.c_int
+        lib.sqlite3_get_autocommit.argtypes = [ctypes.c_void_p]
+        self.txn_state = getattr(lib, "sqlite3_txn_state", None)
+        if self.txn_state is not None:
+            self.txn_state.restype = ctypes.c_int
+            self.txn_state.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        self.lib = lib
+
+
+_api: _Api | None = None
+_api_error: str | None = None
+_api_lock = threading.Lock()
+
+
+def api() -> _Api | None:
+    global _api, _api_error
+    if _api is None and _api_error is None:
+        with _api_lock:
+            if _api is None and _api_error is None:
+                try:
+                    if sys.implementation.name != "cpython":
+                        raise RuntimeError(f"{sys.implementation.name} is not CPython")
+                    _api = _Api()
+                except Exception as exc:
+                    _api_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("lockwatch: exact waits unavailable (%s)", _api_error)
+    return _api
+
+
+def unavailable_reason() -> str | None:
+    api()
+    return _api_error
+
+
+def raw_handle(conn: sqlite3.Connection) -> int | None:
+    """The sqlite3* of a Connection, verified; None where it cannot be."""
+    a = api()
+    if a is None or type(conn).__basicsize__ < object.__basicsize__ + ctypes.sizeof(
+        ctypes.c_void_p
+    ):
+        return None
+    handle = ctypes.c_void_p.from_address(id(conn) + object.__basicsize__).value
+    if not handle:
+        return None
+    # Python knows these too; a wrong pointer would not agree on both.
+    if a.lib.sqlite3_total_changes(handle) != conn.total_changes:
+        return None
+    if bool(a.lib.sqlite3_get_autocommit(handle)) == conn.in_transaction:
+        return None
+    return handle
+
+
+def db_filename(handle: int) -> str:
+    a = api()
+    assert a is not None
+    name = a.lib.sqlite3_db_filename(handle, b"main")
+    return os.fsdecode(name) if name else ""
+
+
+def txn_state(handle: int) -> int:
+    a = api()
+    if a is None or a.txn_state is None:
+        return -1
+    return a.txn_state(handle, None)
+
+
+class BusyHandler:
+    """Counts SQLite's busy callbacks and times each wait exactly.
+
+    SQLite calls the handler with the number of times it has been called for
+    the same lock attempt. Sleeping happens in ``time.sleep``, which releases
+    the GIL. Polls start at 0.25 ms and are capped at 2 ms, so a waiter takes
+    the lock within about 2 ms of its release (SQLite's own backoff sleeps up
+    to 100 ms between tries).
+    """
+
+    MAX_SLEEP = 0.002
+
+    __slots__ = ("handle", "timeout", "calls", "_start", "_last", "_waited", "gave_up", "_cb")
+
+    def __init__(self, handle: int, timeout: float) -> None:
+        self.handle = handle
+        self.timeout = timeout
+        self._cb = _BUSY_CALLBACK(self._on_busy)
+        self.reset()
+
+    def install(self) -> None:
+        a = api()
+        assert a is not None
+        a.lib.sqlite3_busy_handler(self.handle, self._cb, None)
+
+    def reset(self) -> None:
+        self.calls = 0
+        self._start = 0.0
+        self._last = 0.0
+        self._waited = 0.0
+        self.gave_up = False
+
+    def _on_busy(self, _arg: int, count: int) -> int:
+        try:
+            now = time.perf_counter()
+            if count == 0:
+                if self._start:
+                    self._waited += self._last - self._start
+                self._start = now
+            self.calls += 1
+            remaining = self.timeout - (now - self._start)
+            if remaining <= 0:
+                self._last = now
+                self.gave_up = True
+                return 0
+            time.sleep(min(self.MAX_SLEEP, 0.00025 * (1 << min(count, 3)), remaining))
+            self._last = time.perf_counter()
+            return 1
+        except BaseException:
+            # Never let an exception escape into C; give up as SQLite would.
+            return 0
+
+    def waited(self) -> float:
+        """Seconds waited since the last reset."""
+        if self._start:
+            return self._waited + (self._last - self._start)
+        return self._waited

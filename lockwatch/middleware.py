@@ -1,0 +1,91 @@
+"""Tag every event of a request with the request, and record its totals."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponse
+
+from . import pipeline
+from .context import Context, _current, task_name
+from .records import Request, Who
+
+
+def _context(request: HttpRequest) -> Context:
+    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex[:16]
+    return Context(
+        label=f"request:{request.method} {request.path}",
+        task=task_name(),
+        request_id=request_id[:64],
+        method=request.method,
+        path=request.path,
+    )
+
+
+class LockwatchMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        ctx = _context(request)
+        token = _current.set(ctx)
+        wall, t0 = time.time(), time.perf_counter()
+        status = None
+        try:
+            response = self.get_response(request)
+            status = response.status_code
+            return response
+        finally:
+            _current.reset(token)
+            _finish(request, ctx, wall, t0, status)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        ctx = _context(request)
+        token = _current.set(ctx)
+        wall, t0 = time.time(), time.perf_counter()
+        status = None
+        try:
+            response = await self.get_response(request)  # type: ignore[misc]
+            status = response.status_code
+            return response
+        finally:
+            _current.reset(token)
+            _finish(request, ctx, wall, t0, status)
+
+    def process_view(
+        self, request: HttpRequest, view_func: Callable[..., Awaitable[Any] | Any], *args: Any
+    ) -> None:
+        # Runs before ATOMIC_REQUESTS opens its transaction, so BEGIN can name the view.
+        ctx = _current.get()
+        if ctx is not None:
+            match = getattr(request, "resolver_match", None)
+            ctx.view = (match.route or match.view_name) if match else None
+            ctx.view_func = view_func
+            if match and match.view_name:
+                ctx.view = f"{match.route} ({match.view_name})" if match.route else match.view_name
+        return None
+
+
+def _finish(request: HttpRequest, ctx: Context, wall: float, t0: float, status: int | None) -> None:
+    try:
+        if ctx.queries or ctx.busy:
+            import threading
+
+            pipeline.emit(
+                Request(Who(threading.current_thread(), ctx, ctx.task), wall,
+                        time.perf_counter() - t0, status)
+            )  # fmt: skip
+    except Exception as exc:
+        pipeline.capture_failed(exc)

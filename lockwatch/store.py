@@ -1,0 +1,321 @@
+"""lockwatch's own event store: a separate SQLite file in WAL mode.
+
+Several processes write to it at once (short IMMEDIATE transactions), and the
+dashboard, export and doctor read it. It is opened with the plain ``sqlite3``
+module, so its queries never pass through lockwatch's capture.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import events
+
+SCHEMA_VERSION = 1
+
+_EVENT_COLUMNS = [c for c in events.COLUMNS if c.name != "id"]
+_INSERT_EVENT = "INSERT INTO events ({}) VALUES ({})".format(
+    ", ".join(f'"{c.name}"' for c in _EVENT_COLUMNS), ", ".join("?" for _ in _EVENT_COLUMNS)
+)
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, {})".format(
+        ", ".join(f'"{c.name}" {c.sqltype}' for c in _EVENT_COLUMNS)
+    ),
+    "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)",
+    "CREATE INDEX IF NOT EXISTS events_kind_ts ON events (kind, ts)",
+    "CREATE INDEX IF NOT EXISTS events_call_site ON events (call_site)",
+    # Waits and busy errors still looking for their blocker.
+    "CREATE INDEX IF NOT EXISTS events_unattributed ON events (ts)"
+    " WHERE blocker_context IS NULL AND kind IN ('wait', 'busy')",
+    # One row per write-lock hold, open until its transaction ends.
+    """CREATE TABLE IF NOT EXISTS holds (
+        key TEXT PRIMARY KEY, db TEXT NOT NULL, pid INTEGER, conn_id INTEGER, thread TEXT,
+        context TEXT, call_site TEXT, sql TEXT, lock_ts REAL NOT NULL, end_ts REAL, "end" TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS holds_db_lock ON holds (db, lock_ts)",
+    "CREATE INDEX IF NOT EXISTS holds_open ON holds (end_ts) WHERE end_ts IS NULL",
+    # Each writing process's own counters, for the dashboard's health figures.
+    """CREATE TABLE IF NOT EXISTS processes (
+        pid INTEGER NOT NULL, started REAL NOT NULL, program TEXT, capture_mode TEXT,
+        accepted INTEGER, dropped INTEGER, capture_errors INTEGER, store_errors INTEGER,
+        lost INTEGER, live_errors INTEGER, live_missed INTEGER, updated REAL,
+        PRIMARY KEY (pid, started)
+    )""",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
+]
+
+
+class StoreError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Hold:
+    key: str
+    db: str
+    pid: int
+    conn_id: int
+    thread: str | None
+    context: str | None
+    call_site: str | None
+    sql: str | None
+    lock_ts: float
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A wait or busy event whose blocker is not yet known."""
+
+    id: int
+    db: str
+    pid: int
+    conn_id: int
+    start: float
+    end: float
+    stmt_class: str | None
+    first_seen: float
+
+
+def _create_private(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.Connection:
+    path = Path(path)
+    if readonly:
+        if not path.exists():
+            raise StoreError(f"no lockwatch store at {path}")
+        conn = sqlite3.connect(
+            f"{path.as_uri()}?mode=ro", uri=True, timeout=5.0, check_same_thread=False
+        )
+    else:
+        _create_private(path)
+        conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        migrate(conn)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"store schema {version} is newer than this lockwatch ({SCHEMA_VERSION})")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            for stmt in _SCHEMA:
+                conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+class Writer:
+    """The flusher's handle on the store."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = connect(path)
+        self._inode = os.stat(path).st_ino
+
+    def moved(self) -> bool:
+        """True when the file was deleted or replaced under us."""
+        try:
+            return os.stat(self.path).st_ino != self._inode
+        except FileNotFoundError:
+            return True
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def write(
+        self,
+        rows: Sequence[dict[str, Any]],
+        opened: Sequence[Hold],
+        closed: Sequence[tuple[str, float, str]],
+        pending_kinds: frozenset[str] = frozenset({"wait", "busy"}),
+    ) -> list[tuple[int, int]]:
+        """Insert rows and hold changes in one transaction.
+
+        Returns (index in rows, id) for the rows whose blocker must be attributed.
+        """
+        conn = self.conn
+        names = [c.name for c in _EVENT_COLUMNS]
+        need: list[tuple[int, int]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if opened:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO holds (key, db, pid, conn_id, thread, context,"
+                    " call_site, sql, lock_ts) VALUES (?,?,?,?,?,?,?,?,?)",
+                    [
+                        (h.key, h.db, h.pid, h.conn_id, h.thread, h.context, h.call_site,
+                         h.sql, h.lock_ts)
+                        for h in opened
+                    ],
+                )  # fmt: skip
+            if closed:
+                conn.executemany(
+                    'UPDATE holds SET end_ts = ?, "end" = ? WHERE key = ?',
+                    [(end_ts, end, key) for key, end_ts, end in closed],
+                )
+            plain = []
+            for index, row in enumerate(rows):
+                values = [row[n] for n in names]
+                if row["kind"] in pending_kinds:
+                    cur = conn.execute(_INSERT_EVENT, values)
+                    need.append((index, int(cur.lastrowid or 0)))
+                else:
+                    plain.append(values)
+            if plain:
+                conn.executemany(_INSERT_EVENT, plain)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return need
+
+    def attribute(self, pending: list[Pending], grace: float, now: float) -> list[Pending]:
+        """Name the blockers of pending waits; return those still unresolved."""
+        if not pending:
+            return []
+        still: list[Pending] = []
+        updates: list[tuple[Any, ...]] = []
+        for p in pending:
+            holders = self.conn.execute(
+                "SELECT * FROM holds WHERE db = ? AND lock_ts <= ? AND"
+                " (end_ts IS NULL OR end_ts >= ?) AND NOT (pid = ? AND conn_id = ?)"
+                " ORDER BY lock_ts",
+                (p.db, p.end, p.start, p.pid, p.conn_id),
+            ).fetchall()
+            if holders:
+                best = max(holders, key=lambda h: _overlap(h, p))
+                held = (min(best["end_ts"] or p.end, p.end) - best["lock_ts"]) * 1000.0
+                updates.append(
+                    (best["pid"], best["call_site"], best["context"], best["thread"],
+                     round(max(held, 0.0), 3), len(holders), p.id)
+                )  # fmt: skip
+            elif now - p.first_seen < grace:
+                still.append(p)
+            else:
+                context = "readers" if p.stmt_class == "commit" else events.UNKNOWN
+                updates.append((None, events.UNKNOWN, context, None, None, 0, p.id))
+        if updates:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.executemany(
+                    "UPDATE events SET blocker_pid = ?, blocker_call_site = ?,"
+                    " blocker_context = ?, blocker_thread = ?, blocker_held_ms = ?,"
+                    " blockers = ? WHERE id = ?",
+                    updates,
+                )
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        return still
+
+    def resolve_orphans(self, grace: float, now: float, limit: int = 500) -> None:
+        """Attribute waits left behind, e.g. by a process that exited first."""
+        rows = self.conn.execute(
+            "SELECT id, db, pid, conn_id, ts, duration_ms, stmt_class FROM events"
+            " WHERE blocker_context IS NULL AND kind IN ('wait', 'busy') AND ts < ?"
+            " ORDER BY ts LIMIT ?",
+            (now - grace, limit),
+        ).fetchall()
+        pending = [
+            Pending(r["id"], r["db"], r["pid"], r["conn_id"], r["ts"],
+                    r["ts"] + (r["duration_ms"] or 0.0) / 1000.0, r["stmt_class"], r["ts"])
+            for r in rows
+        ]  # fmt: skip
+        self.attribute(pending, grace, now)
+
+    def report(self, pid: int, started: float, program: str, mode: str, figures: dict) -> None:
+        self.conn.execute(
+            "INSERT INTO processes (pid, started, program, capture_mode, accepted, dropped,"
+            " capture_errors, store_errors, lost, live_errors, live_missed, updated)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (pid, started) DO UPDATE SET"
+            " capture_mode=excluded.capture_mode, accepted=excluded.accepted,"
+            " dropped=excluded.dropped, capture_errors=excluded.capture_errors,"
+            " store_errors=excluded.store_errors, lost=excluded.lost,"
+            " live_errors=excluded.live_errors, live_missed=excluded.live_missed,"
+            " updated=excluded.updated",
+            (
+                pid, started, program, mode, figures["accepted"], figures["dropped"],
+                figures["capture_errors"], figures["store_errors"], figures["lost"],
+                figures["live_errors"], figures["live_missed"], time.time(),
+            ),
+        )  # fmt: skip
+
+    def prune(self, max_age: float | None, max_rows: int | None, batch: int = 5000) -> int:
+        """Delete old events in small batches, so no write lock is held for long."""
+        removed = 0
+        if max_age is not None:
+            cutoff = time.time() - max_age
+            removed += self._delete_batch("ts < ?", (cutoff,), batch)
+            self.conn.execute("DELETE FROM holds WHERE end_ts IS NOT NULL AND end_ts < ?", (cutoff,))
+        if max_rows is not None:
+            row = self.conn.execute("SELECT max(id) - min(id) + 1 FROM events").fetchone()
+            excess = (row[0] or 0) - max_rows
+            if excess > 0:
+                (floor,) = self.conn.execute("SELECT min(id) FROM events").fetchone()
+                removed += self._delete_batch("id < ?", (floor + min(excess, batch),), batch)
+        return removed
+
+    def _delete_batch(self, where: str, args: tuple[Any, ...], batch: int) -> int:
+        cur = self.conn.execute(
+            f"DELETE FROM events WHERE id IN (SELECT id FROM events WHERE {where} LIMIT ?)",
+            (*args, batch),
+        )
+        return cur.rowcount
+
+
+def _overlap(hold: sqlite3.Row, p: Pending) -> float:
+    end = hold["end_ts"] if hold["end_ts"] is not None else p.end
+    return min(end, p.end) - max(hold["lock_ts"], p.start)
+
+
+# -- reading ------------------------------------------------------------------
+
+
+def iter_events(
+    conn: sqlite3.Connection,
+    where: str = "",
+    args: Iterable[Any] = (),
+    chunk: int = 2000,
+) -> Iterator[sqlite3.Row]:
+    """Stream events in chunks (keyset pagination), so memory stays flat."""
+    clause = f" AND ({where})" if where else ""
+    args = tuple(args)
+    last = 0
+    while True:
+        rows = conn.execute(
+            f"SELECT * FROM events WHERE id > ?{clause} ORDER BY id LIMIT ?",
+            (last, *args, chunk),
+        ).fetchall()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1]["id"]
+        if len(rows) < chunk:
+            return

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import itertools
+import os
+import sqlite3
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_session_dir = Path(tempfile.mkdtemp(prefix="lockwatch-tests-"))
+os.environ.setdefault("LOCKWATCH_TEST_DB", str(_session_dir / "project.sqlite3"))
+os.environ.setdefault("LOCKWATCH_STORE", str(_session_dir / "store.sqlite3"))
+os.environ["DJANGO_SETTINGS_MODULE"] = "tests.project.settings"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.db import connections  # noqa: E402
+from django.test import override_settings  # noqa: E402
+
+from lockwatch import conf, pipeline  # noqa: E402
+from tests.project.shop.models import Item  # noqa: E402
+
+_aliases = itertools.count(1)
+
+
+class Lockwatch:
+    """A fresh store and pipeline for one test, and a way to read it back."""
+
+    def __init__(self, store: Path) -> None:
+        self.store = store
+
+    def flush(self) -> None:
+        pipeline.flush()
+
+    def rows(self, sql: str = "SELECT * FROM events ORDER BY id", args: tuple = ()) -> list[dict]:
+        self.flush()
+        if not self.store.exists():
+            return []
+        conn = sqlite3.connect(self.store)
+        conn.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in conn.execute(sql, args)]
+        finally:
+            conn.close()
+
+    def events(self, **match) -> list[dict]:
+        return [r for r in self.rows() if all(r.get(k) == v for k, v in match.items())]
+
+    def settle(self, timeout: float = 8.0) -> None:
+        """Wait until every wait and busy event has its blocker resolved."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            open_ = self.rows(
+                "SELECT count(*) AS n FROM events WHERE kind IN ('wait','busy')"
+                " AND blocker_context IS NULL"
+            )[0]["n"]
+            if not open_:
+                return
+            time.sleep(0.05)
+        raise AssertionError("blockers were not attributed in time")
+
+
+@pytest.fixture
+def lw(tmp_path: Path):
+    store = tmp_path / "lockwatch.sqlite3"
+    pipeline.shutdown()
+    pipeline.reset()
+    with override_settings(LOCKWATCH={"STORE": str(store), "FLUSH_INTERVAL": 0.02,
+                                      "ATTRIBUTION_GRACE": 1.0}):
+        conf.reset()
+        yield Lockwatch(store)
+        pipeline.shutdown()
+        pipeline.reset()
+    conf.reset()
+
+
+@pytest.fixture
+def watched(tmp_path: Path):
+    """make(**options) -> a new alias on a fresh SQLite file with the Item table."""
+    made: list[str] = []
+
+    def make(engine: str = "lockwatch.db.backends.sqlite3", journal: str = "delete",
+             name: str | None = None, **options) -> str:
+        alias = f"w{next(_aliases)}"
+        path = tmp_path / (name or f"{alias}.sqlite3")
+        cfg = connections.configure_settings(
+            {"default": connections.settings["default"],
+             alias: {"ENGINE": engine, "NAME": str(path), "OPTIONS": options}}
+        )
+        connections.settings[alias] = cfg[alias]
+        made.append(alias)
+        raw = sqlite3.connect(path)
+        raw.execute(f"PRAGMA journal_mode={journal}")
+        raw.close()
+        with connections[alias].schema_editor() as editor:
+            editor.create_model(Item)
+        return alias
+
+    yield make
+    for alias in made:
+        connections[alias].close()
+        del connections.settings[alias]
+
+
+def run_threads(*targets) -> list[BaseException | None]:
+    """Run callables in threads that close their own connections; return their errors."""
+    errors: list[BaseException | None] = [None] * len(targets)
+
+    def wrap(i, fn):
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001
+            errors[i] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=wrap, args=(i, t), name=f"t{i}") for i, t in
+               enumerate(targets)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return errors
+
+
+def line_of(path: Path, marker: str) -> int:
+    for n, text in enumerate(path.read_text().splitlines(), 1):
+        if marker in text:
+            return n
+    raise LookupError(marker)

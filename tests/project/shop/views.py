@@ -1,0 +1,18 @@
+from asgiref.sync import sync_to_async
+from django.http import JsonResponse
+
+from .models import Item
+
+
+def write(request):
+    Item.objects.create(name="sync")  # SYNC-VIEW-LINE
+    return JsonResponse({"ok": True})
+
+
+def _create():
+    Item.objects.create(name="async")  # ASYNC-VIEW-LINE
+
+
+async def write_async(request):
+    await sync_to_async(_create)()
+    return JsonResponse({"ok": True})

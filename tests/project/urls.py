@@ -1,0 +1,8 @@
+from django.urls import path
+
+from .shop import views
+
+urlpatterns = [
+    path("write/", views.write, name="write"),
+    path("write-async/", views.write_async, name="write-async"),
+]
