@@ -59,3 +59,144 @@ def test_timeout_names_the_blocker(lw, watched):
     assert txn["lock_call_site"] == site("HOLDER-WRITE", "holder")
     assert txn["begin_mode"] == "deferred"
 
+
+
+def test_read_then_write_upgrade_fails_at_once(lw, watched):
+    db = watched()  # rollback journal, deferred transactions
+    both_read = threading.Barrier(2)
+    a_wrote = threading.Event()
+
+    def a():
+        with transaction.atomic(using=db):
+            Item.objects.using(db).count()
+            both_read.wait(5)
+            Item.objects.using(db).create(name="a")  # A-WRITE
+            a_wrote.set()
+            time.sleep(0.3)
+
+    def b():
+        with transaction.atomic(using=db):
+            Item.objects.using(db).count()
+            both_read.wait(5)
+            a_wrote.wait(5)
+            Item.objects.using(db).create(name="b")  # B-WRITE
+
+    errors = run_threads(a, b)
+    assert errors[0] is None
+    assert isinstance(errors[1], OperationalError)
+    lw.settle()
+    (busy,) = lw.events(kind="busy")
+    assert busy["classification"] == "upgrade"
+    assert busy["wait_ms"] == 0
+    assert busy["duration_ms"] < 50
+    assert busy["call_site"] == site("B-WRITE", "b")
+    assert busy["blocker_call_site"] == site("A-WRITE", "a")
+    assert lw.events(kind="wait", thread="t1") == []
+
+
+def test_stale_wal_snapshot(lw, watched):
+    db = watched(journal="wal")
+    b_read = threading.Event()
+    a_done = threading.Event()
+
+    def a():
+        b_read.wait(5)
+        Item.objects.using(db).create(name="a")  # A-COMMITTED-WRITE
+        a_done.set()
+
+    def b():
+        with transaction.atomic(using=db):
+            Item.objects.using(db).count()
+            b_read.set()
+            a_done.wait(5)
+            Item.objects.using(db).create(name="b")  # B-STALE-WRITE
+
+    errors = run_threads(a, b)
+    assert errors[0] is None
+    assert isinstance(errors[1], OperationalError)
+    lw.settle()
+    (busy,) = lw.events(kind="busy")
+    assert busy["classification"] == "snapshot"
+    assert busy["error_code"] == 517
+    assert busy["error_name"] == "SQLITE_BUSY_SNAPSHOT"
+    assert busy["call_site"] == site("B-STALE-WRITE", "b")
+    assert busy["blocker_call_site"] == site("A-COMMITTED-WRITE", "a")
+
+
+def test_begin_immediate_waits_then_succeeds(lw, watched):
+    db = watched(journal="wal", transaction_mode="IMMEDIATE")
+    locked = threading.Event()
+
+    def a():
+        with transaction.atomic(using=db):  # A-BEGIN
+            locked.set()
+            Item.objects.using(db).create(name="a")
+            time.sleep(0.3)
+
+    def b():
+        locked.wait(5)
+        with transaction.atomic(using=db):  # B-BEGIN
+            Item.objects.using(db).create(name="b")
+
+    assert run_threads(a, b) == [None, None]
+    lw.settle()
+    assert lw.events(kind="busy") == []
+    (wait,) = lw.events(kind="wait")
+    assert wait["sql"] == "BEGIN IMMEDIATE"
+    assert wait["outcome"] == "acquired"
+    assert wait["wait_ms"] == pytest.approx(300, rel=0.15)
+    assert wait["call_site"] == site("B-BEGIN", "b")
+    assert wait["blocker_call_site"] == site("A-BEGIN", "a")
+    txns = {t["thread"]: t for t in lw.events(kind="transaction")}
+    assert txns["t0"]["begin_mode"] == "immediate"
+    assert txns["t0"]["lock_sql"] == "BEGIN IMMEDIATE"
+    assert txns["t1"]["wait_ms"] == pytest.approx(300, rel=0.15)
+
+
+def test_commit_waits_for_a_reader(lw, watched):
+    db = watched()  # rollback journal: COMMIT needs every reader gone
+    reading = threading.Event()
+
+    def reader():
+        with transaction.atomic(using=db):
+            Item.objects.using(db).count()
+            reading.set()
+            time.sleep(0.3)
+
+    def writer():
+        reading.wait(5)
+        with transaction.atomic(using=db):  # WRITER-ATOMIC
+            Item.objects.using(db).create(name="w")
+
+    assert run_threads(reader, writer) == [None, None]
+    lw.settle()
+    (wait,) = lw.events(kind="wait")
+    assert wait["stmt_class"] == "commit"
+    assert wait["sql"] == "COMMIT"
+    assert wait["outcome"] == "acquired"
+    assert 0.85 * 300 * 0.5 < wait["wait_ms"] < 300 * 1.15
+    assert wait["thread"] == "t1"
+    assert wait["blocker_context"] == "readers"
+
+
+def test_later_pragma_busy_timeout_is_honoured(lw, watched):
+    db = watched(timeout=5)
+    locked = threading.Event()
+
+    def holder():
+        with transaction.atomic(using=db):
+            Item.objects.using(db).create(name="a")
+            locked.set()
+            time.sleep(0.8)
+
+    def waiter():
+        with connections[db].cursor() as cursor:
+            cursor.execute("PRAGMA busy_timeout = 200")
+        locked.wait(5)
+        Item.objects.using(db).create(name="b")
+
+    errors = run_threads(holder, waiter)
+    assert isinstance(errors[1], OperationalError)
+    (busy,) = lw.events(kind="busy")
+    assert busy["classification"] == "timeout"
+    assert busy["wait_ms"] == pytest.approx(200, rel=0.15)

@@ -1,0 +1,1 @@
+"""lockwatch's benchmarks: ``python -m bench`` (see bench/README.md)."""

@@ -1,0 +1,85 @@
+"""Context: requests (sync and async), tasks, commands and tests."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.core.management import call_command
+from django.test import AsyncClient, Client
+
+import lockwatch
+from tests.conftest import ROOT, line_of
+from tests.project.shop.models import Item
+
+VIEWS = ROOT / "tests" / "project" / "shop" / "views.py"
+
+
+@pytest.fixture(scope="module")
+def default_db():
+    call_command("migrate", verbosity=0)
+
+
+def test_sync_request_is_tagged_and_totalled(lw, default_db):
+    response = Client().get("/write/", HTTP_X_REQUEST_ID="req-123")
+    assert response.status_code == 200
+    (query,) = [q for q in lw.events(kind="query") if q["stmt_class"] == "write"]
+    assert query["context"] == "request:GET /write/"
+    assert query["request_id"] == "req-123"
+    assert query["method"] == "GET"
+    assert query["path"] == "/write/"
+    assert query["view"] == "write/ (write)"
+    line = line_of(VIEWS, "SYNC-VIEW-LINE")
+    assert query["call_site"] == f"tests/project/shop/views.py:{line} in write"
+    assert query["hold_ms"] is not None  # an autocommit write holds the lock briefly
+    (request,) = lw.events(kind="request")
+    assert request["status"] == 200
+    assert request["queries"] == 1
+    assert request["busy_count"] == 0
+    assert request["db_ms"] > 0
+
+
+def test_async_view_is_tagged_with_its_task(lw, default_db):
+    async def go():
+        return await AsyncClient().get("/write-async/")
+
+    response = asyncio.run(go())
+    assert response.status_code == 200
+    (query,) = [q for q in lw.events(kind="query") if q["stmt_class"] == "write"]
+    assert query["context"] == "request:GET /write-async/"
+    assert query["task"] and query["task"].startswith("Task-")
+    line = line_of(VIEWS, "ASYNC-VIEW-LINE")
+    assert query["call_site"] == f"tests/project/shop/views.py:{line} in _create"
+    assert query["thread"] != "MainThread"  # it ran in sync_to_async's thread
+
+
+def test_named_task_through_sync_to_async(lw, default_db):
+    async def job():
+        with lockwatch.tag("job:import"):
+            await sync_to_async(Item.objects.create)(name="from-task")
+
+    async def main():
+        await asyncio.create_task(job(), name="import-task")
+
+    asyncio.run(main())
+    (query,) = [q for q in lw.events(kind="query") if q["stmt_class"] == "write"]
+    assert query["task"] == "import-task"
+    assert query["context"] == "job:import"
+
+
+def test_outside_any_request_the_test_names_itself(lw, default_db):
+    Item.objects.create(name="x")
+    (query,) = [q for q in lw.events(kind="query") if q["stmt_class"] == "write"]
+    assert query["context"] == (
+        "test:tests/test_capture_context.py::test_outside_any_request_the_test_names_itself"
+    )
+
+
+def test_program_and_command_labels():
+    from lockwatch.context import _program_label
+
+    assert _program_label(["manage.py", "import_batch", "--x"]) == "command:import_batch"
+    assert _program_label(["/srv/app/manage.py", "runserver"]) == "command:runserver"
+    assert _program_label(["/usr/bin/gunicorn", "app.wsgi"]) == "program:gunicorn"
+    assert _program_label(["manage.py", "--help"]) == "program:manage.py"

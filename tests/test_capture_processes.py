@@ -1,0 +1,70 @@
+"""Two OS processes contend on one file; both report into one store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, line_of
+
+COMMANDS = ROOT / "tests" / "project" / "shop" / "management" / "commands"
+MANAGE = ROOT / "tests" / "project" / "manage.py"
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(MANAGE), *args], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_blocker_in_another_process(lw, tmp_path: Path):
+    db = tmp_path / "shared.sqlite3"
+    env = {
+        **os.environ,
+        "LOCKWATCH_TEST_DB": str(db),
+        "LOCKWATCH_STORE": str(lw.store),
+    }
+    env.pop("PYTEST_CURRENT_TEST", None)
+    subprocess.run([sys.executable, str(MANAGE), "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+
+    ready = tmp_path / "ready"
+    holder = manage("hold_lock", "--seconds", "1.5", "--ready-file", str(ready), env=env)
+    deadline = time.monotonic() + 20
+    while not ready.exists():
+        assert holder.poll() is None, holder.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    waiter = manage("write_one", env={**env, "LOCKWATCH_TEST_TIMEOUT": "0.4"})
+    out, err = waiter.communicate(timeout=30)
+    assert out.strip() == "failed: database is locked", err
+    holder.communicate(timeout=30)
+    assert holder.returncode == 0
+
+    lw.settle()
+    (busy,) = lw.events(kind="busy")
+    assert busy["pid"] == waiter.pid
+    assert busy["context"] == "command:write_one"
+    assert busy["classification"] == "timeout"
+    assert busy["wait_ms"] == pytest.approx(400, rel=0.15)
+    write_line = line_of(COMMANDS / "write_one.py", "WRITE-LINE")
+    assert busy["call_site"] == f"tests/project/shop/management/commands/write_one.py:{write_line} in handle"
+    hold_line = line_of(COMMANDS / "hold_lock.py", "HOLD-LINE")
+    assert busy["blocker_pid"] == holder.pid
+    assert busy["blocker_context"] == "command:hold_lock"
+    assert busy["blocker_call_site"] == (
+        f"tests/project/shop/management/commands/hold_lock.py:{hold_line} in handle"
+    )
+    assert 0 < busy["blocker_held_ms"] < 1500
+
+    # The long atomic() batch of a management command carries its name.
+    (batch,) = lw.events(kind="transaction", pid=holder.pid)
+    assert batch["context"] == "command:hold_lock"
+    assert batch["end"] == "commit"
+    assert batch["hold_ms"] == pytest.approx(1500, rel=0.15)
+    assert {r["pid"] for r in lw.rows("SELECT pid FROM processes")} >= {holder.pid, waiter.pid}
