@@ -81,7 +81,7 @@ def of_function(func: object) -> RawSite | None:
     code = getattr(func, "__code__", None)
     if code is None:
         func = getattr(func, "__wrapped__", None) or getattr(func, "view_class", None)
-        code = getattr(getattr(func, "__call__", None), "__code__", None)
+        code = getattr(getattr(func, "dispatch", None), "__code__", None)
     if code is None:
         return None
     return (code.co_filename, code.co_firstlineno, code.co_name)

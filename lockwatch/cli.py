@@ -43,7 +43,9 @@ def _export(args: argparse.Namespace) -> int:
                 bar = "#" * done + "." * (width - done)
                 print(f"\r[{bar}] {n:,}/{total:,} events", end="", file=sys.stderr, flush=True)
 
-    out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
+    out = sys.stdout
+    if args.output:
+        out = open(args.output, "w", newline="", encoding="utf-8")  # noqa: SIM115
     try:
         for line in export.lines(conn, filters, progress):
             out.write(line)
@@ -63,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     ex = sub.add_parser("export", help="write events as CSV")
-    ex.add_argument("--store", help="the store file (default $LOCKWATCH_STORE or ./lockwatch.sqlite3)")
+    ex.add_argument(
+        "--store", help="the store file (default $LOCKWATCH_STORE or ./lockwatch.sqlite3)"
+    )
     ex.add_argument("-o", "--output", help="write to this file instead of stdout")
     ex.add_argument("--since", help="ISO-8601 time or an age: 15m, 2h, 1d")
     ex.add_argument("--until", help="ISO-8601 time or an age: 15m, 2h, 1d")

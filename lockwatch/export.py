@@ -14,15 +14,20 @@ from .store import iter_events
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+def _formula_like(value: str) -> bool:
+    # Quotes are looked through, so a value that already starts with our
+    # escape quote is escaped again and unescapes to itself.
+    return value.lstrip("'").startswith(_FORMULA_START)
+
+
 def safe_cell(value: str) -> str:
     """Escape a cell a spreadsheet would run as a formula (prefix a quote)."""
-    if value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
+    return "'" + value if _formula_like(value) else value
 
 
 def unescape_cell(value: str) -> str:
-    if value.startswith("'") and value[1:].startswith(_FORMULA_START):
+    """The stored value of an exported cell."""
+    if value.startswith("'") and _formula_like(value[1:]):
         return value[1:]
     return value
 
@@ -51,7 +56,7 @@ class _Line:
 
 def lines(
     conn: sqlite3.Connection,
-    filters: Filters = Filters(),
+    filters: Filters | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[str]:
     """CSV text, one line at a time, so memory stays flat however many events."""
@@ -59,7 +64,7 @@ def lines(
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(events.CSV_HEADER)
     yield out.value
-    where, args = filters.where()
+    where, args = (filters or Filters()).where()
     names = events.CSV_HEADER
     for n, row in enumerate(iter_events(conn, where, args), 1):
         writer.writerow([_cell(name, row[name]) for name in names])
@@ -68,7 +73,7 @@ def lines(
             progress(n)
 
 
-def count(conn: sqlite3.Connection, filters: Filters = Filters()) -> int:
-    where, args = filters.where()
+def count(conn: sqlite3.Connection, filters: Filters | None = None) -> int:
+    where, args = (filters or Filters()).where()
     sql = "SELECT count(*) FROM events" + (f" WHERE {where}" if where else "")
     return int(conn.execute(sql, args).fetchone()[0])

@@ -191,7 +191,9 @@ class Flusher(threading.Thread):
     def _housekeeping(self) -> None:
         now = time.time()
         try:
-            if now - self._last_report >= 1.0 and (self._writer is not None or self.buffer.accepted):
+            if now - self._last_report >= 1.0 and (
+                self._writer is not None or self.buffer.accepted
+            ):
                 self._last_report = now
                 self._store().report(
                     self.pid, self.started_at, context.default_label(), self._mode, self.figures()

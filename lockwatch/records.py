@@ -139,7 +139,13 @@ def _who_fields(who: Who) -> dict[str, Any]:
 
 
 def _origin_fields(o: Origin) -> dict[str, Any]:
-    return {"pid": o.pid, "alias": o.alias, "db": o.db, "conn_id": o.conn_id, "capture_mode": o.mode}
+    return {
+        "pid": o.pid,
+        "alias": o.alias,
+        "db": o.db,
+        "conn_id": o.conn_id,
+        "capture_mode": o.mode,
+    }
 
 
 def _ms(seconds: float | None) -> float | None:

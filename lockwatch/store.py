@@ -273,7 +273,9 @@ class Writer:
         if max_age is not None:
             cutoff = time.time() - max_age
             removed += self._delete_batch("ts < ?", (cutoff,), batch)
-            self.conn.execute("DELETE FROM holds WHERE end_ts IS NOT NULL AND end_ts < ?", (cutoff,))
+            self.conn.execute(
+                "DELETE FROM holds WHERE end_ts IS NOT NULL AND end_ts < ?", (cutoff,)
+            )
         if max_rows is not None:
             row = self.conn.execute("SELECT max(id) - min(id) + 1 FROM events").fetchone()
             excess = (row[0] or 0) - max_rows

@@ -75,8 +75,9 @@ def lw(tmp_path: Path):
     store = tmp_path / "lockwatch.sqlite3"
     pipeline.shutdown()
     pipeline.reset()
-    with override_settings(LOCKWATCH={"STORE": str(store), "FLUSH_INTERVAL": 0.02,
-                                      "ATTRIBUTION_GRACE": 1.0}):
+    with override_settings(
+        LOCKWATCH={"STORE": str(store), "FLUSH_INTERVAL": 0.02, "ATTRIBUTION_GRACE": 1.0}
+    ):
         conf.reset()
         yield Lockwatch(store)
         pipeline.shutdown()
@@ -89,13 +90,19 @@ def watched(tmp_path: Path):
     """make(**options) -> a new alias on a fresh SQLite file with the Item table."""
     made: list[str] = []
 
-    def make(engine: str = "lockwatch.db.backends.sqlite3", journal: str = "delete",
-             name: str | None = None, **options) -> str:
+    def make(
+        engine: str = "lockwatch.db.backends.sqlite3",
+        journal: str = "delete",
+        name: str | None = None,
+        **options,
+    ) -> str:
         alias = f"w{next(_aliases)}"
         path = tmp_path / (name or f"{alias}.sqlite3")
         cfg = connections.configure_settings(
-            {"default": connections.settings["default"],
-             alias: {"ENGINE": engine, "NAME": str(path), "OPTIONS": options}}
+            {
+                "default": connections.settings["default"],
+                alias: {"ENGINE": engine, "NAME": str(path), "OPTIONS": options},
+            }
         )
         connections.settings[alias] = cfg[alias]
         made.append(alias)
@@ -124,8 +131,9 @@ def run_threads(*targets) -> list[BaseException | None]:
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=wrap, args=(i, t), name=f"t{i}") for i, t in
-               enumerate(targets)]
+    threads = [
+        threading.Thread(target=wrap, args=(i, t), name=f"t{i}") for i, t in enumerate(targets)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -60,7 +60,6 @@ def test_timeout_names_the_blocker(lw, watched):
     assert txn["begin_mode"] == "deferred"
 
 
-
 def test_read_then_write_upgrade_fails_at_once(lw, watched):
     db = watched()  # rollback journal, deferred transactions
     both_read = threading.Barrier(2)

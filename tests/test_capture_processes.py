@@ -53,7 +53,10 @@ def test_blocker_in_another_process(lw, tmp_path: Path):
     assert busy["classification"] == "timeout"
     assert busy["wait_ms"] == pytest.approx(400, rel=0.15)
     write_line = line_of(COMMANDS / "write_one.py", "WRITE-LINE")
-    assert busy["call_site"] == f"tests/project/shop/management/commands/write_one.py:{write_line} in handle"
+    assert (
+        busy["call_site"]
+        == f"tests/project/shop/management/commands/write_one.py:{write_line} in handle"
+    )
     hold_line = line_of(COMMANDS / "hold_lock.py", "HOLD-LINE")
     assert busy["blocker_pid"] == holder.pid
     assert busy["blocker_context"] == "command:hold_lock"

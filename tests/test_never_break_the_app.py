@@ -97,8 +97,9 @@ def test_full_buffer_drops_and_counts_without_blocking(tmp_path, watched):
     pipeline.shutdown()
     pipeline.reset()
     store = tmp_path / "store.sqlite3"
-    with override_settings(LOCKWATCH={"STORE": str(store), "BUFFER_SIZE": 10,
-                                      "FLUSH_INTERVAL": 60}):
+    with override_settings(
+        LOCKWATCH={"STORE": str(store), "BUFFER_SIZE": 10, "FLUSH_INTERVAL": 60}
+    ):
         conf.reset()
         try:
             db = watched()
@@ -122,8 +123,9 @@ def test_store_failure_is_counted_not_raised(tmp_path, watched):
     pipeline.reset()
     blocked = tmp_path / "not-a-dir"
     blocked.write_text("a file where the store's folder should be")
-    with override_settings(LOCKWATCH={"STORE": str(blocked / "store.sqlite3"),
-                                      "FLUSH_INTERVAL": 0.01}):
+    with override_settings(
+        LOCKWATCH={"STORE": str(blocked / "store.sqlite3"), "FLUSH_INTERVAL": 0.01}
+    ):
         conf.reset()
         try:
             db = watched()

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The whole test suite, as README gives it and as CI runs it.
+#   Python 3.11 + Django 5.2: everything (ruff, capture, dashboard, browser).
+#   Python 3.13 + the newest Django: the capture tests.
+# Installs what it needs: Debian's chromium and redis-server (as root, with
+# apt-get), and two virtualenvs under .venv/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+if ((${#need_apt[@]})); then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    else
+        echo "missing: ${need_apt[*]}; run: sudo apt-get install -y ${need_apt[*]}" >&2
+        exit 1
+    fi
+fi
+
+find_python() {  # find_python 3.13 -> a python3.13 executable
+    local v=$1 p
+    for p in "python$v" "$(command -v pyenv >/dev/null && pyenv root)/versions/$v"*/bin/python; do
+        if command -v "$p" >/dev/null 2>&1 || [ -x "$p" ]; then
+            echo "$p"
+            return
+        fi
+    done
+    echo "no Python $v found (pyenv install $v, or put python$v on PATH)" >&2
+    return 1
+}
+
+venv() {  # venv DIR PYTHON PACKAGES...
+    local dir=$1 py=$2
+    shift 2
+    if [ ! -x "$dir/bin/python" ]; then
+        "$py" -m venv "$dir"
+    fi
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check -e ".[dashboard,redis,test]" "$@" 2>&1 \
+        | grep -v "^WARNING: Location" || true
+    "$dir/bin/python" -c "import lockwatch" # fail here, not in the tests, if the install broke
+}
+
+py311=$(find_python 3.11)
+py313=$(find_python 3.13)
+venv .venv/py311 "$py311" "django>=5.2,<5.3" playwright gunicorn sqlalchemy
+venv .venv/py313 "$py313" "django>=6"
+
+.venv/py311/bin/ruff check lockwatch tests bench
+.venv/py311/bin/ruff format --check lockwatch tests bench
+
+echo "== Python 3.13, $(.venv/py313/bin/python -c 'import django; print("Django", django.get_version())'): capture tests"
+.venv/py313/bin/python -m pytest tests -m "not browser" -q -k "capture or never_break or unit" "$@"
+echo "== Python 3.11, $(.venv/py311/bin/python -c 'import django; print("Django", django.get_version())'): the whole suite"
+.venv/py311/bin/python -m pytest tests -q "$@"

@@ -1,0 +1,101 @@
+import sqlite3
+
+import pytest
+
+from lockwatch import callsite, handle
+from lockwatch.buffer import Buffer
+from lockwatch.capture import classify
+
+
+def kw(**overrides):
+    base = {
+        "gave_up": False,
+        "calls": 0,
+        "read_txn": False,
+        "dur": 0.0,
+        "timeout": 5.0,
+        "exact": True,
+    }
+    return {**base, **overrides}
+
+
+@pytest.mark.parametrize(
+    ("code", "overrides", "expected"),
+    [
+        (5, {"gave_up": True, "calls": 900}, "timeout"),
+        (5, {"read_txn": True}, "upgrade"),
+        (5, {"read_txn": True, "calls": 3}, "other"),
+        (517, {}, "snapshot"),
+        (6, {}, "locked"),
+        (262, {}, "locked"),
+        (261, {}, "other"),
+        (5, {"exact": False, "dur": 4.9}, "timeout"),
+        (5, {"exact": False, "dur": 0.001, "read_txn": True}, "upgrade"),
+        (5, {"exact": False, "dur": 1.0, "read_txn": True}, "other"),
+    ],
+)
+def test_classify(code, overrides, expected):
+    assert classify(code, **kw(**overrides)) == expected
+
+
+def test_buffer_drops_and_counts():
+    buf = Buffer(3)
+    for i in range(5):
+        buf.append(i)
+    assert (buf.accepted, buf.dropped, len(buf)) == (3, 2, 3)
+    assert buf.drain() == [0, 1, 2]
+    assert buf.drain() == []
+
+
+def helper_frame():
+    return callsite.find(1)
+
+
+def test_call_site_is_the_first_user_frame():
+    site = helper_frame()
+    assert site[0] == __file__
+    assert site[2] == "helper_frame"
+
+
+def test_call_site_format_is_relative_to_the_project(tmp_path):
+    callsite.configure(str(tmp_path))
+    try:
+        assert callsite.format((str(tmp_path / "shop" / "views.py"), 88, "checkout")) == (
+            "shop/views.py:88 in checkout"
+        )
+        assert callsite.format(("/elsewhere/x.py", 3, "f")) == "/elsewhere/x.py:3 in f"
+    finally:
+        from lockwatch.conf import get_config
+
+        cfg = get_config()
+        callsite.configure(str(cfg.project_root), cfg.call_site_include, cfg.call_site_exclude)
+
+
+def test_raw_handle_is_verified(tmp_path):
+    conn = sqlite3.connect(tmp_path / "x.sqlite3")
+    h = handle.raw_handle(conn)
+    assert h is not None
+    assert handle.db_filename(h) == str(tmp_path / "x.sqlite3")
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("BEGIN")
+    conn.execute("SELECT * FROM t").fetchall()
+    assert handle.txn_state(h) == handle.SQLITE_TXN_READ
+    conn.execute("INSERT INTO t VALUES (1)")
+    assert handle.txn_state(h) == handle.SQLITE_TXN_WRITE
+    conn.execute("COMMIT")
+    assert handle.txn_state(h) == handle.SQLITE_TXN_NONE
+
+
+def test_busy_handler_gives_up_at_the_timeout(tmp_path):
+    path = tmp_path / "x.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    waiter = sqlite3.connect(path, isolation_level=None, timeout=0)
+    busy = handle.BusyHandler(handle.raw_handle(waiter), 0.1)
+    busy.install()
+    with pytest.raises(sqlite3.OperationalError):
+        waiter.execute("BEGIN IMMEDIATE")
+    assert busy.gave_up
+    assert busy.calls > 10
+    assert busy.waited() == pytest.approx(0.1, abs=0.01)

@@ -1,0 +1,181 @@
+import csv
+import io
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lockwatch import events, export, store
+from lockwatch.filters import FilterError, parse
+
+
+@pytest.fixture
+def populated(tmp_path):
+    path = tmp_path / "store.sqlite3"
+    conn = store.connect(path)
+    writer = store.Writer(path)
+    rows = [
+        events.row(
+            kind="busy",
+            ts=1_700_000_000.123456,
+            classification="timeout",
+            wait_ms=500.0,
+            sql="INSERT INTO t VALUES (?)",
+            call_site="app/v.py:3 in f",
+            context="request:GET /x",
+            pid=11,
+            thread="t1",
+            db="/d.sqlite3",
+            blocker_pid=12,
+            blocker_call_site="app/w.py:9 in g",
+            blocker_context="x",
+        ),
+        events.row(
+            kind="query",
+            ts=1_700_000_001.0,
+            duration_ms=1.5,
+            sql='=HYPERLINK("http://evil")',
+            call_site="-x.py:1 in f",
+            pid=11,
+            context="@ctx",
+            thread="t1",
+            db="/d.sqlite3",
+        ),
+        events.row(
+            kind="query",
+            ts=1_700_000_002.0,
+            duration_ms=0.5,
+            sql="SELECT 1",
+            pid=13,
+            context="command:batch",
+            thread="t\tab",
+            db="/d.sqlite3",
+        ),
+    ]
+    writer.write(rows, [], [])
+    writer.close()
+    return path, conn
+
+
+def test_header_starts_with_the_fixed_columns():
+    assert events.CSV_HEADER[:15] == (
+        "ts",
+        "kind",
+        "classification",
+        "duration_ms",
+        "wait_ms",
+        "hold_ms",
+        "sql",
+        "call_site",
+        "context",
+        "pid",
+        "thread",
+        "db",
+        "blocker_pid",
+        "blocker_call_site",
+        "blocker_context",
+    )
+
+
+def test_round_trip_and_escaping(populated):
+    path, conn = populated
+    text = "".join(export.lines(conn))
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert len(rows) == 3
+    busy, query, other = rows
+    assert busy["ts"] == "2023-11-14T22:13:20.123456Z"
+    assert busy["classification"] == "timeout"
+    assert busy["blocker_call_site"] == "app/w.py:9 in g"
+    assert busy["hold_ms"] == ""
+    # Formula-like cells are escaped, and unescape back to the stored value.
+    assert query["sql"] == '\'=HYPERLINK("http://evil")'
+    assert export.unescape_cell(query["sql"]) == '=HYPERLINK("http://evil")'
+    assert export.unescape_cell(query["call_site"]) == "-x.py:1 in f"
+    assert export.unescape_cell(query["context"]) == "@ctx"
+    assert other["thread"] == "t\tab"
+    stored = {r["id"]: dict(r) for r in conn.execute("SELECT * FROM events")}
+    for row in rows:
+        original = stored[int(row["id"])]
+        for name in ("sql", "call_site", "context", "thread", "kind"):
+            assert export.unescape_cell(row[name]) == (original[name] or "")
+
+
+@given(st.one_of(st.text(), st.sampled_from(["'=x", "''+1", "'", "'abc", "-", "\r=", "\t"])))
+def test_any_cell_round_trips(value):
+    out = io.StringIO()
+    csv.writer(out).writerow([export.safe_cell(value)])
+    (back,) = list(csv.reader(io.StringIO(out.getvalue(), newline="")))
+    cell = back[0]
+    assert export.unescape_cell(cell) == value
+    assert not cell.startswith(("=", "+", "-", "@", "\t", "\r"))
+
+
+def test_filters(populated):
+    _, conn = populated
+    assert export.count(conn, parse({"kind": "busy"})) == 1
+    assert export.count(conn, parse({"pid": "13"})) == 1
+    assert export.count(conn, parse({"context": "command:"})) == 1
+    assert export.count(conn, parse({"since": "2023-11-14T22:13:21Z"})) == 2
+    assert export.count(conn, parse({"call_site": "app/w.py:9 in g"})) == 1
+    assert export.count(conn, parse({"q": "SELECT"})) == 1
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"kind": "bogus"}, "kind='bogus'"),
+        ({"since": "yesterday"}, "since='yesterday'"),
+        ({"pid": "-1"}, "pid='-1'"),
+        ({"classification": "x"}, "classification='x'"),
+        ({"colour": "red"}, "'colour'"),
+    ],
+)
+def test_bad_filters_name_the_value(params, named):
+    with pytest.raises(FilterError, match=named):
+        parse(params)
+
+
+def test_relative_times():
+    f = parse({"since": "15m"})
+    import time
+
+    assert time.time() - f.since == pytest.approx(900, abs=5)
+
+
+def test_cli_export(populated, tmp_path):
+    path, _ = populated
+    out = tmp_path / "out.csv"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lockwatch",
+            "export",
+            "--store",
+            str(path),
+            "-o",
+            str(out),
+            "--kind",
+            "query",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(out.open(newline="")))
+    assert [r["kind"] for r in rows] == ["query", "query"]
+
+
+def test_cli_bad_filter_is_one_line_exit_2(populated):
+    path, _ = populated
+    done = subprocess.run(
+        [sys.executable, "-m", "lockwatch", "export", "--store", str(path), "--since", "soon"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert "since='soon'" in done.stderr
+    assert "Traceback" not in done.stderr
