@@ -307,7 +307,7 @@ class Probe:
 
     def busy_timeout_changed(self) -> None:
         """A ``PRAGMA busy_timeout = N`` replaced our handler: adopt N and reinstall."""
-        ms = self.conn.execute("PRAGMA busy_timeout").fetchone()[0]
+        ms = sqlite3.Connection.execute(self.conn, "PRAGMA busy_timeout").fetchone()[0]
         self.timeout = ms / 1000.0
         if self.busy is not None:
             self.busy.timeout = self.timeout
@@ -316,7 +316,8 @@ class Probe:
 
 def effective_timeout(conn: sqlite3.Connection) -> float:
     """The busy timeout SQLite has now, in seconds."""
-    return conn.execute("PRAGMA busy_timeout").fetchone()[0] / 1000.0
+    # Through the base class, so an instrumented connection does not record it.
+    return sqlite3.Connection.execute(conn, "PRAGMA busy_timeout").fetchone()[0] / 1000.0
 
 
 def attach(conn: sqlite3.Connection, alias: str, db: str) -> Probe | None:

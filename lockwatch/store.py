@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import events
+from .rawsqlite import original_connect
 
 SCHEMA_VERSION = 1
 
@@ -97,12 +98,12 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.
     if readonly:
         if not path.exists():
             raise StoreError(f"no lockwatch store at {path}")
-        conn = sqlite3.connect(
+        conn = original_connect(
             f"{path.as_uri()}?mode=ro", uri=True, timeout=5.0, check_same_thread=False
         )
     else:
         _create_private(path)
-        conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+        conn = original_connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         migrate(conn)

@@ -23,7 +23,9 @@ fi
 find_python() {  # find_python 3.13 -> a python3.13 executable
     local v=$1 p
     for p in "python$v" "$(command -v pyenv >/dev/null && pyenv root)/versions/$v"*/bin/python; do
-        if command -v "$p" >/dev/null 2>&1 || [ -x "$p" ]; then
+        # pyenv's shims exist on PATH even for versions that are not selected.
+        if "$p" -c "import sys; assert sys.version_info[:2] == tuple(map(int, '$v'.split('.')))" \
+            >/dev/null 2>&1; then
             echo "$p"
             return
         fi
@@ -45,7 +47,7 @@ venv() {  # venv DIR PYTHON PACKAGES...
 
 py311=$(find_python 3.11)
 py313=$(find_python 3.13)
-venv .venv/py311 "$py311" "django>=5.2,<5.3" playwright gunicorn sqlalchemy
+venv .venv/py311 "$py311" "django>=5.2,<5.3" playwright gunicorn
 venv .venv/py313 "$py313" "django>=6"
 
 .venv/py311/bin/ruff check lockwatch tests bench

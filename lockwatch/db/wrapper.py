@@ -14,6 +14,7 @@ from typing import Any
 from django.db.backends.sqlite3.base import SQLiteCursorWrapper
 
 from ..capture import Probe, attach
+from ..rawsqlite import suppressed
 
 
 class LockwatchCursor(SQLiteCursorWrapper):
@@ -53,7 +54,8 @@ class LockwatchWrapperMixin:
     _lockwatch: Probe | None = None
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
-        conn = super().get_new_connection(conn_params)  # type: ignore[misc]
+        with suppressed():  # this backend instruments it; instrument_sqlite3 must not
+            conn = super().get_new_connection(conn_params)  # type: ignore[misc]
         self._lockwatch = attach(conn, self.alias, _db_path(self.settings_dict["NAME"]))
         return conn
 
