@@ -59,6 +59,63 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from . import doctor, store
+    from .filters import FilterError, parse_time
+
+    try:
+        since = parse_time("since", args.since) if args.since else None
+        conn = store.connect(_store_path(args.store), readonly=True)
+    except (FilterError, store.StoreError) as exc:
+        print(f"lockwatch doctor: error: {exc}", file=sys.stderr)
+        return 2
+    found = doctor.findings(conn, since)
+    if not found:
+        print("No findings: nothing in the store points at a change.")
+        return 0
+    for n, f in enumerate(found, 1):
+        print(f"{n}. {f.title}: {f.change}.")
+        print(f"   Evidence: {f.evidence}.")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Run the dashboard under daphne, in this process, reading the store read-only."""
+    import secrets
+
+    store_path = _store_path(args.store)
+    token = os.environ.get("LOCKWATCH_TOKEN", "").strip() or secrets.token_urlsafe(24)
+    os.environ.update(
+        LOCKWATCH_STORE=str(store_path),
+        LOCKWATCH_TOKEN=token,
+        LOCKWATCH_HOST=args.host,
+        DJANGO_SETTINGS_MODULE="lockwatch.server.settings",
+    )
+    try:
+        from daphne.cli import CommandLineInterface
+    except ImportError:
+        print(
+            "lockwatch serve: error: the dashboard needs its extras: "
+            "pip install 'lockwatch[dashboard]'",
+            file=sys.stderr,
+        )
+        return 2
+    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    shown = f"[{shown}]" if ":" in shown else shown
+    if not store_path.exists():
+        print(f"lockwatch serve: no store at {store_path} yet; waiting for events", flush=True)
+    print(
+        f"lockwatch dashboard for {store_path}\n"
+        f"    http://{shown}:{args.port}/?token={token}\n"
+        "Open that URL to log in (set LOCKWATCH_TOKEN to keep one token across restarts).",
+        flush=True,
+    )
+    CommandLineInterface().run(
+        ["-b", args.host, "-p", str(args.port), "lockwatch.asgi:application"]
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lockwatch", description=__doc__)
     parser.add_argument("--version", action="version", version=f"lockwatch {__version__}")
@@ -77,6 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--context", help="text in the context, or a request path")
     ex.add_argument("--pid", help="process id")
     ex.set_defaults(func=_export)
+
+    serve = sub.add_parser("serve", help="run the live dashboard (daphne)")
+    serve.add_argument("--store", help="the store file (default $LOCKWATCH_STORE or ./lockwatch.sqlite3)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.set_defaults(func=_serve)
+
+    doc = sub.add_parser("doctor", help="say what to change, from the evidence in the store")
+    doc.add_argument("--store", help="the store file (default $LOCKWATCH_STORE)")
+    doc.add_argument("--since", help="ISO-8601 time or an age: 15m, 2h, 1d")
+    doc.set_defaults(func=_doctor)
     return parser
 
 

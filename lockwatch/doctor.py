@@ -1,0 +1,327 @@
+"""The doctor: what to change, from the evidence in the store.
+
+Every number in a finding is computed from the store's events. Findings are
+ranked by impact: an estimate of the time the app lost (failed requests count
+as the time they waited, plus a second each for the retry a user makes).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+FAILED_REQUEST_COST_MS = 1000.0
+# Waits below these are the normal hand-off of a busy but healthy database.
+HIDDEN_WAIT_TOTAL_MS = 1000.0
+HIDDEN_WAIT_P95_MS = 100.0
+LONG_HOLD_P95_MS = 1000.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    title: str
+    evidence: str
+    change: str
+    impact_ms: float
+    call_site: str | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def text(self) -> str:
+        return f"{self.title}: {self.change}"
+
+
+def _p95(values: list[float]) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+
+
+def _seconds(ms: float) -> str:
+    return f"{ms / 1000.0:.1f} s" if ms >= 1000 else f"{ms:.0f} ms"
+
+
+class _Evidence:
+    def __init__(self, conn: sqlite3.Connection, since: float | None, until: float | None) -> None:
+        self.conn = conn
+        clauses, args = [], []
+        if since is not None:
+            clauses.append("ts >= ?")
+            args.append(since)
+        if until is not None:
+            clauses.append("ts <= ?")
+            args.append(until)
+        self.where = (" AND " + " AND ".join(clauses)) if clauses else ""
+        self.args = args
+
+    def all(self, sql: str, *extra: Any) -> list[sqlite3.Row]:
+        return self.conn.execute(sql.format(w=self.where), (*self.args, *extra)).fetchall()
+
+    def holds_p95(self, call_site: str) -> float:
+        rows = self.conn.execute(
+            "SELECT hold_ms FROM events WHERE kind = 'transaction' AND hold_ms IS NOT NULL"
+            f" AND (lock_call_site = ? OR call_site = ?){self.where}",
+            (call_site, call_site, *self.args),
+        ).fetchall()
+        return _p95([r[0] for r in rows])
+
+
+def findings(
+    conn: sqlite3.Connection, since: float | None = None, until: float | None = None
+) -> list[Finding]:
+    conn.row_factory = sqlite3.Row
+    ev = _Evidence(conn, since, until)
+    out: list[Finding] = []
+    out += _upgrades(ev)
+    out += _timeouts(ev)
+    out += _snapshots(ev)
+    out += _commit_waits(ev)
+    out += _locked(ev)
+    out += _hidden_waits(ev)
+    out += _long_holds(ev, {f.call_site for f in out})
+    out += _health(conn)
+    return sorted(out, key=lambda f: f.impact_ms, reverse=True)
+
+
+def _upgrades(ev: _Evidence) -> list[Finding]:
+    out = []
+    for r in ev.all(
+        "SELECT call_site, count(*) AS n FROM events WHERE kind = 'busy'"
+        " AND classification = 'upgrade'{w} GROUP BY call_site ORDER BY n DESC"
+    ):
+        site = r["call_site"] or "unknown"
+        out.append(
+            Finding(
+                code="upgrade",
+                title=f"{r['n']} `upgrade` busy errors at `{site}`",
+                evidence=(
+                    "a deferred transaction read, then tried to write while another connection "
+                    "held the write lock; SQLite fails it at once, without waiting"
+                ),
+                change='set "transaction_mode": "IMMEDIATE" in OPTIONS, or write first',
+                impact_ms=r["n"] * FAILED_REQUEST_COST_MS,
+                call_site=site,
+                figures={"busy": r["n"]},
+            )
+        )
+    return out
+
+
+def _timeouts(ev: _Evidence) -> list[Finding]:
+    rows = ev.all(
+        "SELECT blocker_call_site, count(*) AS n, sum(wait_ms) AS waited FROM events"
+        " WHERE kind = 'busy' AND classification = 'timeout'{w}"
+        " GROUP BY blocker_call_site ORDER BY n DESC"
+    )
+    total = sum(r["n"] for r in rows)
+    if not total:
+        return []
+    waited = sum(r["waited"] or 0.0 for r in rows)
+    top = next((r for r in rows if r["blocker_call_site"] not in (None, "unknown")), None)
+    if top is None:
+        return [
+            Finding(
+                code="timeout",
+                title=f"{total} `timeout` busy errors",
+                evidence=(
+                    "each waited the whole busy timeout; no instrumented holder was found, so "
+                    "another program (a sqlite3 shell, a DB browser, a backup) may hold the file"
+                ),
+                change="find what else opens the database file, or raise the timeout",
+                impact_ms=waited + total * FAILED_REQUEST_COST_MS,
+                figures={"busy": total},
+            )
+        ]
+    site = top["blocker_call_site"]
+    p95 = ev.holds_p95(site)
+    return [
+        Finding(
+            code="timeout",
+            title=(
+                f"{total} `timeout` busy errors, {top['n']} of them blocked by `{site}`, "
+                f"which holds the write lock for p95 {_seconds(p95)}"
+            ),
+            evidence=f"they waited {_seconds(waited)} in total before giving up",
+            change=(
+                "shorten that transaction, batch it, or move the slow work (password hashing, "
+                "HTTP calls) out of atomic()"
+            ),
+            impact_ms=waited + total * FAILED_REQUEST_COST_MS,
+            call_site=site,
+            figures={"busy": total, "blocked_by_top": top["n"], "p95_hold_ms": p95},
+        )
+    ]
+
+
+def _snapshots(ev: _Evidence) -> list[Finding]:
+    out = []
+    for r in ev.all(
+        "SELECT call_site, count(*) AS n FROM events WHERE kind = 'busy'"
+        " AND classification = 'snapshot'{w} GROUP BY call_site ORDER BY n DESC"
+    ):
+        site = r["call_site"] or "unknown"
+        out.append(
+            Finding(
+                code="snapshot",
+                title=f"{r['n']} `snapshot` busy errors at `{site}`",
+                evidence=(
+                    "under WAL, a transaction read an old snapshot and then tried to write after "
+                    "another connection committed"
+                ),
+                change='set "transaction_mode": "IMMEDIATE", or write before reading',
+                impact_ms=r["n"] * FAILED_REQUEST_COST_MS,
+                call_site=site,
+                figures={"busy": r["n"]},
+            )
+        )
+    return out
+
+
+def _commit_waits(ev: _Evidence) -> list[Finding]:
+    (r,) = ev.all(
+        "SELECT count(*) AS n, coalesce(sum(wait_ms), 0) AS waited FROM events"
+        " WHERE kind = 'wait' AND stmt_class = 'commit'{w}"
+    )
+    if not r["n"] or r["waited"] < HIDDEN_WAIT_P95_MS:
+        return []
+    return [
+        Finding(
+            code="commit-readers",
+            title=(
+                f"COMMIT waited on readers for {_seconds(r['waited'])} in total "
+                "under the rollback journal"
+            ),
+            evidence=f"{r['n']} commits had to wait for readers to finish",
+            change="enable WAL (PRAGMA journal_mode=WAL), so readers never block a commit",
+            impact_ms=r["waited"],
+            figures={"waits": r["n"], "waited_ms": r["waited"]},
+        )
+    ]
+
+
+def _locked(ev: _Evidence) -> list[Finding]:
+    (r,) = ev.all(
+        "SELECT count(*) AS n, max(call_site) AS site FROM events WHERE kind = 'busy'"
+        " AND classification = 'locked'{w}"
+    )
+    if not r["n"]:
+        return []
+    return [
+        Finding(
+            code="locked",
+            title=f"{r['n']} `database table is locked` errors, e.g. at `{r['site']}`",
+            evidence="a table was locked by another statement on a shared-cache connection",
+            change="avoid shared cache (cache=shared), and finish reading a cursor before writing",
+            impact_ms=r["n"] * FAILED_REQUEST_COST_MS,
+            call_site=r["site"],
+            figures={"busy": r["n"]},
+        )
+    ]
+
+
+def _hidden_waits(ev: _Evidence) -> list[Finding]:
+    rows = ev.all(
+        "SELECT blocker_call_site AS site, wait_ms FROM events WHERE kind = 'wait'"
+        " AND outcome = 'acquired' AND stmt_class != 'commit'{w}"
+    )
+    by_site: dict[str, list[float]] = {}
+    for r in rows:
+        by_site.setdefault(r["site"] or "unknown", []).append(r["wait_ms"] or 0.0)
+    out = []
+    for site, waits in by_site.items():
+        total = sum(waits)
+        if total < HIDDEN_WAIT_TOTAL_MS and _p95(waits) < HIDDEN_WAIT_P95_MS:
+            continue
+        blocker, figures = "", {"waits": len(waits), "waited_ms": total}
+        if site != "unknown":
+            figures["p95_hold_ms"] = ev.holds_p95(site)
+            blocker = f", behind `{site}` (p95 hold {_seconds(figures['p95_hold_ms'])})"
+        out.append(
+            Finding(
+                code="hidden-waits",
+                title=(
+                    f"{len(waits)} statements waited {_seconds(total)} in total "
+                    f"for the lock{blocker}"
+                ),
+                evidence=f"no error was raised, but p95 wait was {_seconds(_p95(waits))}",
+                change=(
+                    "keep write transactions short: take the lock late (write last), and move "
+                    "slow work out of atomic()"
+                ),
+                impact_ms=total,
+                call_site=None if site == "unknown" else site,
+                figures=figures,
+            )
+        )
+    return out
+
+
+def _long_holds(ev: _Evidence, seen: set[str | None]) -> list[Finding]:
+    rows = ev.all(
+        "SELECT coalesce(lock_call_site, call_site) AS site, hold_ms FROM events"
+        " WHERE kind = 'transaction' AND hold_ms IS NOT NULL{w}"
+    )
+    by_site: dict[str, list[float]] = {}
+    for r in rows:
+        by_site.setdefault(r["site"] or "unknown", []).append(r["hold_ms"])
+    out = []
+    for site, holds in by_site.items():
+        p95 = _p95(holds)
+        if p95 < LONG_HOLD_P95_MS or site in seen:
+            continue
+        out.append(
+            Finding(
+                code="long-hold",
+                title=f"`{site}` holds the write lock for p95 {_seconds(p95)}",
+                evidence=f"{len(holds)} transactions held it {_seconds(sum(holds))} in total",
+                change="every other writer waits meanwhile: commit in smaller batches",
+                impact_ms=sum(holds) / 10.0,
+                call_site=site,
+                figures={"transactions": len(holds), "p95_hold_ms": p95},
+            )
+        )
+    return out
+
+
+def _health(conn: sqlite3.Connection) -> list[Finding]:
+    try:
+        r = conn.execute(
+            "SELECT coalesce(sum(dropped), 0) AS dropped, coalesce(sum(lost), 0) AS lost,"
+            " max(capture_mode = 'inferred') AS inferred FROM processes"
+        ).fetchone()
+    except sqlite3.Error:
+        return []
+    out = []
+    if r["dropped"]:
+        out.append(
+            Finding(
+                code="dropped",
+                title=f"lockwatch dropped {r['dropped']} events from a full buffer",
+                evidence="capture never blocks the app, so overflow is dropped and counted",
+                change='raise LOCKWATCH["BUFFER_SIZE"], or lower FLUSH_INTERVAL',
+                impact_ms=0.0,
+            )
+        )
+    if r["lost"]:
+        out.append(
+            Finding(
+                code="lost",
+                title=f"lockwatch could not store {r['lost']} events",
+                evidence="the store was unwritable for a while",
+                change='check LOCKWATCH["STORE"]: its folder must be writable and have space',
+                impact_ms=0.0,
+            )
+        )
+    if r["inferred"]:
+        out.append(
+            Finding(
+                code="inferred",
+                title="some processes infer lock waits from timings",
+                evidence="the exact busy handler could not be installed there",
+                change="run CPython with a dynamically linked SQLite for exact waits",
+                impact_ms=0.0,
+            )
+        )
+    return out
