@@ -1,0 +1,181 @@
+"""pytest plugin: explain a test that failed with 'database is locked'.
+
+Off unless ``--lockwatch`` (or ``lockwatch = true`` in the ini file). Then
+plain ``sqlite3`` connections are instrumented too, and a failing test's report
+gets a lockwatch section naming the waiter, its classification and the blocker.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+LOCK_MESSAGES = ("database is locked", "database table is locked")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("lockwatch")
+    group.addoption(
+        "--lockwatch", action="store_true", help="explain 'database is locked' failures"
+    )
+    group.addoption(
+        "--lockwatch-summary",
+        action="store_true",
+        help="with --lockwatch: list the longest write-lock holds by test at the end",
+    )
+    parser.addini("lockwatch", "turn lockwatch on, as --lockwatch does", type="bool", default=False)
+
+
+def _enabled(config: pytest.Config) -> bool:
+    return bool(config.getoption("lockwatch") or config.getini("lockwatch"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not _enabled(config):
+        return
+    import lockwatch
+
+    lockwatch.instrument_sqlite3()
+    config._lockwatch_started = time.time()  # type: ignore[attr-defined]
+
+
+def _store_conn() -> sqlite3.Connection | None:
+    from lockwatch import store
+    from lockwatch.conf import get_config
+
+    try:
+        conn = store.connect(get_config().store, readonly=True)
+    except Exception:
+        return None
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _busy_events(nodeid: str, settle: float) -> list[sqlite3.Row]:
+    import lockwatch
+
+    lockwatch.flush()
+    conn = _store_conn()
+    if conn is None:
+        return []
+    deadline = time.monotonic() + settle
+    try:
+        while True:
+            rows = conn.execute(
+                "SELECT * FROM events WHERE kind = 'busy' AND context = ? AND pid = ? ORDER BY id",
+                (f"test:{nodeid}", os.getpid()),
+            ).fetchall()
+            if all(r["blocker_context"] is not None for r in rows) or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.05)
+    finally:
+        conn.close()
+
+
+def _blocker_sql(row: sqlite3.Row) -> str | None:
+    conn = _store_conn()
+    if conn is None or not row["blocker_call_site"]:
+        return None
+    try:
+        hold = conn.execute(
+            "SELECT sql FROM holds WHERE db = ? AND pid = ? AND call_site = ? AND lock_ts <= ?"
+            " ORDER BY lock_ts DESC LIMIT 1",
+            (row["db"], row["blocker_pid"], row["blocker_call_site"], row["ts"] + 1e-3),
+        ).fetchone()
+        return hold["sql"] if hold else None
+    finally:
+        conn.close()
+
+
+def explain(row: sqlite3.Row, nodeid: str) -> str:
+    """The report section for one busy error."""
+    lines = [
+        f"waiting statement: {row['sql']}",
+        f"  at {row['call_site']} (thread {row['thread']})",
+        f"classification: {row['classification']} ({row['error_name']}), "
+        f"waited {row['wait_ms'] or 0:.0f} ms",
+    ]
+    if row["blocker_context"] in (None, "unknown"):
+        lines.append(
+            "blocker: unknown; no instrumented connection held the write lock "
+            "(another program may have the file open)"
+        )
+    elif row["blocker_context"] == "readers":
+        lines.append("blocker: readers; the COMMIT waited for open read transactions")
+    else:
+        sql = _blocker_sql(row)
+        own = row["blocker_context"] == f"test:{nodeid}"
+        lines += [
+            f"blocker: pid {row['blocker_pid']} thread {row['blocker_thread']}, "
+            f"{'this test' if own else row['blocker_context']}, "
+            f"held the write lock for {row['blocker_held_ms'] or 0:.0f} ms",
+            f"  took it with: {sql or '?'}",
+            f"  at {row['blocker_call_site']}",
+        ]
+        if own:
+            lines.append(
+                "what to do: the test's own django_db transaction holds the write lock while a "
+                "second connection writes. Share Django's connection with the second client, "
+                "commit first, or use @pytest.mark.django_db(transaction=True)."
+            )
+        else:
+            lines.append(
+                "what to do: shorten the blocker's transaction, or raise the second "
+                "connection's timeout."
+            )
+    if row["classification"] == "upgrade":
+        lines.append(
+            "the waiter read before writing in a deferred transaction: use "
+            '"transaction_mode": "IMMEDIATE", or write first.'
+        )
+    return "\n".join(lines)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator:
+    outcome = yield
+    report = outcome.get_result()
+    if not _enabled(item.config) or not report.failed:
+        return
+    text = str(report.longrepr)
+    if not any(m in text for m in LOCK_MESSAGES):
+        return
+    try:
+        from lockwatch.conf import get_config
+
+        rows = _busy_events(item.nodeid, get_config().attribution_grace + 1.0)
+        body = "\n\n".join(explain(r, item.nodeid) for r in rows[-3:])
+        if not body:
+            body = "no busy error was captured for this test (is lockwatch's backend in use?)"
+        report.sections.append(("lockwatch: database is locked", body))
+    except Exception as exc:  # the plugin must never hide the real failure
+        report.sections.append(("lockwatch", f"could not explain: {exc!r}"))
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if not (_enabled(config) and config.getoption("lockwatch_summary")):
+        return
+    import lockwatch
+
+    lockwatch.flush()
+    conn = _store_conn()
+    if conn is None:
+        return
+    started = getattr(config, "_lockwatch_started", 0.0)
+    rows = conn.execute(
+        "SELECT context, max(hold_ms) AS hold, coalesce(lock_call_site, call_site) AS site"
+        " FROM events WHERE kind = 'transaction' AND hold_ms IS NOT NULL AND pid = ?"
+        " AND ts >= ? AND context LIKE 'test:%' GROUP BY context ORDER BY hold DESC LIMIT 10",
+        (os.getpid(), started),
+    ).fetchall()
+    conn.close()
+    terminalreporter.section("lockwatch: longest write-lock holds")
+    if not rows:
+        terminalreporter.write_line("no test took the write lock")
+    for r in rows:
+        terminalreporter.write_line(f"{r['hold']:9.1f} ms  {r['context'][5:]}  ({r['site']})")

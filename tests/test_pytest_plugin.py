@@ -1,0 +1,100 @@
+"""The pytest plugin, end to end: a django_db test blocks a second connection."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytest_plugins = ["pytester"]
+
+CLASSIC = """
+import sqlite3
+
+import pytest
+import sqlalchemy
+from django.db import connection, models
+
+
+class Thing(models.Model):
+    name = models.CharField(max_length=10)
+
+    class Meta:
+        app_label = "shop"
+        db_table = "plugin_thing"
+        managed = False
+
+
+@pytest.mark.django_db
+def test_raw_sqlite3_is_blocked():
+    editor = connection.schema_editor()
+    editor.deferred_sql = []  # no `with`: inside the test's transaction it would refuse
+    editor.create_model(Thing)  # TAKES-THE-LOCK
+    raw = sqlite3.connect(connection.settings_dict["NAME"], timeout=0.3)
+    raw.execute("INSERT INTO shop_item (name, qty) VALUES ('x', 1)")  # BLOCKED
+
+
+@pytest.mark.django_db
+def test_sqlalchemy_is_blocked():
+    editor = connection.schema_editor()
+    editor.deferred_sql = []
+    editor.create_model(Thing)  # SA-TAKES-THE-LOCK
+    engine = sqlalchemy.create_engine(
+        "sqlite:///" + connection.settings_dict["NAME"], connect_args={"timeout": 0.3}
+    )
+    with engine.begin() as sa:
+        sa.execute(sqlalchemy.text("INSERT INTO shop_item (name, qty) VALUES ('x', 1)"))
+
+
+@pytest.mark.django_db
+def test_fine():
+    editor = connection.schema_editor()
+    editor.deferred_sql = []
+    editor.create_model(Thing)
+"""
+
+
+@pytest.fixture
+def run(pytester, tmp_path):
+    pytester.makepyfile(test_classic=CLASSIC)
+    env = {
+        "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "tests.project.settings",
+        "LOCKWATCH_TEST_DB": str(tmp_path / "app.sqlite3"),
+        "LOCKWATCH_TEST_DB_TEST": str(tmp_path / "test-app.sqlite3"),
+        "LOCKWATCH_STORE": str(tmp_path / "store.sqlite3"),
+    }
+    for key, value in env.items():
+        pytester._monkeypatch.setenv(key, value)
+
+    def go(*args: str):
+        return pytester.runpytest_subprocess("-p", "django", "-p", "no:cacheprovider", *args)
+
+    return go
+
+
+def _line(marker: str) -> int:
+    source = CLASSIC.strip().splitlines()  # as makepyfile writes it
+    return next(n for n, text in enumerate(source, 1) if marker in text)
+
+
+def test_report_names_the_blocker_and_its_line(run):
+    result = run("--lockwatch", "--lockwatch-summary")
+    result.assert_outcomes(passed=1, failed=2)
+    out = result.stdout.str()
+    assert "lockwatch: database is locked" in out
+    assert "classification: timeout (SQLITE_BUSY), waited" in out
+    assert f"test_classic.py:{_line('# BLOCKED')} in test_raw_sqlite3_is_blocked" in out
+    assert 'took it with: CREATE TABLE "plugin_thing"' in out
+    assert f"test_classic.py:{_line('# TAKES-THE-LOCK')} in test_raw_sqlite3_is_blocked" in out
+    assert f"test_classic.py:{_line('SA-TAKES-THE-LOCK')} in test_sqlalchemy_is_blocked" in out
+    assert "this test, held the write lock for" in out
+    assert "@pytest.mark.django_db(transaction=True)" in out
+    assert "lockwatch: longest write-lock holds" in out
+
+
+def test_off_unless_asked(run):
+    result = run()
+    result.assert_outcomes(passed=1, failed=2)
+    assert "lockwatch: database is locked" not in result.stdout.str()
+    assert "database is locked" in result.stdout.str()
