@@ -131,7 +131,7 @@ class Probe:
         except BaseException as exc:
             self._safe(self._after, sql, params, wall, t0, _perf(), exc)
             raise
-        self._safe(self._after, sql, params, wall, t0, _perf(), None)
+        self._safe(self._after, sql, params, wall, t0, _perf(), None, None, result)
         return result
 
     def commit(self, do: Callable[[], None]) -> None:
@@ -177,7 +177,7 @@ class Probe:
 
     def _after(
         self, sql: str, params: Any, wall: float, t0: float, t1: float,
-        exc: BaseException | None, end: str | None = None,
+        exc: BaseException | None, end: str | None = None, result: Any = None,
     ) -> None:  # fmt: skip
         cls = statement_class(sql)
         dur = t1 - t0
@@ -243,10 +243,15 @@ class Probe:
 
         if self.capture_queries:
             who = who or self._who()
+            rows = None
+            # RETURNING rows are counted only as they are fetched, after this.
+            if cls == "write" and result is not None and " RETURNING " not in sql:
+                rows = getattr(result, "rowcount", -1)
+                rows = rows if rows >= 0 else None
             pipeline.emit(
                 Query(
                     self.origin, who, wall, dur, sql, params if self.capture_params else None,
-                    cls, None, site, waited, hold,
+                    cls, rows, site, waited, hold,
                 )
             )  # fmt: skip
         elif hold is not None:

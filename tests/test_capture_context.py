@@ -33,6 +33,7 @@ def test_sync_request_is_tagged_and_totalled(lw, default_db):
     line = line_of(VIEWS, "SYNC-VIEW-LINE")
     assert query["call_site"] == f"tests/project/shop/views.py:{line} in write"
     assert query["hold_ms"] is not None  # an autocommit write holds the lock briefly
+    assert query["rows"] is None  # INSERT ... RETURNING: not known at execute time
     (request,) = lw.events(kind="request")
     assert request["status"] == 200
     assert request["queries"] == 1
@@ -83,3 +84,11 @@ def test_program_and_command_labels():
     assert _program_label(["/srv/app/manage.py", "runserver"]) == "command:runserver"
     assert _program_label(["/usr/bin/gunicorn", "app.wsgi"]) == "program:gunicorn"
     assert _program_label(["manage.py", "--help"]) == "program:manage.py"
+
+
+def test_rows_changed_by_a_write(lw, watched):
+    db = watched()
+    Item.objects.using(db).bulk_create([Item(name="a"), Item(name="b"), Item(name="c")])
+    Item.objects.using(db).filter(name__in=["a", "b"]).update(qty=2)
+    (update,) = [q for q in lw.events(kind="query") if q["sql"].startswith("UPDATE")]
+    assert update["rows"] == 2
