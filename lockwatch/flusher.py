@@ -27,6 +27,16 @@ Sink = Callable[[list[dict[str, Any]]], None]
 sinks: list[Sink] = []
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Flusher(threading.Thread):
     BATCH = 5000
 
@@ -199,6 +209,7 @@ class Flusher(threading.Thread):
                     self.pid, self.started_at, context.default_label(), self._mode, self.figures()
                 )
                 self._store().resolve_orphans(self.cfg.attribution_grace, now)
+                self._store().reap_abandoned(_alive, now)
             if now - self._last_prune >= 30.0:
                 self._last_prune = now
                 self._store().prune(self.cfg.retention_max_age, self.cfg.retention_max_rows)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,6 +250,48 @@ class Writer:
             for r in rows
         ]  # fmt: skip
         self.attribute(pending, grace, now)
+
+    def reap_abandoned(self, alive: Callable[[int], bool], now: float) -> int:
+        """Close the holds of processes that died holding the write lock.
+
+        SQLite releases a dead process's locks; its transaction never ends, so
+        it is recorded here as ``abandoned``, once, by whichever process sees it.
+        """
+        dead = [
+            r for r in self.conn.execute("SELECT * FROM holds WHERE end_ts IS NULL").fetchall()
+            if not alive(r["pid"])
+        ]  # fmt: skip
+        if not dead:
+            return 0
+        names = [c.name for c in _EVENT_COLUMNS]
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            reaped = 0
+            for r in dead:
+                cur = self.conn.execute(
+                    "UPDATE holds SET end_ts = ?, \"end\" = 'abandoned'"
+                    " WHERE key = ? AND end_ts IS NULL",
+                    (now, r["key"]),
+                )
+                if not cur.rowcount:
+                    continue  # another process reaped it first
+                reaped += 1
+                row = events.row(
+                    kind="transaction", ts=r["lock_ts"], end="abandoned", db=r["db"],
+                    pid=r["pid"], conn_id=r["conn_id"], thread=r["thread"],
+                    context=r["context"], lock_ts=r["lock_ts"], lock_sql=r["sql"],
+                    lock_call_site=r["call_site"], call_site=r["call_site"],
+                    # An upper bound: the process died some time before it was noticed.
+                    hold_ms=round((now - r["lock_ts"]) * 1000.0, 3),
+                    duration_ms=round((now - r["lock_ts"]) * 1000.0, 3),
+                )  # fmt: skip
+                self.conn.execute(_INSERT_EVENT, [row[n] for n in names])
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        return reaped
 
     def report(self, pid: int, started: float, program: str, mode: str, figures: dict) -> None:
         self.conn.execute(

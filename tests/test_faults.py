@@ -1,0 +1,163 @@
+"""Faults in lockwatch's own machinery: the app keeps working, losses are counted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.test import override_settings
+
+from lockwatch import conf, pipeline
+from tests.conftest import ROOT
+from tests.project.shop.models import Item
+
+MANAGE = ROOT / "tests" / "project" / "manage.py"
+
+
+def _writes(db: str, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        Item.objects.using(db).create(name=f"i{i}")
+
+
+def test_worker_killed_while_holding_the_lock(lw, tmp_path: Path):
+    db = tmp_path / "app.sqlite3"
+    env = {**os.environ, "LOCKWATCH_TEST_DB": str(db), "LOCKWATCH_STORE": str(lw.store)}
+    env.pop("PYTEST_CURRENT_TEST", None)
+    subprocess.run([sys.executable, str(MANAGE), "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    ready = tmp_path / "ready"
+    holder = subprocess.Popen(
+        [sys.executable, str(MANAGE), "hold_lock", "--seconds", "60", "--ready-file", str(ready)],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while not ready.exists():
+        assert holder.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.3)  # its flusher records the hold
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(10)
+
+    # The next process gets the lock (SQLite released it) and reaps the hold.
+    done = subprocess.run(
+        [sys.executable, str(MANAGE), "write_one"], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=30,
+    )  # fmt: skip
+    assert done.stdout.strip() == "ok", done.stderr
+    (abandoned,) = lw.events(kind="transaction", end="abandoned")
+    assert abandoned["pid"] == holder.pid
+    assert abandoned["context"] == "command:hold_lock"
+    assert abandoned["lock_call_site"].startswith(
+        "tests/project/shop/management/commands/hold_lock.py:"
+    )
+    assert abandoned["hold_ms"] >= 300
+    conn = sqlite3.connect(lw.store)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT count(*) FROM holds WHERE end_ts IS NULL").fetchone()[0] == 0
+    writes = lw.rows("SELECT * FROM events WHERE kind = 'query' AND sql LIKE 'INSERT%'")
+    assert {"command:hold_lock", "command:write_one"} <= {w["context"] for w in writes}
+
+
+def _fresh_pipeline(store: Path, **extra):
+    pipeline.shutdown()
+    pipeline.reset()
+    return override_settings(LOCKWATCH={"STORE": str(store), "FLUSH_INTERVAL": 0.01, **extra})
+
+
+def test_store_deleted_while_running(tmp_path: Path, watched):
+    store = tmp_path / "store.sqlite3"
+    with _fresh_pipeline(store):
+        conf.reset()
+        try:
+            db = watched()
+            _writes(db, 5)
+            pipeline.flush()
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{store}{suffix}").unlink(missing_ok=True)
+            _writes(db, 5, 5)
+            pipeline.flush()
+            assert Item.objects.using(db).count() == 10
+            assert store.exists()
+            names = {r[0] for r in sqlite3.connect(store).execute("SELECT sql FROM events")}
+            assert any("INSERT" in (n or "") for n in names)
+            assert pipeline.counters.lost == 0
+        finally:
+            pipeline.shutdown()
+            pipeline.reset()
+    conf.reset()
+
+
+def test_unwritable_store_recovers_and_counts(tmp_path: Path, watched):
+    folder = tmp_path / "store-dir"
+    folder.write_text("a file where the store's folder should be")
+    store = folder / "store.sqlite3"
+    with _fresh_pipeline(store):
+        conf.reset()
+        try:
+            db = watched()
+            _writes(db, 5)
+            pipeline.flush()
+            lost = pipeline.counters.lost
+            assert lost >= 5
+            folder.unlink()
+            folder.mkdir()
+            _writes(db, 5, 5)
+            pipeline.flush()
+            assert Item.objects.using(db).count() == 10
+            conn = sqlite3.connect(store)
+            assert conn.execute("SELECT count(*) FROM events").fetchone()[0] >= 5
+            time.sleep(1.1)  # the counters are reported once a second
+            _writes(db, 1, 10)
+            pipeline.flush()
+            (reported,) = conn.execute("SELECT lost FROM processes").fetchone()
+            assert reported == pipeline.counters.lost >= lost
+        finally:
+            pipeline.shutdown()
+            pipeline.reset()
+    conf.reset()
+
+
+def test_full_store_disk(tmp_path: Path, watched):
+    store = tmp_path / "store.sqlite3"
+    with _fresh_pipeline(store):
+        conf.reset()
+        try:
+            db = watched()
+            _writes(db, 1)
+            pipeline.flush()
+            writer = pipeline.flusher()._store()
+            pages = writer.conn.execute("PRAGMA page_count").fetchone()[0]
+            writer.conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is now full
+            _writes(db, 300, 1)
+            pipeline.flush()
+            assert Item.objects.using(db).count() == 301
+            assert pipeline.counters.store_errors >= 1
+            assert pipeline.counters.lost > 0
+            # The writer was dropped and reopened without the limit: events flow again.
+            _writes(db, 3, 301)
+            pipeline.flush()
+            count = sqlite3.connect(store).execute(
+                "SELECT count(*) FROM events WHERE sql LIKE 'INSERT%'"
+            )
+            assert count.fetchone()[0] >= 4
+        finally:
+            pipeline.shutdown()
+            pipeline.reset()
+    conf.reset()
+
+
+def test_oversized_sql_is_truncated(lw, watched):
+    db = watched()
+    from django.db import connections
+
+    huge = "SELECT 1 /* " + "x" * 1_000_000 + " */"
+    with connections[db].cursor() as cursor:
+        cursor.execute(huge)
+    (row,) = [e for e in lw.events(kind="query") if e["sql"].startswith("SELECT 1 /*")]
+    assert len(row["sql"]) < 5000
+    assert row["sql"].endswith("chars]")
+    assert lw.store.stat().st_size < 500_000
