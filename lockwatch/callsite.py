@@ -47,6 +47,7 @@ def configure(root: str, include: tuple[str, ...] = (), exclude: tuple[str, ...]
     _INCLUDE = tuple(include)
     _ROOT = root
     _is_library.clear()
+    _formatted.clear()
 
 
 def _classify(code: CodeType) -> bool:
@@ -87,9 +88,21 @@ def of_function(func: object) -> RawSite | None:
     return (code.co_filename, code.co_firstlineno, code.co_name)
 
 
+_formatted: dict[RawSite, str] = {}
+
+
 def format(site: RawSite | None) -> str | None:
     if site is None:
         return None
+    text = _formatted.get(site)
+    if text is None:
+        if len(_formatted) >= 8192:
+            _formatted.clear()
+        text = _formatted[site] = _format(site)
+    return text
+
+
+def _format(site: RawSite) -> str:
     filename, line, function = site
     try:
         rel = os.path.relpath(filename, _ROOT)

@@ -86,6 +86,31 @@ INDEX: dict[str, int] = {name: i for i, name in enumerate(NAMES)}
 
 UNKNOWN = "unknown"
 
+_COMMON = (
+    "ts", "kind", "duration_ms", "context", "pid", "thread", "thread_id", "task",
+    "request_id", "method", "path", "view",
+)  # fmt: skip
+_ON_CONNECTION = ("db", "alias", "conn_id", "capture_mode")
+_STATEMENT = ("sql", "fingerprint", "stmt_class", "call_site", "wait_ms")
+_BLOCKER = (
+    "blocker_pid", "blocker_call_site", "blocker_context", "blocker_thread",
+    "blocker_held_ms", "blockers",
+)  # fmt: skip
+
+# The columns each kind can fill; the others are always empty for it. The
+# store binds only these, which keeps the flusher's share of the GIL small.
+KIND_COLUMNS: dict[str, tuple[str, ...]] = {
+    "query": _COMMON + _ON_CONNECTION + _STATEMENT + ("hold_ms", "rows", "params"),
+    "wait": _COMMON + _ON_CONNECTION + _STATEMENT + ("outcome",) + _BLOCKER,
+    "busy": _COMMON + _ON_CONNECTION + _STATEMENT
+    + ("classification", "error_code", "error_name", "message") + _BLOCKER,
+    "transaction": _COMMON + _ON_CONNECTION + (
+        "wait_ms", "hold_ms", "begin_mode", "end", "call_site", "lock_ts", "lock_sql",
+        "lock_call_site", "statements",
+    ),
+    "request": _COMMON + ("wait_ms", "status", "queries", "db_ms", "busy_count"),
+}  # fmt: skip
+
 
 def row(**values: Any) -> dict[str, Any]:
     """A full event row: every column present, unknown names refused."""

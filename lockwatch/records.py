@@ -119,33 +119,37 @@ def _label(ctx: Context | str) -> str:
     return ctx if isinstance(ctx, str) else ctx.label
 
 
-def _who_fields(who: Who) -> dict[str, Any]:
+_BLANK: dict[str, Any] = dict.fromkeys(events.NAMES)
+
+
+def _base(origin: Origin | None, who: Who) -> dict[str, Any]:
+    """A row with the origin and who fields filled in; the rest None.
+
+    Built by hand rather than through ``events.row``: this runs once per event
+    in the flusher, which shares the GIL with the app.
+    """
+    row = _BLANK.copy()
+    if origin is not None:
+        row["pid"] = origin.pid
+        row["alias"] = origin.alias
+        row["db"] = origin.db
+        row["conn_id"] = origin.conn_id
+        row["capture_mode"] = origin.mode
+    thread = who.thread
+    row["thread"] = thread.name
+    row["thread_id"] = thread.ident
     ctx = who.ctx
-    fields: dict[str, Any] = {
-        "thread": who.thread.name,
-        "thread_id": who.thread.ident,
-        "context": _label(ctx),
-        "task": who.task,
-    }
-    if isinstance(ctx, Context):
-        fields.update(
-            request_id=ctx.request_id,
-            method=ctx.method,
-            path=ctx.path,
-            view=ctx.view,
-            task=who.task or ctx.task,
-        )
-    return fields
-
-
-def _origin_fields(o: Origin) -> dict[str, Any]:
-    return {
-        "pid": o.pid,
-        "alias": o.alias,
-        "db": o.db,
-        "conn_id": o.conn_id,
-        "capture_mode": o.mode,
-    }
+    if isinstance(ctx, str):
+        row["context"] = ctx
+        row["task"] = who.task
+    else:
+        row["context"] = ctx.label
+        row["task"] = who.task or ctx.task
+        row["request_id"] = ctx.request_id
+        row["method"] = ctx.method
+        row["path"] = ctx.path
+        row["view"] = ctx.view
+    return row
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -177,57 +181,53 @@ def _params_text(params: Any, limit: int) -> str | None:
 
 
 def to_row(rec: Record, limits: Limits) -> dict[str, Any]:
-    """The schema row for one raw record."""
+    """The schema row for one raw record: a dict with exactly ``events.NAMES``."""
+    if isinstance(rec, Query):  # by far the most common: kept lean
+        row = _base(rec.origin, rec.who)
+        row["kind"] = "query"
+        row["ts"] = rec.wall
+        row["duration_ms"] = round(rec.dur * 1000.0, 3)
+        if rec.wait:
+            row["wait_ms"] = round(rec.wait * 1000.0, 3)
+        if rec.hold is not None:
+            row["hold_ms"] = round(rec.hold * 1000.0, 3)
+        sql = rec.sql
+        row["sql"] = sql if len(sql) <= limits.sql else _clip(sql, limits.sql)
+        row["fingerprint"] = _fingerprint(sql, limits.sql)
+        row["stmt_class"] = rec.stmt_class
+        row["rows"] = rec.rows
+        if rec.params is not None:
+            row["params"] = _params_text(rec.params, limits.params)
+        row["call_site"] = callsite.format(rec.site)
+        return row
     if isinstance(rec, Request):
+        row = _base(None, rec.who)
+        row.update(kind="request", ts=rec.wall, duration_ms=_ms(rec.dur), status=rec.status)
+        row["pid"] = os.getpid()
         ctx = rec.who.ctx
-        extra: dict[str, Any] = {}
         if isinstance(ctx, Context):
-            extra = {
-                "queries": ctx.queries,
-                "db_ms": _ms(ctx.db_time),
-                "wait_ms": _ms(ctx.wait_time),
-                "busy_count": ctx.busy,
-            }
-        return events.row(
-            kind="request",
-            ts=rec.wall,
-            duration_ms=_ms(rec.dur),
-            status=rec.status,
-            **extra,
-            **_who_fields(rec.who),
-            pid=os.getpid(),
-        )
-    common = {**_origin_fields(rec.origin), **_who_fields(rec.who)}
-    if isinstance(rec, Query):
-        return events.row(
-            kind="query",
-            ts=rec.wall,
-            duration_ms=_ms(rec.dur),
-            wait_ms=_ms(rec.wait) if rec.wait else None,
-            hold_ms=_ms(rec.hold),
-            sql=_clip(rec.sql, limits.sql),
-            fingerprint=_clip(fingerprint(rec.sql), limits.sql),
-            stmt_class=rec.stmt_class,
-            rows=rec.rows,
-            params=_params_text(rec.params, limits.params),
-            call_site=callsite.format(rec.site),
-            **common,
-        )
+            row.update(
+                queries=ctx.queries,
+                db_ms=_ms(ctx.db_time),
+                wait_ms=_ms(ctx.wait_time),
+                busy_count=ctx.busy,
+            )
+        return row
+    row = _base(rec.origin, rec.who)
     if isinstance(rec, Wait):
-        return events.row(
+        row.update(
             kind="wait",
             ts=rec.wall,
             duration_ms=_ms(rec.wait),
             wait_ms=_ms(rec.wait),
             outcome=rec.outcome,
             sql=_clip(rec.sql, limits.sql),
-            fingerprint=_clip(fingerprint(rec.sql), limits.sql),
+            fingerprint=_fingerprint(rec.sql, limits.sql),
             stmt_class=rec.stmt_class,
             call_site=callsite.format(rec.site),
-            **common,
         )
-    if isinstance(rec, Busy):
-        return events.row(
+    elif isinstance(rec, Busy):
+        row.update(
             kind="busy",
             ts=rec.wall,
             classification=rec.classification,
@@ -237,13 +237,12 @@ def to_row(rec: Record, limits: Limits) -> dict[str, Any]:
             error_name=rec.name,
             message=rec.message,
             sql=_clip(rec.sql, limits.sql),
-            fingerprint=_clip(fingerprint(rec.sql), limits.sql),
+            fingerprint=_fingerprint(rec.sql, limits.sql),
             stmt_class=rec.stmt_class,
             call_site=callsite.format(rec.site),
-            **common,
         )
-    if isinstance(rec, Transaction):
-        return events.row(
+    elif isinstance(rec, Transaction):
+        row.update(
             kind="transaction",
             ts=rec.wall,
             duration_ms=_ms(rec.dur),
@@ -256,6 +255,21 @@ def to_row(rec: Record, limits: Limits) -> dict[str, Any]:
             lock_sql=_clip(rec.lock_sql, limits.sql),
             lock_call_site=callsite.format(rec.lock_site),
             statements=rec.statements,
-            **common,
         )
-    raise TypeError(f"no event row for {type(rec).__name__}")
+    else:
+        raise TypeError(f"no event row for {type(rec).__name__}")
+    return row
+
+
+_fingerprints: dict[str, str] = {}
+
+
+def _fingerprint(sql: str, limit: int) -> str | None:
+    fp = _fingerprints.get(sql)
+    if fp is None:
+        fp = _clip(fingerprint(sql), limit) or ""
+        if len(_fingerprints) >= 4096:
+            _fingerprints.clear()
+        if len(sql) <= 8192:
+            _fingerprints[sql] = fp
+    return fp

@@ -7,6 +7,7 @@ module, so its queries never pass through lockwatch's capture.
 
 from __future__ import annotations
 
+import operator
 import os
 import sqlite3
 import time
@@ -21,9 +22,20 @@ from .rawsqlite import original_connect
 SCHEMA_VERSION = 1
 
 _EVENT_COLUMNS = [c for c in events.COLUMNS if c.name != "id"]
-_INSERT_EVENT = "INSERT INTO events ({}) VALUES ({})".format(
-    ", ".join(f'"{c.name}"' for c in _EVENT_COLUMNS), ", ".join("?" for _ in _EVENT_COLUMNS)
-)
+
+
+def _insert(names: Sequence[str]) -> str:
+    return "INSERT INTO events ({}) VALUES ({})".format(
+        ", ".join(f'"{n}"' for n in names), ", ".join("?" for _ in names)
+    )
+
+
+_INSERT_EVENT = _insert([c.name for c in _EVENT_COLUMNS])
+# Per kind: the insert binds only the columns that kind can fill.
+_BY_KIND = {
+    kind: (_insert(names), operator.itemgetter(*names))
+    for kind, names in events.KIND_COLUMNS.items()
+}
 
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, {})".format(
@@ -159,7 +171,6 @@ class Writer:
         Returns (index in rows, id) for the rows whose blocker must be attributed.
         """
         conn = self.conn
-        names = [c.name for c in _EVENT_COLUMNS]
         need: list[tuple[int, int]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -178,16 +189,23 @@ class Writer:
                     'UPDATE holds SET end_ts = ?, "end" = ? WHERE key = ?',
                     [(end_ts, end, key) for key, end_ts, end in closed],
                 )
-            plain = []
+            # Runs of one kind go in one executemany; ids keep the capture order.
+            run: list[tuple[Any, ...]] = []
+            run_kind = None
             for index, row in enumerate(rows):
-                values = [row[n] for n in names]
-                if row["kind"] in pending_kinds:
-                    cur = conn.execute(_INSERT_EVENT, values)
+                kind = row["kind"]
+                if run and kind != run_kind:
+                    conn.executemany(_BY_KIND[run_kind][0], run)
+                    run = []
+                insert, values = _BY_KIND[kind]
+                if kind in pending_kinds:
+                    cur = conn.execute(insert, values(row))
                     need.append((index, int(cur.lastrowid or 0)))
                 else:
-                    plain.append(values)
-            if plain:
-                conn.executemany(_INSERT_EVENT, plain)
+                    run.append(values(row))
+                    run_kind = kind
+            if run:
+                conn.executemany(_BY_KIND[run_kind][0], run)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

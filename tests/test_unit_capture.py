@@ -99,3 +99,57 @@ def test_busy_handler_gives_up_at_the_timeout(tmp_path):
     assert busy.gave_up
     assert busy.calls > 10
     assert busy.waited() == pytest.approx(0.1, abs=0.01)
+
+
+def test_rows_fill_only_their_kinds_columns(lw, watched, monkeypatch):
+    """The store binds only KIND_COLUMNS[kind]; anything else would be lost."""
+    import threading
+    import time
+
+    from django.db import OperationalError, transaction
+
+    from lockwatch import events, records
+    from lockwatch.context import Context
+    from tests.conftest import run_threads
+    from tests.project.shop.models import Item
+
+    seen: list = []
+    original = records.to_row
+
+    def spy(rec, limits):
+        row = original(rec, limits)
+        seen.append(row)
+        return row
+
+    import lockwatch.flusher as flusher
+
+    monkeypatch.setattr(flusher, "to_row", spy)
+    db = watched(timeout=0.2)
+    locked = threading.Event()
+
+    def holder():
+        with transaction.atomic(using=db):
+            Item.objects.using(db).create(name="a")
+            locked.set()
+            time.sleep(0.4)
+
+    def waiter():
+        locked.wait(5)
+        Item.objects.using(db).create(name="b")
+
+    errors = run_threads(holder, waiter)
+    assert isinstance(errors[1], OperationalError)
+    lw.flush()
+    ctx = Context(label="request:GET /", request_id="r", method="GET", path="/", queries=2)
+    seen.append(
+        records.to_row(
+            records.Request(records.Who(threading.current_thread(), ctx, None), 1.0, 0.1, 200),
+            records.Limits(100, 100),
+        )
+    )
+    kinds = {row["kind"] for row in seen}
+    assert kinds == set(events.KINDS)
+    for row in seen:
+        assert set(row) == set(events.NAMES)
+        filled = {k for k, v in row.items() if v is not None}
+        assert filled <= set(events.KIND_COLUMNS[row["kind"]]), row["kind"]
