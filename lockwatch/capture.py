@@ -33,6 +33,7 @@ _conn_ids = itertools.count(1)
 _perf = time.perf_counter
 _wall = time.time
 _current_thread = threading.current_thread
+_tuple_new = tuple.__new__
 
 
 class _Txn:
@@ -116,7 +117,7 @@ class Probe:
         self.origin = Origin(os.getpid(), alias, db, next(_conn_ids), mode)
         self.txn: _Txn | None = None
         self._txn_seq = 0
-        self._autocommit_seq = 0
+        self._last_who: Who | None = None
 
     # -- the statement path ---------------------------------------------------
 
@@ -153,8 +154,16 @@ class Probe:
             pipeline.capture_failed(exc)
 
     def _who(self) -> Who:
-        ctx = _current.get()
-        return Who(_current_thread(), ctx if ctx is not None else default_label(), task_name())
+        ctx: Any = _current.get()
+        if ctx is None:
+            ctx = default_label()
+        thread = _current_thread()
+        task = task_name()
+        who = self._last_who
+        # Most statements come from the same thread and context as the last one.
+        if who is None or who[0] is not thread or who[1] != ctx or who[2] != task:
+            who = self._last_who = _tuple_new(Who, (thread, ctx, task))
+        return who
 
     def _end_through(self, do: Callable[[], None], sql: str, end: str) -> None:
         busy = self.busy
@@ -248,11 +257,12 @@ class Probe:
             if cls == "write" and result is not None and " RETURNING " not in sql:
                 rows = getattr(result, "rowcount", -1)
                 rows = rows if rows >= 0 else None
+            # tuple.__new__ skips NamedTuple's Python-level __new__: this runs per statement.
             pipeline.emit(
-                Query(
+                _tuple_new(Query, (
                     self.origin, who, wall, dur, sql, params if self.capture_params else None,
                     cls, rows, site, waited, hold,
-                )
+                ))
             )  # fmt: skip
         elif hold is not None:
             who = who or self._who()
