@@ -60,8 +60,11 @@ def _classify(code: CodeType) -> bool:
     return name.startswith(_LIBRARY_PREFIXES)
 
 
-def find(depth: int = 2) -> RawSite | None:
-    """The first non-library frame above the caller, or None."""
+def find(depth: int = 2, stop: frozenset[CodeType] = frozenset()) -> RawSite | None:
+    """The first non-library frame above the caller, or None.
+
+    Crossing a frame whose code is in ``stop`` first also gives None.
+    """
     try:
         frame = sys._getframe(depth)
     except ValueError:
@@ -69,6 +72,8 @@ def find(depth: int = 2) -> RawSite | None:
     cache = _is_library
     while frame is not None:
         code = frame.f_code
+        if stop and code in stop:
+            return None
         lib = cache.get(code)
         if lib is None:
             lib = cache[code] = _classify(code)
@@ -76,6 +81,17 @@ def find(depth: int = 2) -> RawSite | None:
             return (code.co_filename, frame.f_lineno, code.co_name)
         frame = frame.f_back
     return None
+
+
+def _handler_codes() -> frozenset[CodeType]:
+    from django.core.handlers.base import BaseHandler
+
+    return frozenset({BaseHandler._get_response.__code__})
+
+
+# Django's request handler: a BEGIN reached from it without passing through
+# user code was opened by ATOMIC_REQUESTS, so it belongs to the view.
+HANDLER_CODES = _handler_codes()
 
 
 def of_function(func: object) -> RawSite | None:

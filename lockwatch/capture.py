@@ -279,11 +279,11 @@ class Probe:
             self._close_txn(end, t1)
 
     def _open_txn(self, wall: float, t0: float, mode: str, site: Any) -> _Txn:
-        if site is None:
-            ctx = _current.get()
-            view = getattr(ctx, "view_func", None)
-            if view is not None:
-                site = callsite.of_function(view)
+        view = getattr(_current.get(), "view_func", None)
+        if view is not None and (
+            site is None or callsite.find(1, stop=callsite.HANDLER_CODES) is None
+        ):
+            site = callsite.of_function(view) or site
         self._txn_seq += 1
         o = self.origin
         txn = _Txn(f"{o.pid}:{o.conn_id}:{self._txn_seq}", wall, t0, mode, site)

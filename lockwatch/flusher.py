@@ -27,6 +27,10 @@ Sink = Callable[[list[dict[str, Any]]], None]
 sinks: list[Sink] = []
 
 
+class StoreIsWatched(Exception):
+    """Refused: lockwatch never writes into a database it watches."""
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -59,6 +63,7 @@ class Flusher(threading.Thread):
         self._last_report = 0.0
         self._last_prune = 0.0
         self._autocommit_holds = 0
+        self._watched: set[str] = set()
 
     # -- control --------------------------------------------------------------
 
@@ -105,6 +110,8 @@ class Flusher(threading.Thread):
                 self._busy_flushing = False
 
     def _store(self) -> Writer:
+        if str(self.cfg.store) in self._watched:
+            raise StoreIsWatched(f"the store {self.cfg.store} is a watched database")
         w = self._writer
         if w is not None and w.moved():
             w.close()
@@ -141,6 +148,7 @@ class Flusher(threading.Thread):
             except Exception as exc:
                 self.counters.capture_errors += 1
                 self.counters.log_once("event conversion", exc)
+        self._watched.update(row["db"] for row in rows if row["db"])
         try:
             ids = self._store().write(rows, opened, closed)
         except Exception as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -92,3 +93,31 @@ def test_rows_changed_by_a_write(lw, watched):
     Item.objects.using(db).filter(name__in=["a", "b"]).update(qty=2)
     (update,) = [q for q in lw.events(kind="query") if q["sql"].startswith("UPDATE")]
     assert update["rows"] == 2
+
+
+def test_atomic_requests_transaction_begins_at_the_view(lw, default_db):
+    from django.db import connections
+
+    connections["default"].settings_dict["ATOMIC_REQUESTS"] = True
+    try:
+        assert Client().get("/read-then-write/").status_code == 200
+    finally:
+        connections["default"].settings_dict["ATOMIC_REQUESTS"] = False
+    (txn,) = lw.events(kind="transaction")
+    line = line_of(VIEWS, "def read_then_write")
+    assert txn["call_site"] == f"tests/project/shop/views.py:{line} in read_then_write"
+    assert txn["context"] == "request:GET /read-then-write/"
+    assert txn["lock_call_site"].startswith("tests/project/shop/views.py:")
+    assert txn["statements"] >= 3  # BEGIN, the count, the insert
+
+
+def test_explicit_atomic_keeps_its_own_line(lw, default_db):
+    from django.db import transaction
+
+    with transaction.atomic():  # MY-ATOMIC
+        Item.objects.create(name="x")
+    (txn,) = lw.events(kind="transaction")
+    here = line_of(Path(__file__), "MY-ATOMIC")
+    assert txn["call_site"] == (
+        f"tests/test_capture_context.py:{here} in test_explicit_atomic_keeps_its_own_line"
+    )

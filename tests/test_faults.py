@@ -161,3 +161,39 @@ def test_oversized_sql_is_truncated(lw, watched):
     assert len(row["sql"]) < 5000
     assert row["sql"].endswith("chars]")
     assert lw.store.stat().st_size < 500_000
+
+
+def test_never_writes_into_a_watched_database(tmp_path: Path, watched):
+    db = watched()
+    from django.db import connections
+
+    path = Path(connections[db].settings_dict["NAME"])
+    with _fresh_pipeline(path):
+        conf.reset()
+        try:
+            _writes(db, 3)
+            pipeline.flush()
+            assert pipeline.counters.lost >= 3
+            tables = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
+            assert "events" not in tables
+        finally:
+            pipeline.shutdown()
+            pipeline.reset()
+    conf.reset()
+
+
+def test_retention_by_rows_and_age(tmp_path: Path):
+    from lockwatch import events, store
+
+    path = tmp_path / "store.sqlite3"
+    writer = store.Writer(path)
+    now = time.time()
+    rows = [events.row(kind="query", ts=now - 3600 + i, sql="SELECT 1") for i in range(100)]
+    writer.write(rows, [], [])
+    assert writer.prune(max_age=None, max_rows=60, batch=1000) == 40
+    assert writer.prune(max_age=3600 - 79.5, max_rows=None, batch=1000) == 40
+    ts = [r[0] for r in writer.conn.execute("SELECT ts FROM events ORDER BY id")]
+    assert len(ts) == 20 and min(ts) >= now - 3600 + 80
+    # Small batches: each call deletes at most `batch` rows, so no long write lock.
+    writer.write(rows, [], [])
+    assert writer.prune(max_age=None, max_rows=10, batch=25) == 25

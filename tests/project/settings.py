@@ -40,7 +40,8 @@ DATABASES = {
 
 LOCKWATCH = {
     "STORE": os.environ.get("LOCKWATCH_STORE", str(BASE_DIR / "tests" / "lockwatch.sqlite3")),
-    "FLUSH_INTERVAL": float(os.environ.get("LW_FLUSH", "0.05")), "BUFFER_SIZE": 1_000_000,
+    "FLUSH_INTERVAL": float(os.environ.get("LW_FLUSH", "0.05")),
+    "BUFFER_SIZE": 1_000_000,
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"

@@ -5,4 +5,5 @@ from .shop import views
 urlpatterns = [
     path("write/", views.write, name="write"),
     path("write-async/", views.write_async, name="write-async"),
+    path("read-then-write/", views.read_then_write, name="read-then-write"),
 ]

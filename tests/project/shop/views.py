@@ -16,3 +16,9 @@ def _create():
 async def write_async(request):
     await sync_to_async(_create)()
     return JsonResponse({"ok": True})
+
+
+def read_then_write(request):
+    Item.objects.count()
+    Item.objects.create(name="rw")
+    return JsonResponse({"ok": True})
