@@ -56,15 +56,17 @@ class _Evidence:
         self.where = (" AND " + " AND ".join(clauses)) if clauses else ""
         self.args = args
 
-    def all(self, sql: str, *extra: Any) -> list[sqlite3.Row]:
-        return self.conn.execute(sql.format(w=self.where), (*self.args, *extra)).fetchall()
+    def all(self, sql: str, *lead: Any) -> list[sqlite3.Row]:
+        """Rows of ``sql``; its ``{w}`` takes the time window, after the ``lead`` args."""
+        return self.conn.execute(sql.format(w=self.where), (*lead, *self.args)).fetchall()
 
     def holds_p95(self, call_site: str) -> float:
-        rows = self.conn.execute(
+        rows = self.all(
             "SELECT hold_ms FROM events WHERE kind = 'transaction' AND hold_ms IS NOT NULL"
-            f" AND (lock_call_site = ? OR call_site = ?){self.where}",
-            (call_site, call_site, *self.args),
-        ).fetchall()
+            " AND (lock_call_site = ? OR call_site = ?){w}",
+            call_site,
+            call_site,
+        )
         return _p95([r[0] for r in rows])
 
 
@@ -85,28 +87,36 @@ def findings(
     return sorted(out, key=lambda f: f.impact_ms, reverse=True)
 
 
-def _upgrades(ev: _Evidence) -> list[Finding]:
+def _by_call_site(ev: _Evidence, classification: str, evidence: str, change: str) -> list[Finding]:
     out = []
     for r in ev.all(
         "SELECT call_site, count(*) AS n FROM events WHERE kind = 'busy'"
-        " AND classification = 'upgrade'{w} GROUP BY call_site ORDER BY n DESC"
+        " AND classification = ?{w} GROUP BY call_site ORDER BY n DESC",
+        classification,
     ):
         site = r["call_site"] or "unknown"
         out.append(
             Finding(
-                code="upgrade",
-                title=f"{r['n']} `upgrade` busy errors at `{site}`",
-                evidence=(
-                    "a deferred transaction read, then tried to write while another connection "
-                    "held the write lock; SQLite fails it at once, without waiting"
-                ),
-                change='set "transaction_mode": "IMMEDIATE" in OPTIONS, or write first',
+                code=classification,
+                title=f"{r['n']} `{classification}` busy errors at `{site}`",
+                evidence=evidence,
+                change=change,
                 impact_ms=r["n"] * FAILED_REQUEST_COST_MS,
                 call_site=site,
                 figures={"busy": r["n"]},
             )
         )
     return out
+
+
+def _upgrades(ev: _Evidence) -> list[Finding]:
+    return _by_call_site(
+        ev,
+        "upgrade",
+        "a deferred transaction read, then tried to write while another connection held the "
+        "write lock; SQLite fails it at once, without waiting",
+        'set "transaction_mode": "IMMEDIATE" in OPTIONS, or write first',
+    )
 
 
 def _timeouts(ev: _Evidence) -> list[Finding]:
@@ -156,27 +166,13 @@ def _timeouts(ev: _Evidence) -> list[Finding]:
 
 
 def _snapshots(ev: _Evidence) -> list[Finding]:
-    out = []
-    for r in ev.all(
-        "SELECT call_site, count(*) AS n FROM events WHERE kind = 'busy'"
-        " AND classification = 'snapshot'{w} GROUP BY call_site ORDER BY n DESC"
-    ):
-        site = r["call_site"] or "unknown"
-        out.append(
-            Finding(
-                code="snapshot",
-                title=f"{r['n']} `snapshot` busy errors at `{site}`",
-                evidence=(
-                    "under WAL, a transaction read an old snapshot and then tried to write after "
-                    "another connection committed"
-                ),
-                change='set "transaction_mode": "IMMEDIATE", or write before reading',
-                impact_ms=r["n"] * FAILED_REQUEST_COST_MS,
-                call_site=site,
-                figures={"busy": r["n"]},
-            )
-        )
-    return out
+    return _by_call_site(
+        ev,
+        "snapshot",
+        "under WAL, a transaction read an old snapshot and then tried to write after another "
+        "connection committed",
+        'set "transaction_mode": "IMMEDIATE", or write before reading',
+    )
 
 
 def _commit_waits(ev: _Evidence) -> list[Finding]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -62,33 +63,36 @@ def test_worker_killed_while_holding_the_lock(lw, tmp_path: Path):
     assert {"command:hold_lock", "command:write_one"} <= {w["context"] for w in writes}
 
 
+@contextlib.contextmanager
 def _fresh_pipeline(store: Path, **extra):
+    """A new pipeline writing to ``store``, torn down afterwards."""
     pipeline.shutdown()
     pipeline.reset()
-    return override_settings(LOCKWATCH={"STORE": str(store), "FLUSH_INTERVAL": 0.01, **extra})
+    try:
+        with override_settings(LOCKWATCH={"STORE": str(store), "FLUSH_INTERVAL": 0.01, **extra}):
+            conf.reset()
+            yield
+    finally:
+        pipeline.shutdown()
+        pipeline.reset()
+        conf.reset()
 
 
 def test_store_deleted_while_running(tmp_path: Path, watched):
     store = tmp_path / "store.sqlite3"
     with _fresh_pipeline(store):
-        conf.reset()
-        try:
-            db = watched()
-            _writes(db, 5)
-            pipeline.flush()
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{store}{suffix}").unlink(missing_ok=True)
-            _writes(db, 5, 5)
-            pipeline.flush()
-            assert Item.objects.using(db).count() == 10
-            assert store.exists()
-            names = {r[0] for r in sqlite3.connect(store).execute("SELECT sql FROM events")}
-            assert any("INSERT" in (n or "") for n in names)
-            assert pipeline.counters.lost == 0
-        finally:
-            pipeline.shutdown()
-            pipeline.reset()
-    conf.reset()
+        db = watched()
+        _writes(db, 5)
+        pipeline.flush()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{store}{suffix}").unlink(missing_ok=True)
+        _writes(db, 5, 5)
+        pipeline.flush()
+        assert Item.objects.using(db).count() == 10
+        assert store.exists()
+        names = {r[0] for r in sqlite3.connect(store).execute("SELECT sql FROM events")}
+        assert any("INSERT" in (n or "") for n in names)
+        assert pipeline.counters.lost == 0
 
 
 def test_unwritable_store_recovers_and_counts(tmp_path: Path, watched):
@@ -96,58 +100,46 @@ def test_unwritable_store_recovers_and_counts(tmp_path: Path, watched):
     folder.write_text("a file where the store's folder should be")
     store = folder / "store.sqlite3"
     with _fresh_pipeline(store):
-        conf.reset()
-        try:
-            db = watched()
-            _writes(db, 5)
-            pipeline.flush()
-            lost = pipeline.counters.lost
-            assert lost >= 5
-            folder.unlink()
-            folder.mkdir()
-            _writes(db, 5, 5)
-            pipeline.flush()
-            assert Item.objects.using(db).count() == 10
-            conn = sqlite3.connect(store)
-            assert conn.execute("SELECT count(*) FROM events").fetchone()[0] >= 5
-            time.sleep(1.1)  # the counters are reported once a second
-            _writes(db, 1, 10)
-            pipeline.flush()
-            (reported,) = conn.execute("SELECT lost FROM processes").fetchone()
-            assert reported == pipeline.counters.lost >= lost
-        finally:
-            pipeline.shutdown()
-            pipeline.reset()
-    conf.reset()
+        db = watched()
+        _writes(db, 5)
+        pipeline.flush()
+        lost = pipeline.counters.lost
+        assert lost >= 5
+        folder.unlink()
+        folder.mkdir()
+        _writes(db, 5, 5)
+        pipeline.flush()
+        assert Item.objects.using(db).count() == 10
+        conn = sqlite3.connect(store)
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] >= 5
+        time.sleep(1.1)  # the counters are reported once a second
+        _writes(db, 1, 10)
+        pipeline.flush()
+        (reported,) = conn.execute("SELECT lost FROM processes").fetchone()
+        assert reported == pipeline.counters.lost >= lost
 
 
 def test_full_store_disk(tmp_path: Path, watched):
     store = tmp_path / "store.sqlite3"
     with _fresh_pipeline(store):
-        conf.reset()
-        try:
-            db = watched()
-            _writes(db, 1)
-            pipeline.flush()
-            writer = pipeline.flusher()._store()
-            pages = writer.conn.execute("PRAGMA page_count").fetchone()[0]
-            writer.conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is now full
-            _writes(db, 300, 1)
-            pipeline.flush()
-            assert Item.objects.using(db).count() == 301
-            assert pipeline.counters.store_errors >= 1
-            assert pipeline.counters.lost > 0
-            # The writer was dropped and reopened without the limit: events flow again.
-            _writes(db, 3, 301)
-            pipeline.flush()
-            count = sqlite3.connect(store).execute(
-                "SELECT count(*) FROM events WHERE sql LIKE 'INSERT%'"
-            )
-            assert count.fetchone()[0] >= 4
-        finally:
-            pipeline.shutdown()
-            pipeline.reset()
-    conf.reset()
+        db = watched()
+        _writes(db, 1)
+        pipeline.flush()
+        writer = pipeline.flusher()._store()
+        pages = writer.conn.execute("PRAGMA page_count").fetchone()[0]
+        writer.conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is now full
+        _writes(db, 300, 1)
+        pipeline.flush()
+        assert Item.objects.using(db).count() == 301
+        assert pipeline.counters.store_errors >= 1
+        assert pipeline.counters.lost > 0
+        # The writer was dropped and reopened without the limit: events flow again.
+        _writes(db, 3, 301)
+        pipeline.flush()
+        count = sqlite3.connect(store).execute(
+            "SELECT count(*) FROM events WHERE sql LIKE 'INSERT%'"
+        )
+        assert count.fetchone()[0] >= 4
 
 
 def test_oversized_sql_is_truncated(lw, watched):
@@ -169,17 +161,11 @@ def test_never_writes_into_a_watched_database(tmp_path: Path, watched):
 
     path = Path(connections[db].settings_dict["NAME"])
     with _fresh_pipeline(path):
-        conf.reset()
-        try:
-            _writes(db, 3)
-            pipeline.flush()
-            assert pipeline.counters.lost >= 3
-            tables = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
-            assert "events" not in tables
-        finally:
-            pipeline.shutdown()
-            pipeline.reset()
-    conf.reset()
+        _writes(db, 3)
+        pipeline.flush()
+        assert pipeline.counters.lost >= 3
+        tables = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
+        assert "events" not in tables
 
 
 def test_retention_by_rows_and_age(tmp_path: Path):
