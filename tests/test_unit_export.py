@@ -179,3 +179,43 @@ def test_cli_bad_filter_is_one_line_exit_2(populated):
     assert done.stderr.strip().count("\n") == 0
     assert "since='soon'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "since",
+                "until",
+                "kind",
+                "classification",
+                "call_site",
+                "context",
+                "pid",
+                "q",
+                "page",
+                "x",
+            ]
+        ),
+        st.one_of(
+            st.text(max_size=40),
+            st.integers().map(str),
+            st.sampled_from(
+                ["15m", "2h", "1d", "2026-01-01T00:00:00Z", "busy", "timeout", "-1", "1e9", "\x00"]
+            ),
+        ),
+        max_size=5,
+    )
+)
+def test_fuzzed_filters_either_parse_or_say_why(params):
+    try:
+        f = parse(params)
+    except FilterError as exc:
+        assert "\n" not in str(exc) and str(exc)
+        return
+    where, args = f.where()
+    import sqlite3
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute(f"CREATE TABLE events ({', '.join(events.NAMES)})")
+    conn.execute("SELECT count(*) FROM events" + (f" WHERE {where}" if where else ""), args)
