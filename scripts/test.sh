@@ -50,8 +50,8 @@ py313=$(find_python 3.13)
 venv .venv/py311 "$py311" "django>=5.2,<5.3" playwright gunicorn
 venv .venv/py313 "$py313" "django>=6"
 
-.venv/py311/bin/ruff check lockwatch tests bench
-.venv/py311/bin/ruff format --check lockwatch tests bench
+.venv/py311/bin/ruff check lockwatch tests bench demo
+.venv/py311/bin/ruff format --check lockwatch tests bench demo
 
 echo "== Python 3.13, $(.venv/py313/bin/python -c 'import django; print("Django", django.get_version())'): capture tests"
 .venv/py313/bin/python -m pytest tests -m "not browser" -q -k "capture or never_break or unit" "$@"

@@ -1,0 +1,13 @@
+#!/usr/bin/env python
+"""The demo shop's manage.py: run it from anywhere, e.g. ``python demo/manage.py migrate``."""
+
+import os
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demoproject.settings")
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(sys.argv)
