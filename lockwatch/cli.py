@@ -136,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=_export)
 
     serve = sub.add_parser("serve", help="run the live dashboard (daphne)")
-    serve.add_argument("--store", help="the store file (default $LOCKWATCH_STORE or ./lockwatch.sqlite3)")
+    serve.add_argument(
+        "--store", help="the store file (default $LOCKWATCH_STORE or ./lockwatch.sqlite3)"
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.set_defaults(func=_serve)

@@ -1,0 +1,32 @@
+"""The standalone dashboard's ASGI application, served by daphne.
+
+HTTP goes to Django (with static files served here, as no other server fronts
+it); the websocket goes through the origin check and signed-cookie sessions
+to the live consumer.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lockwatch.server.settings")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+http = get_asgi_application()  # sets Django up before anything imports models
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.sessions import SessionMiddlewareStack  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+from .dashboard.routing import root_websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": ASGIStaticFilesHandler(http),
+        "websocket": AllowedHostsOriginValidator(
+            SessionMiddlewareStack(URLRouter(root_websocket_urlpatterns))
+        ),
+    }
+)

@@ -1,0 +1,291 @@
+"""Plotly figures, built on the server from ``queries`` results and drawn by plotly.js.
+
+The browser only calls ``Plotly.react`` with what these return; ``uirevision``
+keeps a user's zoom across live refreshes of the same window.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import plotly.graph_objects as go
+
+from .. import events
+from .queries import Histogram, Series, Timeline
+
+CLASS_COLORS = {
+    "timeout": "#d62728",
+    "upgrade": "#9467bd",
+    "snapshot": "#8c564b",
+    "locked": "#e377c2",
+    "other": "#7f7f7f",
+}
+HOLD_COLORS = {"transaction": "#1f77b4", "query": "#17becf"}
+WAIT_COLOR = "#ff7f0e"
+FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
+
+
+def t(ts: float | None) -> str | None:
+    """A naive UTC time string: plotly.js has no time zones, the axes say UTC."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _layout(fig: go.Figure, revision: str, height: int = 260, **extra: Any) -> go.Figure:
+    margin = {"l": 56, "r": 16, "t": 8, "b": 36, **extra.pop("margin", {})}
+    fig.update_layout(
+        template="plotly_white",
+        height=height,
+        margin=margin,
+        font={"family": FONT, "size": 12},
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+        hovermode="closest",
+        uirevision=revision,
+        **extra,
+    )
+    return fig
+
+
+def _range(since: float, until: float) -> list[str | None]:
+    return [t(since), t(until)]
+
+
+def busy_chart(series: Series, since: float, until: float, revision: str) -> dict[str, Any]:
+    x = [t(s) for s in series.starts]
+    fig = go.Figure()
+    for cls in events.CLASSIFICATIONS:
+        values = series.values.get(cls)
+        if not values or not any(values):
+            continue
+        fig.add_bar(
+            x=x,
+            y=values,
+            name=cls,
+            marker_color=CLASS_COLORS.get(cls),
+            hovertemplate=f"%{{x}} UTC<br>{cls}: %{{y:.3g}}/s<extra></extra>",
+        )
+    _layout(fig, revision, barmode="stack", bargap=0.05)
+    fig.update_xaxes(range=_range(since, until), title_text=f"UTC, {series.bucket} s buckets")
+    fig.update_yaxes(title_text="busy errors/s", rangemode="tozero")
+    return fig.to_plotly_json()
+
+
+def waits_chart(series: Series, since: float, until: float, revision: str) -> dict[str, Any]:
+    x = [t(s) for s in series.starts]
+    most = max((c or 0 for c in series.values["count"]), default=0)
+    fig = go.Figure()
+    fig.add_bar(
+        x=x,
+        y=series.values["count"],
+        name="count",
+        yaxis="y2",
+        marker_color="rgba(127,127,127,0.25)",
+        hovertemplate="%{x} UTC<br>%{y} waits<extra></extra>",
+    )
+    for name, color, dash in (
+        ("p50", "#2ca02c", "solid"),
+        ("p95", WAIT_COLOR, "solid"),
+        ("max", "#d62728", "dot"),
+    ):
+        fig.add_scatter(
+            x=x,
+            y=series.values[name],
+            name=f"{name} wait",
+            mode="lines+markers",
+            connectgaps=False,
+            marker={"size": 4},
+            line={"color": color, "dash": dash, "width": 2},
+            hovertemplate=f"%{{x}} UTC<br>{name}: %{{y:.1f}} ms<extra></extra>",
+        )
+    _layout(
+        fig,
+        revision,
+        margin={"r": 56},
+        yaxis={"title": {"text": "wait (ms)"}, "rangemode": "tozero"},
+        yaxis2={
+            "title": {"text": "waits"},
+            # Whole numbers: a count of 1 should not get ticks at 0.33 and 0.67.
+            "tickformat": ",d",
+            "dtick": None if most > 8 else 1,
+            "overlaying": "y",
+            "side": "right",
+            "rangemode": "tozero",
+            "showgrid": False,
+        },
+    )
+    fig.update_xaxes(range=_range(since, until), title_text=f"UTC, {series.bucket} s buckets")
+    return fig.to_plotly_json()
+
+
+def durations_chart(hist: Histogram, revision: str) -> dict[str, Any]:
+    labels, ranges = hist.labels(), hist.ranges()
+    # Show the span of bins that have data, plus one either side.
+    used = [i for i, (a, b) in enumerate(zip(hist.durations, hist.holds, strict=True)) if a or b]
+    lo, hi = (max(used[0] - 1, 0), min(used[-1] + 2, len(labels))) if used else (0, len(labels))
+    fig = go.Figure()
+    for name, values, color, noun in (
+        ("transaction duration", hist.durations, "#1f77b4", "transactions"),
+        ("write-lock hold", hist.holds, "#ff7f0e", "holds"),
+    ):
+        fig.add_bar(
+            x=labels[lo:hi],
+            y=values[lo:hi],
+            name=name,
+            marker_color=color,
+            customdata=ranges[lo:hi],
+            hovertemplate=f"%{{customdata}}: %{{y}} {noun}<extra></extra>",
+        )
+    _layout(fig, revision, barmode="group", bargap=0.15)
+    fig.update_yaxes(title_text="count", rangemode="tozero")
+    fig.update_xaxes(type="category", title_text="duration (bins by lower edge)")
+    return fig.to_plotly_json()
+
+
+def lane(pid: int | None, thread: str | None) -> str:
+    return f"pid {pid or '?'} · {thread or '?'}"
+
+
+def _h(text: str | None) -> str:
+    """Hover text is plotly's little HTML: SQL such as ``a < ?`` must stay text."""
+    return (text or "").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _hover_lines(*pairs: tuple[str, str]) -> str:
+    return "<br>".join(f"<b>{label}</b> {value}" for label, value in pairs)
+
+
+def _focus(tl: Timeline, since: float, until: float) -> list[str | None]:
+    """The span that has holds or marks, padded: a 1 s hold is invisible in a 24 h axis."""
+    starts = [h["start"] for h in tl.holds] + [m["ts"] for m in tl.marks]
+    ends = [h["start"] + (h["hold_ms"] or 0) / 1000 for h in tl.holds] + [m["at"] for m in tl.marks]
+    if not starts:
+        return _range(since, until)
+    lo, hi = min(starts), max(ends)
+    pad = max((hi - lo) * 0.08, 1.0)
+    return _range(max(lo - pad, since), min(hi + pad, until))
+
+
+def timeline_chart(tl: Timeline, since: float, until: float, revision: str) -> dict[str, Any]:
+    """One lane per process and thread; hold bars, wait and busy markers, blocker links."""
+    lanes = [lane(pid, thread) for pid, thread in tl.lanes]
+    fig = go.Figure()
+    for kind, name in (("transaction", "transaction hold"), ("query", "autocommit write")):
+        holds = [h for h in tl.holds if h["kind"] == kind]
+        if not holds:
+            continue
+        fig.add_bar(
+            orientation="h",
+            base=[t(h["start"]) for h in holds],
+            x=[h["hold_ms"] for h in holds],
+            y=[lane(h["pid"], h["thread"]) for h in holds],
+            name=name,
+            marker={"color": HOLD_COLORS[kind], "line": {"width": 0}},
+            opacity=0.85,
+            width=0.6,
+            customdata=[
+                [
+                    h["id"],
+                    _h(h["site"]),
+                    _h(h["context"]),
+                    _h(h["lock_statement"] or h["sql"]),
+                ]
+                for h in holds
+            ],
+            hovertemplate=_hover_lines(
+                ("held", "%{x:.1f} ms"),
+                ("call site", "%{customdata[1]}"),
+                ("context", "%{customdata[2]}"),
+                ("sql", "%{customdata[3]}"),
+            )
+            + "<extra>%{base|%H:%M:%S.%L} UTC</extra>",
+        )
+
+    marks = tl.marks
+    waits = [m for m in marks if m["kind"] == "wait"]
+    if waits:
+        # The wait itself as a thin span, then its end as a marker.
+        xs: list[str | None] = []
+        ys: list[str | None] = []
+        for m in waits:
+            xs += [t(m["ts"]), t(m["at"]), None]
+            ys += [lane(m["pid"], m["thread"])] * 2 + [None]
+        fig.add_scatter(
+            x=xs,
+            y=ys,
+            mode="lines",
+            line={"color": WAIT_COLOR, "width": 2},
+            hoverinfo="skip",
+            showlegend=False,
+        )
+    # A wait that gave up ends in its busy error: the busy marker stands for both.
+    acquired = [m for m in waits if m["outcome"] != "gave_up"]
+    for kind, label, items, symbol in (
+        ("wait", "lock wait", acquired, "triangle-right"),
+        ("busy", "busy error", [m for m in marks if m["kind"] == "busy"], "x"),
+    ):
+        if not items:
+            continue
+        colors = [
+            CLASS_COLORS.get(m["classification"] or "other") if kind == "busy" else WAIT_COLOR
+            for m in items
+        ]
+        fig.add_scatter(
+            x=[t(m["at"]) for m in items],
+            y=[lane(m["pid"], m["thread"]) for m in items],
+            mode="markers",
+            name=label,
+            marker={
+                "symbol": symbol,
+                "size": 12 if kind == "busy" else 9,
+                "color": colors,
+                "line": {"width": 2 if kind == "busy" else 0, "color": colors},
+            },
+            customdata=[
+                [
+                    m["id"],
+                    _h(m["call_site"]),
+                    _h(m["context"]),
+                    _h(m["sql"]),
+                    _h(m["blocker_call_site"] or "not attributed yet"),
+                    _h(m["blocker_context"]),
+                    m["wait_ms"] or 0.0,
+                    m["classification"] or m["outcome"] or "",
+                ]
+                for m in items
+            ],
+            hovertemplate=_hover_lines(
+                (label, "%{customdata[7]} after %{customdata[6]:.1f} ms"),
+                ("call site", "%{customdata[1]}"),
+                ("context", "%{customdata[2]}"),
+                ("sql", "%{customdata[3]}"),
+                ("blocked by", "%{customdata[4]}"),
+                ("blocker context", "%{customdata[5]}"),
+            )
+            + "<extra>%{x|%H:%M:%S.%L} UTC</extra>",
+        )
+    linked = [m for m in marks if m["blocker_pid"]]
+    if linked:
+        xs, ys = [], []
+        for m in linked:
+            xs += [t(m["at"]), t(m["at"]), None]
+            ys += [lane(m["pid"], m["thread"]), lane(m["blocker_pid"], m["blocker_thread"]), None]
+        fig.add_scatter(
+            x=xs,
+            y=ys,
+            mode="lines",
+            name="blocked by",
+            line={"color": "rgba(80,80,80,0.55)", "dash": "dot", "width": 1},
+            hoverinfo="skip",
+        )
+    height = min(max(140 + 34 * len(lanes), 240), 1100)
+    _layout(fig, revision, height=height, barmode="overlay", margin={"l": 200})
+    fig.update_xaxes(type="date", range=_focus(tl, since, until), title_text="UTC")
+    fig.update_yaxes(
+        type="category",
+        categoryorder="array",
+        categoryarray=lanes,
+        autorange="reversed",
+    )
+    return fig.to_plotly_json()

@@ -1,0 +1,154 @@
+"""The dashboard's websocket: access check, then the relay's batches, one frame each.
+
+Frames to the browser are JSON objects with a ``type``: ``hello`` (the store's
+last id and the payload columns), ``batch`` (a relay message), ``error``
+(a one-line message; ``fatal`` ones are followed by a close). The browser may
+send ``hello`` (with ``after``, its last id, to catch up after a reconnect),
+``pause``, ``resume`` (with ``after``) and ``ping``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.urls import NoReverseMatch, reverse
+
+from ..conf import get_config
+from . import auth, queries, relay
+from .relay import MESSAGE_TYPE
+
+CLOSE_FORBIDDEN = 4403
+CLOSE_NO_LAYER = 4500
+MAX_FRAME = 4096  # the browser only sends small control frames
+
+
+def _prefix() -> str | None:
+    """The dashboard's own path, when it is mounted in the watched project.
+
+    There its own requests may be captured; they are left out of the live
+    counts, so a refresh never triggers the next one.
+    """
+    if auth.token_mode():
+        return None  # the standalone server is not watched
+    try:
+        prefix = reverse("lockwatch:index")
+    except NoReverseMatch:
+        return None
+    return prefix if prefix != "/" else None
+
+
+class LiveConsumer(AsyncWebsocketConsumer):
+    @property
+    def channel_layer_alias(self) -> str:  # type: ignore[override]
+        return get_config().channel_layer or DEFAULT_CHANNEL_LAYER
+
+    async def connect(self) -> None:
+        self.relay: relay.Relay | None = None
+        self.paused = False
+        self.missed = False
+        await self.accept()
+        decision = await auth.scope_allowed(self.scope)
+        if not decision:
+            await self.send_error(decision.reason, fatal=True)
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        if self.channel_layer is None:
+            await self.send_error(
+                "no channel layer: set CHANNEL_LAYERS (an InMemoryChannelLayer is enough)",
+                fatal=True,
+            )
+            await self.close(code=CLOSE_NO_LAYER)
+            return
+        await self.channel_layer.group_add(relay.group_name(), self.channel_name)
+        self.relay = relay.subscribe(get_config().store, self.channel_layer, _prefix())
+        await self.send_json({"type": "hello", "last_id": await self._last_id(),
+                              "columns": list(queries.PAYLOAD)})  # fmt: skip
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "relay", None) is not None:
+            await self.channel_layer.group_discard(relay.group_name(), self.channel_name)
+            relay.unsubscribe(self.relay)
+            self.relay = None
+
+    # -- from the browser -------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.relay is None:
+            return  # refused: nothing is served
+        if text_data is None or len(text_data) > MAX_FRAME:
+            await self.send_error("frames must be JSON text under 4 KB")
+            return
+        try:
+            content = json.loads(text_data)
+        except ValueError:
+            await self.send_error("frames must be JSON objects")
+            return
+        if not isinstance(content, dict):
+            await self.send_error("frames must be JSON objects")
+            return
+        kind = content.get("type")
+        after = content.get("after")
+        if after is not None and (isinstance(after, bool) or not isinstance(after, int)):
+            await self.send_error("after must be an event id (an integer)")
+            return
+        if kind == "hello":
+            await self._catch_up(after)
+        elif kind == "pause":
+            self.paused = True
+        elif kind == "resume":
+            self.paused = False
+            await self._catch_up(after)
+        elif kind == "ping":
+            await self.send_json({"type": "pong"})
+        else:
+            await self.send_error(f"unknown frame type {kind!r}; use hello, pause, resume or ping")
+
+    async def _catch_up(self, after: int | None) -> None:
+        if after is None or self.relay is None:
+            return
+        message = await asyncio.to_thread(self.relay.catch_up, after)
+        if message is not None:
+            await self._forward(message)
+
+    async def _last_id(self) -> int:
+        def read() -> int:
+            from .. import store
+
+            try:
+                conn = store.connect(get_config().store, readonly=True)
+            except store.StoreError:
+                return 0
+            try:
+                return queries.last_id(conn)
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(read)
+
+    # -- from the relay ---------------------------------------------------------
+
+    async def lockwatch_events(self, message: dict[str, Any]) -> None:
+        if self.paused:
+            self.missed = True
+            return
+        await self._forward(message)
+
+    async def _forward(self, message: dict[str, Any]) -> None:
+        frame = {k: v for k, v in message.items() if k != "type"}
+        frame["type"] = "batch"
+        await self.send_json(frame)
+
+    # -- helpers ----------------------------------------------------------------
+
+    async def send_json(self, content: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(content, separators=(",", ":")))
+
+    async def send_error(self, message: str, fatal: bool = False) -> None:
+        await self.send_json({"type": "error", "message": message, "fatal": fatal})
+
+
+assert MESSAGE_TYPE.replace(".", "_") == LiveConsumer.lockwatch_events.__name__

@@ -1,0 +1,513 @@
+"""Aggregation SQL over the event store, shared by the dashboard, the doctor and benchmarks.
+
+Every function takes a read-only ``sqlite3.Connection`` and a time range, and
+returns plain Python data (no plotly, no Django). Each query is bounded by the
+``events(kind, ts)`` or ``events(ts)`` index, and heavy results are cut to a
+fixed size here, so a page stays fast on a store of a million events.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import events
+from ..filters import Filters
+
+# Columns sent to the browser (websocket payload and table rows): a subset of the
+# one schema, so a renamed column fails here at import rather than in a template.
+PAYLOAD: tuple[str, ...] = (
+    "id", "ts", "kind", "classification", "duration_ms", "wait_ms", "hold_ms", "sql",
+    "call_site", "context", "pid", "thread", "blocker_pid", "blocker_call_site",
+    "blocker_context", "blocker_thread", "blocker_held_ms", "outcome", "lock_call_site",
+    "lock_ts", "end", "capture_mode", "error_name",
+)  # fmt: skip
+TABLE: tuple[str, ...] = (
+    "ts", "kind", "classification", "duration_ms", "wait_ms", "hold_ms", "call_site",
+    "context", "pid", "thread", "blocker_call_site", "sql",
+)  # fmt: skip
+_missing = set(PAYLOAD + TABLE) - events.INDEX.keys()
+assert not _missing, f"not event columns: {_missing}"
+SQL_PREVIEW = 300
+
+_COLS = ", ".join(f'"{name}"' for name in PAYLOAD)
+# Where a hold's lock was taken: a transaction's first write, or the autocommit write itself.
+HOLD_SITE = "COALESCE(lock_call_site, call_site)"
+HOLD_START = "COALESCE(lock_ts, ts + COALESCE(wait_ms, 0) / 1000.0)"
+HOLD_KINDS = "kind IN ('transaction', 'query') AND hold_ms IS NOT NULL"
+
+
+def payload(row: sqlite3.Row | dict[str, Any], sql_preview: int = SQL_PREVIEW) -> dict[str, Any]:
+    out = {name: row[name] for name in PAYLOAD}
+    if out["sql"] and len(out["sql"]) > sql_preview:
+        out["sql"] = out["sql"][:sql_preview] + "…"
+    return out
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return None
+    rank = max(math.ceil(q / 100.0 * len(sorted_values)), 1)
+    return sorted_values[rank - 1]
+
+
+# -- header figures ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Header:
+    events_per_s: float
+    busy: int
+    worst_hold_ms: float | None
+    worst_hold_id: int | None
+    dropped: int
+    lost: int
+    capture_mode: str | None  # exact, inferred, or None when no process has reported
+    processes: int
+    last_id: int
+
+
+def header(
+    conn: sqlite3.Connection, since: float, until: float, now: float | None = None
+) -> Header:
+    now = time.time() if now is None else now
+    rate_span = 10.0
+    (recent,) = conn.execute(
+        "SELECT count(*) FROM events WHERE ts >= ? AND ts <= ?", (now - rate_span, now)
+    ).fetchone()
+    (busy,) = conn.execute(
+        "SELECT count(*) FROM events WHERE kind = 'busy' AND ts >= ? AND ts <= ?", (since, until)
+    ).fetchone()
+    worst = conn.execute(
+        "SELECT id, hold_ms FROM events WHERE kind IN ('transaction', 'query')"
+        " AND ts >= ? AND ts <= ? AND hold_ms IS NOT NULL ORDER BY hold_ms DESC LIMIT 1",
+        (since, until),
+    ).fetchone()
+    proc = conn.execute(
+        "SELECT count(*), COALESCE(sum(dropped), 0), COALESCE(sum(lost), 0),"
+        " sum(capture_mode = 'inferred') FROM processes"
+    ).fetchone()
+    last = conn.execute("SELECT COALESCE(max(id), 0) FROM events").fetchone()[0]
+    mode = None
+    if proc[0]:
+        mode = "inferred" if proc[3] else "exact"
+    return Header(
+        events_per_s=recent / rate_span,
+        busy=int(busy),
+        worst_hold_ms=worst["hold_ms"] if worst else None,
+        worst_hold_id=worst["id"] if worst else None,
+        dropped=int(proc[1]),
+        lost=int(proc[2]),
+        capture_mode=mode,
+        processes=int(proc[0]),
+        last_id=int(last),
+    )
+
+
+def is_empty(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None
+
+
+# -- time series ---------------------------------------------------------------
+
+
+@dataclass
+class Series:
+    """Values per time bucket; ``starts`` are epoch seconds of each bucket."""
+
+    bucket: int
+    starts: list[float]
+    values: dict[str, list[float | None]] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not any(v for values in self.values.values() for v in values if v)
+
+
+def _starts(since: float, until: float, bucket: int) -> list[float]:
+    first = math.floor(since / bucket) * bucket
+    n = int(math.floor(until / bucket) * bucket - first) // bucket + 1
+    return [first + i * bucket for i in range(max(n, 1))]
+
+
+def busy_per_second(conn: sqlite3.Connection, since: float, until: float, bucket: int) -> Series:
+    """Busy errors per second in each bucket, one series per classification."""
+    starts = _starts(since, until, bucket)
+    first = starts[0]
+    series = Series(bucket, starts, {c: [0.0] * len(starts) for c in events.CLASSIFICATIONS})
+    rows = conn.execute(
+        "SELECT CAST((ts - ?) / ? AS INTEGER) AS b, COALESCE(classification, 'other') AS c,"
+        " count(*) AS n FROM events WHERE kind = 'busy' AND ts >= ? AND ts <= ?"
+        " GROUP BY b, c",
+        (first, bucket, since, until),
+    )
+    for b, c, n in rows:
+        if 0 <= b < len(starts):
+            series.values.setdefault(c, [0.0] * len(starts))[b] += n / bucket
+    return series
+
+
+def wait_percentiles(
+    conn: sqlite3.Connection, since: float, until: float, bucket: int, cap: int = 200_000
+) -> Series:
+    """p50, p95 and max wait (ms) and the wait count in each bucket.
+
+    SQLite has no percentile function, so wait times are read in bucket order
+    and ranked here; past ``cap`` waits every k-th one is kept, which keeps the
+    percentiles close while the max and count stay exact (computed in SQL).
+    """
+    starts = _starts(since, until, bucket)
+    first = starts[0]
+    n = len(starts)
+    args = (first, bucket, since, until)
+    exact = conn.execute(
+        "SELECT CAST((ts - ?) / ? AS INTEGER) AS b, count(*), max(wait_ms) FROM events"
+        " WHERE kind = 'wait' AND ts >= ? AND ts <= ? GROUP BY b",
+        args,
+    ).fetchall()
+    total = sum(r[1] for r in exact)
+    step = max(1, math.ceil(total / cap))
+    sample = "" if step == 1 else f" AND id % {step} = 0"
+    per: dict[int, list[float]] = defaultdict(list)
+    for b, ms in conn.execute(
+        "SELECT CAST((ts - ?) / ? AS INTEGER) AS b, wait_ms FROM events"
+        f" WHERE kind = 'wait' AND ts >= ? AND ts <= ? AND wait_ms IS NOT NULL{sample}",
+        args,
+    ):
+        per[b].append(ms)
+    out = Series(bucket, starts, {k: [None] * n for k in ("p50", "p95", "max", "count")})
+    for b, count, worst in exact:
+        if not 0 <= b < n:
+            continue
+        values = sorted(per.get(b, ()))
+        out.values["count"][b] = float(count)
+        out.values["max"][b] = worst
+        out.values["p50"][b] = percentile(values, 50) if values else worst
+        out.values["p95"][b] = percentile(values, 95) if values else worst
+    for b in range(n):
+        if out.values["count"][b] is None:
+            out.values["count"][b] = 0.0
+    return out
+
+
+# -- durations -------------------------------------------------------------------
+
+# 1-2-5 edges in ms, from 10 µs to 10 minutes: fixed, so the binning is one CASE in SQL.
+EDGES: tuple[float, ...] = tuple(
+    m * 10.0**e for e in range(-2, 6) for m in (1, 2, 5) if m * 10.0**e <= 600_000
+)
+
+
+def _bin_case(column: str) -> str:
+    whens = " ".join(f"WHEN {column} < {edge!r} THEN {i}" for i, edge in enumerate(EDGES))
+    return f"CASE {whens} ELSE {len(EDGES)} END"
+
+
+@dataclass(frozen=True)
+class Histogram:
+    edges: tuple[float, ...]  # bin i is [edges[i-1], edges[i]); the last is open-ended
+    durations: list[int]  # transaction durations
+    holds: list[int]  # write-lock holds (transactions and autocommit writes)
+
+    @property
+    def empty(self) -> bool:
+        return not (any(self.durations) or any(self.holds))
+
+    def labels(self) -> list[str]:
+        """Short axis labels: each bin by its lower edge."""
+        return [f"<{_ms(self.edges[0])}"] + [_ms(e) for e in self.edges]
+
+    def ranges(self) -> list[str]:
+        """The full range of each bin, for hover text."""
+        out = [f"under {_ms(self.edges[0])}"]
+        out += [f"{_ms(a)} to {_ms(b)}" for a, b in zip(self.edges, self.edges[1:], strict=False)]
+        out.append(f"{_ms(self.edges[-1])} or more")
+        return out
+
+
+def _ms(value: float) -> str:
+    if value >= 1000:
+        return f"{value / 1000:g}s"
+    if value < 1:
+        return f"{value * 1000:g}µs"
+    return f"{value:g}ms"
+
+
+def durations(conn: sqlite3.Connection, since: float, until: float) -> Histogram:
+    def counts(sql: str) -> list[int]:
+        out = [0] * (len(EDGES) + 1)
+        for b, n in conn.execute(sql, (since, until)):
+            out[b] += n
+        return out
+
+    return Histogram(
+        EDGES,
+        counts(
+            f"SELECT {_bin_case('duration_ms')} AS b, count(*) FROM events"
+            " WHERE kind = 'transaction' AND ts >= ? AND ts <= ? AND duration_ms IS NOT NULL"
+            " GROUP BY b"
+        ),
+        counts(
+            f"SELECT {_bin_case('hold_ms')} AS b, count(*) FROM events"
+            f" WHERE {HOLD_KINDS} AND ts >= ? AND ts <= ? GROUP BY b"
+        ),
+    )
+
+
+def slowest(
+    conn: sqlite3.Connection, since: float, until: float, limit: int = 10
+) -> list[dict[str, Any]]:
+    """The slowest transactions in the window, by wall time."""
+    rows = conn.execute(
+        f"SELECT {_COLS} FROM events WHERE kind = 'transaction' AND ts >= ? AND ts <= ?"
+        " AND duration_ms IS NOT NULL ORDER BY duration_ms DESC LIMIT ?",
+        (since, until, limit),
+    )
+    return [payload(r) for r in rows]
+
+
+# -- the write-lock timeline -----------------------------------------------------
+
+
+@dataclass
+class Timeline:
+    holds: list[dict[str, Any]]  # with start (epoch s) and hold_ms
+    marks: list[dict[str, Any]]  # waits and busy errors, with at (epoch s)
+    lanes: list[tuple[int, str]]  # (pid, thread), sorted
+    holds_cut: bool  # more holds in the window than shown (the longest are kept)
+    marks_cut: bool  # more waits and busy errors than shown (the newest are kept)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.holds or self.marks)
+
+
+def timeline(
+    conn: sqlite3.Connection,
+    since: float,
+    until: float,
+    max_holds: int = 1000,
+    max_marks: int = 1000,
+    sql_preview: int = 160,
+) -> Timeline:
+    """Hold intervals and wait/busy markers, cut to the longest holds and newest marks."""
+    holds = [
+        dict(r)
+        for r in conn.execute(
+            f"SELECT {_COLS}, {HOLD_START} AS start, {HOLD_SITE} AS site,"
+            " COALESCE(lock_sql, sql) AS lock_statement FROM events"
+            f" WHERE {HOLD_KINDS} AND ts >= ? AND ts <= ? ORDER BY hold_ms DESC LIMIT ?",
+            (since, until, max_holds),
+        )
+    ]
+    marks = [
+        dict(r)
+        for r in conn.execute(
+            f"SELECT {_COLS}, ts + COALESCE(duration_ms, wait_ms, 0) / 1000.0 AS at FROM events"
+            " WHERE kind IN ('busy', 'wait') AND ts >= ? AND ts <= ? ORDER BY ts DESC LIMIT ?",
+            (since, until, max_marks),
+        )
+    ]
+    lanes = {(h["pid"] or 0, h["thread"] or "?") for h in holds}
+    lanes |= {(m["pid"] or 0, m["thread"] or "?") for m in marks}
+    # A blocker's lane is drawn even when its hold fell outside the cut.
+    lanes |= {(m["blocker_pid"], m["blocker_thread"] or "?") for m in marks if m["blocker_pid"]}
+    # Hover text only: keep the figure small.
+    for item in holds + marks:
+        for key in ("sql", "lock_statement"):
+            if item.get(key) and len(item[key]) > sql_preview:
+                item[key] = item[key][:sql_preview] + "…"
+    return Timeline(holds, marks, sorted(lanes), len(holds) >= max_holds, len(marks) >= max_marks)
+
+
+# -- call sites ----------------------------------------------------------------
+
+
+@dataclass
+class CallSite:
+    site: str
+    hold_ms: float = 0.0
+    holds: int = 0
+    p95_hold_ms: float | None = None
+    waits_caused: int = 0
+    busy_caused: int = 0
+    busy_suffered: int = 0
+
+
+def call_sites(
+    conn: sqlite3.Connection,
+    since: float,
+    until: float,
+    sort: str = "hold_ms",
+    descending: bool = True,
+    limit: int = 25,
+) -> list[CallSite]:
+    """Per call site: hold time, waits and busy errors caused as the blocker, busy suffered."""
+    sites: dict[str, CallSite] = {}
+
+    def get(site: str | None) -> CallSite:
+        key = site or events.UNKNOWN
+        if key not in sites:
+            sites[key] = CallSite(key)
+        return sites[key]
+
+    window = (since, until)
+    holds: dict[str, list[float]] = defaultdict(list)
+    for site, ms in conn.execute(
+        f"SELECT {HOLD_SITE}, hold_ms FROM events WHERE {HOLD_KINDS} AND ts >= ? AND ts <= ?",
+        window,
+    ):
+        holds[site or events.UNKNOWN].append(ms)
+    for site, values in holds.items():
+        values.sort()
+        cs = get(site)
+        cs.holds = len(values)
+        cs.hold_ms = sum(values)
+        cs.p95_hold_ms = percentile(values, 95)
+    for kind, column, attr in (
+        ("wait", "blocker_call_site", "waits_caused"),
+        ("busy", "blocker_call_site", "busy_caused"),
+        ("busy", "call_site", "busy_suffered"),
+    ):
+        for site, n in conn.execute(
+            f'SELECT "{column}", count(*) FROM events WHERE kind = ? AND ts >= ? AND ts <= ?'
+            f' GROUP BY "{column}"',
+            (kind, *window),
+        ):
+            if site is None:
+                continue  # not attributed yet
+            setattr(get(site), attr, getattr(get(site), attr) + n)
+
+    def key(cs: CallSite) -> Any:
+        value = getattr(cs, sort)
+        if sort == "site":
+            return value
+        return (value if value is not None else -1.0, cs.site)
+
+    return sorted(sites.values(), key=key, reverse=descending)[:limit]
+
+
+# -- the events table and one event ----------------------------------------------
+
+
+def page(
+    conn: sqlite3.Connection, filters: Filters, number: int, size: int, count_cap: int = 10_000
+) -> tuple[list[dict[str, Any]], int, bool]:
+    """One page of events, newest first; the count stops at count_cap (returns capped=True)."""
+    where, args = filters.where()
+    clause = f" WHERE {where}" if where else ""
+    rows = conn.execute(
+        # By ts, not id: the ts indexes then give the order without a sort.
+        f"SELECT {_COLS} FROM events{clause} ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?",
+        (*args, size, (number - 1) * size),
+    ).fetchall()
+    (count,) = conn.execute(
+        f"SELECT count(*) FROM (SELECT 1 FROM events{clause} LIMIT ?)", (*args, count_cap + 1)
+    ).fetchone()
+    return [payload(r) for r in rows], min(int(count), count_cap), count > count_cap
+
+
+def event(conn: sqlite3.Connection, event_id: int) -> dict[str, Any] | None:
+    row = conn.execute("SELECT * FROM events WHERE id = ?", (event_id,)).fetchone()
+    return dict(row) if row else None
+
+
+def _hold_of(
+    conn: sqlite3.Connection, pid: int, thread: str | None, start: float, end: float
+) -> dict[str, Any] | None:
+    """The hold event (transaction or autocommit write) of pid/thread overlapping [start, end]."""
+    row = conn.execute(
+        f"SELECT *, {HOLD_START} AS start FROM events WHERE {HOLD_KINDS} AND pid = ?"
+        " AND (thread = ? OR ? IS NULL) AND ts >= ? AND ts <= ?"
+        f" AND {HOLD_START} <= ? AND {HOLD_START} + hold_ms / 1000.0 >= ?"
+        " ORDER BY hold_ms DESC LIMIT 1",
+        # A hold that overlaps the wait began at most a day before it.
+        (pid, thread, thread, start - 86400, end, end, start),
+    ).fetchone()
+    return dict(row) if row else None
+
+
+def blocker_chain(
+    conn: sqlite3.Connection, ev: dict[str, Any], depth: int = 6
+) -> list[dict[str, Any]]:
+    """Who blocked this wait, who blocked that holder while it took the lock, and so on.
+
+    Each link is a dict with the blocker's pid, thread, call site and context,
+    and ``event`` (its transaction or write, when it has been stored) or
+    ``hold`` (an open hold from the holds table).
+    """
+    chain: list[dict[str, Any]] = []
+    seen: set[int] = {ev["id"]}
+    current = ev
+    while len(chain) < depth and current.get("blocker_pid"):
+        start = current["ts"]
+        end = start + (current.get("duration_ms") or current.get("wait_ms") or 0) / 1000.0
+        link: dict[str, Any] = {
+            "pid": current["blocker_pid"],
+            "thread": current.get("blocker_thread"),
+            "call_site": current.get("blocker_call_site"),
+            "context": current.get("blocker_context"),
+            "held_ms": current.get("blocker_held_ms"),
+            "event": None,
+        }
+        holder = _hold_of(conn, current["blocker_pid"], current.get("blocker_thread"), start, end)
+        link["event"] = holder
+        chain.append(link)
+        if holder is None or holder["id"] in seen:
+            break
+        seen.add(holder["id"])
+        # Did the holder itself wait for the lock before it got it?
+        waited = conn.execute(
+            "SELECT * FROM events WHERE kind IN ('wait', 'busy') AND pid = ? AND thread IS ?"
+            " AND ts >= ? AND ts <= ? AND blocker_pid IS NOT NULL ORDER BY wait_ms DESC LIMIT 1",
+            (holder["pid"], holder["thread"], holder["ts"], holder["start"]),
+        ).fetchone()
+        if waited is None or waited["id"] in seen:
+            break
+        seen.add(waited["id"])
+        current = dict(waited)
+    return chain
+
+
+def caused(conn: sqlite3.Connection, ev: dict[str, Any], limit: int = 50) -> list[dict[str, Any]]:
+    """Waits and busy errors this hold caused, for a transaction's detail page."""
+    if ev.get("hold_ms") is None or ev["kind"] not in ("transaction", "query"):
+        return []
+    start = ev.get("lock_ts") or ev["ts"] + (ev.get("wait_ms") or 0) / 1000.0
+    end = start + ev["hold_ms"] / 1000.0
+    rows = conn.execute(
+        f"SELECT {_COLS} FROM events WHERE kind IN ('wait', 'busy') AND ts >= ? AND ts <= ?"
+        " AND blocker_pid = ? AND blocker_thread IS ? ORDER BY ts LIMIT ?",
+        (start - 3600, end, ev["pid"], ev["thread"], limit),
+    )
+    return [payload(r) for r in rows]
+
+
+# -- the live path ---------------------------------------------------------------
+
+
+def last_id(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COALESCE(max(id), 0) FROM events").fetchone()[0])
+
+
+def since_id(conn: sqlite3.Connection, after: int, limit: int) -> list[sqlite3.Row]:
+    return conn.execute(
+        f"SELECT {_COLS} FROM events WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+    ).fetchall()
+
+
+def attributed(conn: sqlite3.Connection, ids: Iterable[int]) -> list[sqlite3.Row]:
+    """Those of ids whose blocker has been named since they were sent."""
+    ids = list(ids)[:900]  # under SQLite's variable limit
+    if not ids:
+        return []
+    marks = ",".join("?" * len(ids))
+    return conn.execute(
+        f"SELECT {_COLS} FROM events WHERE id IN ({marks}) AND blocker_context IS NOT NULL", ids
+    ).fetchall()

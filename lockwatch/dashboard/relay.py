@@ -1,0 +1,264 @@
+"""The live path without Redis: tail the store, send batches to this process's consumers.
+
+One relay task runs per event loop while at least one websocket is open. Every
+``INTERVAL`` it reads the rows with ``id >`` the last one seen (in a thread, as
+SQLite blocks), summarises them into one message (counts per kind and
+classification plus a small sample of the notable events) and ``group_send``s
+it. Waits and busy errors are sent before their blocker is known; the relay
+re-reads them until the flusher names it and sends them again as ``updates``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import store
+from . import queries
+
+log = logging.getLogger("lockwatch.dashboard")
+
+MESSAGE_TYPE = "lockwatch.events"  # routed to LiveConsumer.lockwatch_events
+INTERVAL = 0.1  # one indexed read per tick; well inside the 1 s budget
+MAX_ROWS = 20_000  # per poll; a backlog is read over the next polls, without sleeping
+SAMPLE = {"busy": 40, "wait": 20, "hold": 20}
+PENDING_MAX = 2000
+PENDING_FOR = 30.0  # seconds to keep re-reading an unattributed wait
+
+
+def group_name() -> str:
+    # Per process: with a shared layer (Redis) every dashboard process runs its own
+    # relay, and each must reach only its own consumers.
+    return f"lockwatch-live-{os.getpid()}"
+
+
+def _own(context: str | None, prefix: str | None) -> bool:
+    """Is this the dashboard's own request (when mounted in the watched project)?"""
+    if not prefix or not context or not context.startswith("request:"):
+        return False
+    _, _, path = context.partition(" ")
+    return path.startswith(prefix)
+
+
+def summarise(
+    rows: Sequence[sqlite3.Row | dict[str, Any]],
+    updates: Sequence[sqlite3.Row | dict[str, Any]] = (),
+    prefix: str | None = None,
+) -> dict[str, Any]:
+    """One websocket message for many events: counts, and a bounded sample."""
+    kinds: Counter[str] = Counter()
+    busy: Counter[str] = Counter()
+    own = 0
+    picked: dict[str, list[sqlite3.Row | dict[str, Any]]] = {"busy": [], "wait": [], "hold": []}
+    first_ts = last_ts = None
+    for row in rows:
+        if _own(row["context"], prefix):
+            own += 1
+            continue
+        kinds[row["kind"]] += 1
+        ts = row["ts"]
+        first_ts = ts if first_ts is None else min(first_ts, ts)
+        last_ts = ts if last_ts is None else max(last_ts, ts)
+        if row["kind"] == "busy":
+            busy[row["classification"] or "other"] += 1
+            picked["busy"].append(row)
+        elif row["kind"] == "wait":
+            picked["wait"].append(row)
+        elif row["hold_ms"] is not None:
+            picked["hold"].append(row)
+    sample = picked["busy"][-SAMPLE["busy"] :]  # the newest busy errors
+    sample += sorted(picked["wait"], key=lambda r: r["wait_ms"] or 0.0)[-SAMPLE["wait"] :]
+    sample += sorted(picked["hold"], key=lambda r: r["hold_ms"] or 0.0)[-SAMPLE["hold"] :]
+    sample.sort(key=lambda r: r["id"])
+    return {
+        "type": MESSAGE_TYPE,
+        "first_id": rows[0]["id"] if rows else None,
+        "last_id": rows[-1]["id"] if rows else None,
+        "count": sum(kinds.values()),
+        "own": own,
+        "kinds": dict(kinds),
+        "busy": dict(busy),
+        "span": [first_ts, last_ts],
+        "events": [queries.payload(r) for r in sample],
+        "updates": [queries.payload(r) for r in updates],
+        "sent": time.time(),
+    }
+
+
+class Relay:
+    def __init__(
+        self, path: Path, layer: Any, group: str, prefix: str | None = None,
+        interval: float = INTERVAL,
+    ) -> None:  # fmt: skip
+        self.path = Path(path)
+        self.layer = layer
+        self.group = group
+        self.prefix = prefix
+        self.interval = interval
+        self.last: int | None = None
+        self.subscribers = 0
+        self.task: asyncio.Task[None] | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._inode: int | None = None
+        # Polls run in worker threads; closing the connection under one would crash
+        # SQLite, so polls and close take turns.
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._last_warning = ""
+        # id -> first seen, for waits and busy errors still without a blocker.
+        self._pending: OrderedDict[int, float] = OrderedDict()
+
+    # -- reading (in a worker thread) ------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection | None:
+        try:
+            inode = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            self._close()
+            return None
+        if self._conn is not None and inode != self._inode:
+            self._close()  # the store was replaced: start over on the new file
+            self.last = 0
+        if self._conn is None:
+            try:
+                self._conn = store.connect(self.path, readonly=True)
+            except (store.StoreError, sqlite3.Error):
+                return None
+            self._inode = inode
+        return self._conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+
+    def poll(self) -> tuple[dict[str, Any] | None, bool]:
+        """(a message or None, whether more rows are waiting)."""
+        with self._lock:
+            if self._stopped:
+                return None, False
+            return self._poll()
+
+    def _poll(self) -> tuple[dict[str, Any] | None, bool]:
+        conn = self._connect()
+        if conn is None:
+            if self.last is None:
+                self.last = 0  # no store yet: everything it will hold is news
+            return None, False
+        try:
+            if self.last is None:
+                self.last = queries.last_id(conn)  # history is the pages' job; start at the tail
+                return None, False
+            rows = queries.since_id(conn, self.last, MAX_ROWS)
+            if not rows and queries.last_id(conn) < self.last:
+                self.last = 0  # ids went backwards: the store was emptied
+                return None, False
+            now = time.time()
+            updates = queries.attributed(conn, self._pending) if self._pending else []
+        except sqlite3.Error as exc:
+            self._warn(f"cannot read the store: {exc}")
+            self._close()
+            return None, False
+        for row in updates:
+            self._pending.pop(row["id"], None)
+        while self._pending and (
+            len(self._pending) > PENDING_MAX
+            or now - next(iter(self._pending.values())) > PENDING_FOR
+        ):
+            self._pending.popitem(last=False)
+        if not rows and not updates:
+            return None, False
+        for row in rows:
+            if row["kind"] in ("wait", "busy") and row["blocker_context"] is None:
+                self._pending[row["id"]] = now
+        if rows:
+            self.last = rows[-1]["id"]
+        return summarise(rows, updates, self.prefix), len(rows) == MAX_ROWS
+
+    def catch_up(self, after: int) -> dict[str, Any] | None:
+        """What a client missed since ``after`` (its last id), summarised like a batch."""
+        conn = None
+        try:
+            conn = store.connect(self.path, readonly=True)
+            last = queries.last_id(conn)
+            if last <= after:
+                return None
+            start = max(after, last - MAX_ROWS)
+            message = summarise(queries.since_id(conn, start, MAX_ROWS), (), self.prefix)
+            message["catch_up"] = True
+            message["first_id"] = after + 1
+            return message
+        except (store.StoreError, sqlite3.Error):
+            return None
+        finally:
+            if conn is not None:
+                conn.close()
+
+    # -- the task --------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            more = False
+            try:
+                message, more = await asyncio.to_thread(self.poll)
+                if message is not None:
+                    await self.layer.group_send(self.group, message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep relaying; one bad poll is not fatal
+                self._warn(repr(exc))
+            if not more:
+                await asyncio.sleep(self.interval)
+
+    def _warn(self, message: str) -> None:
+        # Polls repeat ten times a second: say each distinct problem once.
+        if message != self._last_warning:
+            self._last_warning = message
+            log.warning("lockwatch relay: %s", message)
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        with self._lock:  # waits for a poll in flight (milliseconds)
+            self._stopped = True
+            self._close()
+
+
+_relays: dict[int, tuple[asyncio.AbstractEventLoop, Relay]] = {}
+
+
+def subscribe(path: Path, layer: Any, prefix: str | None) -> Relay:
+    """The running loop's relay, started on first use."""
+    loop = asyncio.get_running_loop()
+    entry = _relays.get(id(loop))
+    if entry is None or entry[0] is not loop or entry[1].path != Path(path):
+        if entry is not None:
+            entry[1].stop()
+        relay = Relay(path, layer, group_name(), prefix)
+        _relays[id(loop)] = (loop, relay)
+    else:
+        relay = entry[1]
+    relay.subscribers += 1
+    if relay.task is None or relay.task.done():
+        relay.task = loop.create_task(relay.run(), name="lockwatch-relay")
+    return relay
+
+
+def unsubscribe(relay: Relay) -> None:
+    relay.subscribers -= 1
+    if relay.subscribers <= 0:
+        relay.stop()
+        with contextlib.suppress(RuntimeError):
+            loop = asyncio.get_running_loop()
+            if _relays.get(id(loop), (None, None))[1] is relay:
+                del _relays[id(loop)]

@@ -1,0 +1,433 @@
+"""Pages and htmx partials. Every one checks access, parses its query string and
+reads the store through a read-only connection.
+
+Bad parameters are a 400 with one line of text (htmx shows it), never a 500.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.http import require_GET, require_POST
+
+from .. import events, export, store
+from ..conf import get_config
+from ..filters import FilterError
+from . import auth, charts, params, queries
+
+View = Callable[..., HttpResponse]
+
+
+def _text(status: int, message: str) -> HttpResponse:
+    response = HttpResponse(message + "\n", status=status, content_type="text/plain; charset=utf-8")
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _open() -> sqlite3.Connection | None:
+    try:
+        return store.connect(get_config().store, readonly=True)
+    except store.StoreError:
+        return None
+
+
+def data(view: View) -> View:
+    """For partials and the export: access, params, store; plain-text refusals."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        decision = auth.request_allowed(request)
+        if not decision:
+            return _text(403, f"lockwatch: {decision.reason}")
+        try:
+            v = params.parse_view(request.GET)
+        except FilterError as exc:
+            return _text(400, f"lockwatch: {exc}")
+        conn = _open()
+        try:
+            response = view(request, v, conn, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:  # locked for long, or not a store at all
+            response = _text(503, f"lockwatch: the store cannot be read right now: {exc}")
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        # A streamed response (the CSV export) closes the connection when it ends.
+        if conn is not None and not response.streaming:
+            conn.close()
+        return response
+
+    return require_GET(never_cache(wrapper))
+
+
+def _page_denied(request: HttpRequest, reason: str) -> HttpResponse:
+    if auth.token_mode():
+        return render(
+            request,
+            "lockwatch/login.html",
+            {"reason": reason, "next": request.get_full_path()},
+            status=403,
+        )
+    return render(
+        request,
+        "lockwatch/message.html",
+        {"title": "Not allowed", "message": reason, "login_url": settings.LOGIN_URL},
+        status=403,
+    )
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for item in items:
+        item["when"] = when(item.get("ts"))
+    return items
+
+
+def _revision(v: params.View) -> str:
+    return v.window.name if v.window.live else f"{v.window.since}-{v.window.until}"
+
+
+def _window_query(v: params.View, **extra: Any) -> str:
+    return urlencode({**v.window.as_query(), **{k: x for k, x in extra.items() if x is not None}})
+
+
+# -- pages -----------------------------------------------------------------------
+
+
+def _token_login(request: HttpRequest) -> HttpResponse:
+    """``?token=`` on a page logs in, then drops the token from the address bar."""
+    if not auth.token_matches(request.GET["token"]):
+        return _page_denied(request, "that token is not the one this server printed")
+    auth.login(request)
+    rest = request.GET.copy()
+    del rest["token"]
+    return HttpResponseRedirect(request.path + (f"?{rest.urlencode()}" if rest else ""))
+
+
+@require_GET
+@never_cache
+def index(request: HttpRequest) -> HttpResponse:
+    if auth.token_mode() and "token" in request.GET:
+        return _token_login(request)
+    decision = auth.request_allowed(request)
+    if not decision:
+        return _page_denied(request, decision.reason)
+    try:
+        v = params.parse_view(request.GET)
+    except FilterError as exc:
+        return render(
+            request,
+            "lockwatch/message.html",
+            {"title": "Bad parameter", "message": str(exc), "back": request.path},
+            status=400,
+        )
+    base = reverse("lockwatch:index")
+    context = {
+        "view": v,
+        "windows": list(params.WINDOWS),
+        "kinds": events.KINDS,
+        "classifications": events.CLASSIFICATIONS,
+        "filters": v.filters,
+        "since_text": events.iso(v.window.since) if not v.window.live else "",
+        "until_text": events.iso(v.window.until) if not v.window.live and v.window.until else "",
+        "ws_path": base + "ws/",
+        "detail_url": reverse("lockwatch:event", args=[0]),
+        "token_mode": auth.token_mode(),
+        "store_path": str(get_config().store),
+    }
+    return render(request, "lockwatch/index.html", context)
+
+
+@require_GET
+@never_cache
+def event_detail(request: HttpRequest, event_id: int) -> HttpResponse:
+    if auth.token_mode() and "token" in request.GET:
+        return _token_login(request)
+    decision = auth.request_allowed(request)
+    if not decision:
+        return _page_denied(request, decision.reason)
+    conn = _open()
+    if conn is None:
+        raise Http404("no lockwatch store yet")
+    try:
+        ev = queries.event(conn, event_id)
+        if ev is None:
+            return render(
+                request,
+                "lockwatch/message.html",
+                {"title": "No such event", "message": f"There is no event {event_id} in the store "
+                 "(it may have been pruned by retention).", "back": reverse("lockwatch:index")},
+                status=404,
+            )  # fmt: skip
+        chain = queries.blocker_chain(conn, ev)
+        caused = _rows(queries.caused(conn, ev))
+    except sqlite3.DatabaseError as exc:
+        return render(
+            request,
+            "lockwatch/message.html",
+            {"title": "Store unreadable", "message": f"The store cannot be read: {exc}",
+             "back": reverse("lockwatch:index")},
+            status=503,
+        )  # fmt: skip
+    finally:
+        conn.close()
+    for link in chain:
+        if link["event"] is not None:
+            link["event"]["when"] = when(link["event"]["ts"])
+    ev["when"] = when(ev["ts"])
+    fields = [
+        (c.name, c.doc, when(ev[c.name]) if c.name in ("ts", "lock_ts") else ev[c.name])
+        for c in events.COLUMNS
+        if ev.get(c.name) not in (None, "")
+    ]
+    return render(
+        request,
+        "lockwatch/detail.html",
+        {"ev": ev, "chain": chain, "caused": caused, "fields": fields,
+         "token_mode": auth.token_mode()},
+    )  # fmt: skip
+
+
+@csrf_protect
+@require_POST
+def login(request: HttpRequest) -> HttpResponse:
+    if not auth.token_mode():
+        raise Http404("token login is for the standalone server")
+    target = request.POST.get("next") or reverse("lockwatch:index")
+    if not url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+        target = reverse("lockwatch:index")
+    if not auth.token_matches(request.POST.get("token", "").strip()):
+        return _page_denied(request, "that token is not the one this server printed")
+    auth.login(request)
+    return HttpResponseRedirect(target)
+
+
+@csrf_protect
+@require_POST
+def logout(request: HttpRequest) -> HttpResponse:
+    if not auth.token_mode():
+        raise Http404("token logout is for the standalone server")
+    request.session.flush()
+    return HttpResponseRedirect(reverse("lockwatch:index"))
+
+
+# -- partials ------------------------------------------------------------------
+
+
+@data
+def header(request: HttpRequest, v: params.View, conn: sqlite3.Connection | None) -> HttpResponse:
+    h = queries.header(conn, v.window.since, v.window.until) if conn is not None else None
+    empty = conn is None or queries.is_empty(conn)
+    return render(
+        request,
+        "lockwatch/partials/header.html",
+        {"h": h, "empty": empty, "store_path": str(get_config().store), "view": v,
+         "window_label": _window_label(v.window)},
+    )  # fmt: skip
+
+
+def _window_label(w: params.Window) -> str:
+    if w.live:
+        return {"5m": "last 5 minutes", "1h": "last hour", "24h": "last 24 hours"}.get(w.name, "")
+    return f"{when(w.since)} – {when(w.until)} UTC"
+
+
+CHARTS = ("busy", "waits", "durations", "timeline")
+EMPTY = {
+    "busy": "No busy errors in this window.",
+    "waits": "No lock waits in this window.",
+    "durations": "No transactions or writes in this window.",
+    "timeline": "No write-lock holds, waits or busy errors in this window.",
+}
+
+
+@data
+def chart(
+    request: HttpRequest, v: params.View, conn: sqlite3.Connection | None, name: str
+) -> HttpResponse:
+    if name not in CHARTS:
+        return _text(404, f"lockwatch: no chart {name!r}; charts are {', '.join(CHARTS)}")
+    w, rev = v.window, _revision(v)
+    note = ""
+    figure: dict[str, Any] | None = None
+    empty = conn is None
+    if conn is not None:
+        if name == "busy":
+            series = queries.busy_per_second(conn, w.since, w.until, w.bucket())
+            empty = series.empty
+            figure = charts.busy_chart(series, w.since, w.until, rev)
+        elif name == "waits":
+            series = queries.wait_percentiles(conn, w.since, w.until, w.bucket())
+            empty = series.empty
+            figure = charts.waits_chart(series, w.since, w.until, rev)
+        elif name == "durations":
+            hist = queries.durations(conn, w.since, w.until)
+            empty = hist.empty
+            figure = charts.durations_chart(hist, rev)
+        else:
+            tl = queries.timeline(conn, w.since, w.until)
+            empty = tl.empty
+            figure = charts.timeline_chart(tl, w.since, w.until, rev)
+            if tl.holds_cut or tl.marks_cut:
+                note = (
+                    f"Showing the {len(tl.holds):,} longest holds and the {len(tl.marks):,} "
+                    "newest waits and busy errors; pick a shorter window to see them all."
+                )
+    return render(
+        request,
+        "lockwatch/partials/chart.html",
+        {"name": name, "figure": _figure_json(figure) if figure and not empty else None,
+         "empty": empty, "empty_text": EMPTY[name], "note": note},
+    )  # fmt: skip
+
+
+def _figure_json(figure: dict[str, Any]) -> str:
+    # As json_script does: nothing in the JSON may close the <script> element.
+    text = json.dumps(figure, separators=(",", ":"), allow_nan=False, default=_nan_safe)
+    return text.replace("<", "\\u003C").replace(">", "\\u003E").replace("&", "\\u0026")
+
+
+def _nan_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)
+
+
+@data
+def slowest(request: HttpRequest, v: params.View, conn: sqlite3.Connection | None) -> HttpResponse:
+    rows = _rows(queries.slowest(conn, v.window.since, v.window.until)) if conn else []
+    return render(request, "lockwatch/partials/slowest.html", {"rows": rows})
+
+
+CALLSITE_COLUMNS = (
+    ("site", "call site", "where the code runs: path:line in function"),
+    ("hold_ms", "write-lock hold", "total ms this call site held the write lock"),
+    ("waits_caused", "waits caused", "lock waits by others while it held the lock"),
+    ("busy_caused", "busy caused", "busy errors in others while it held the lock"),
+    ("busy_suffered", "busy suffered", "busy errors raised at this call site"),
+    ("p95_hold_ms", "p95 hold", "95th percentile of its hold times, ms"),
+)
+
+
+@data
+def callsites(
+    request: HttpRequest, v: params.View, conn: sqlite3.Connection | None
+) -> HttpResponse:
+    rows = (
+        queries.call_sites(conn, v.window.since, v.window.until, v.sort, v.descending)
+        if conn
+        else []
+    )
+    base = reverse("lockwatch:index")
+    for cs in rows:
+        cs.link = f"{base}?{_window_query(v, call_site=cs.site)}#events"  # type: ignore[attr-defined]
+    return render(
+        request,
+        "lockwatch/partials/callsites.html",
+        {"rows": rows, "columns": CALLSITE_COLUMNS, "sort": v.sort,
+         "dir": "desc" if v.descending else "asc"},
+    )  # fmt: skip
+
+
+TABLE_COLUMNS = [(name, events.COLUMNS[events.INDEX[name]].doc) for name in queries.TABLE]
+
+
+@data
+def events_table(
+    request: HttpRequest, v: params.View, conn: sqlite3.Connection | None
+) -> HttpResponse:
+    f = v.table_filters()
+    rows, count, capped = (
+        queries.page(conn, f, v.page, params.PAGE_SIZE) if conn else ([], 0, False)
+    )
+    pages = max(1, math.ceil(count / params.PAGE_SIZE))
+    if v.page > pages and count and not capped:
+        return _text(400, f"lockwatch: page={v.page} is past the last page ({pages})")
+    export_query = urlencode(f.as_query())
+    return render(
+        request,
+        "lockwatch/partials/events.html",
+        {
+            "rows": _rows(rows),
+            "columns": TABLE_COLUMNS,
+            "count": count,
+            "capped": capped,
+            "page": v.page,
+            "pages": pages,
+            "has_next": v.page < pages or (capped and len(rows) == params.PAGE_SIZE),
+            "export_url": f"{reverse('lockwatch:export')}?{export_query}",
+            "filtered": any(v.filters.as_query().values()),
+            "store_missing": conn is None,
+        },
+    )
+
+
+@data
+def export_csv(request: HttpRequest, v: params.View, conn: sqlite3.Connection | None):
+    """The same filters as the table (window included), streamed as CSV."""
+    if conn is None:
+        return _text(404, "lockwatch: no store yet, so nothing to export")
+    lines = export.lines(conn, v.table_filters())
+
+    def chunks() -> Iterator[str]:
+        # About 64 KB at a time, so the export is not one write (or one thread hop) a row.
+        try:
+            buffer: list[str] = []
+            size = 0
+            for line in lines:
+                buffer.append(line)
+                size += len(line)
+                if size >= 65536:
+                    yield "".join(buffer)
+                    buffer, size = [], 0
+            if buffer:
+                yield "".join(buffer)
+        finally:
+            conn.close()
+
+    sync_chunks = chunks()
+    if isinstance(request, ASGIRequest):
+        # Under daphne a sync iterator would be read whole into memory first; hand
+        # the ASGI handler an async one that reads the store in a worker thread.
+        async def async_chunks() -> AsyncIterator[str]:
+            done = object()
+            while True:
+                chunk = await sync_to_async(next, thread_sensitive=False)(sync_chunks, done)
+                if chunk is done:
+                    return
+                yield chunk  # type: ignore[misc]
+
+        content: Any = async_chunks()
+    else:
+        content = sync_chunks
+    response = StreamingHttpResponse(content, content_type="text/csv; charset=utf-8")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    response["Content-Disposition"] = f'attachment; filename="lockwatch-{stamp}.csv"'
+    return response

@@ -1,0 +1,1 @@
+"""The standalone dashboard server behind ``lockwatch serve`` and the top-level manage.py."""

@@ -1,0 +1,298 @@
+/* lockwatch dashboard: the websocket, live refresh of the htmx partials, and plotly drawing.
+ *
+ * The server does the aggregation: each websocket frame is one batch (counts and a
+ * small sample), and a batch makes the visible partials re-fetch, throttled by window
+ * size, so the page keeps up at any event rate. No framework: htmx and plotly only.
+ */
+(function () {
+  "use strict";
+
+  const root = document.getElementById("lockwatch");
+  if (!root) return;
+
+  const $ = (sel) => document.querySelector(sel);
+  const windowForm = $("#lw-window");
+  const filters = $("#lw-filters");
+  const sortForm = $("#lw-sort");
+  const statusEl = $("#lw-status");
+  const banner = $("#lw-banner");
+  const pauseBtn = $("#lw-pause");
+  const feedEl = $("#lw-feed");
+  const detailUrl = root.dataset.detail; // ends in "0/"
+  const wsUrl = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + root.dataset.ws;
+  // Minimum ms between refreshes: heavier windows refresh less often.
+  const THROTTLE = { "5m": 300, "1h": 600, "24h": 3000, custom: 3000 };
+  const PLOT_CONFIG = {
+    displaylogo: false,
+    responsive: true,
+    modeBarButtonsToRemove: ["lasso2d", "select2d", "autoScale2d"],
+  };
+
+  const state = {
+    lastId: null,
+    paused: false,
+    socket: null,
+    retry: 0,
+    fatal: null,
+    lastRefresh: 0,
+    timer: null,
+    pending: false,
+    frames: 0, // websocket frames received
+    refreshes: 0, // live refreshes of the partials
+  };
+  window.lockwatch = state; // for tests and curious users
+
+  function setStatus(text, cls) {
+    statusEl.textContent = text;
+    statusEl.className = "status " + (cls || "");
+  }
+
+  function showBanner(text) {
+    banner.textContent = text;
+    banner.hidden = !text;
+  }
+
+  function windowName() {
+    return windowForm.elements.window.value;
+  }
+
+  // -- refreshing the partials ------------------------------------------------
+
+  function refresh(force) {
+    if (state.paused && !force) {
+      state.pending = true;
+      return;
+    }
+    const wait = state.lastRefresh + (THROTTLE[windowName()] || 3000) - Date.now();
+    if (!force && wait > 0) {
+      if (!state.timer) {
+        state.timer = setTimeout(() => {
+          state.timer = null;
+          refresh(false);
+        }, wait);
+      }
+      return;
+    }
+    state.lastRefresh = Date.now();
+    state.pending = false;
+    state.refreshes += 1;
+    document.querySelectorAll(".lw-live").forEach((el) => {
+      // Keep an older page of the table still while the user reads it.
+      if (!force && el.id === "events-table" && filters.elements.page.value !== "1") return;
+      htmx.trigger(el, "lw:refresh");
+    });
+  }
+
+  function refreshOne(selector) {
+    htmx.trigger($(selector), "lw:refresh");
+  }
+
+  // -- plotly ----------------------------------------------------------------
+
+  function draw(holder) {
+    const plot = document.getElementById(holder.dataset.plot);
+    const script = holder.querySelector("script.lw-figure");
+    if (!script) {
+      if (plot.dataset.drawn) Plotly.purge(plot);
+      delete plot.dataset.drawn;
+      plot.hidden = true;
+      return;
+    }
+    const fig = JSON.parse(script.textContent);
+    plot.hidden = false;
+    Plotly.react(plot, fig.data, fig.layout, PLOT_CONFIG);
+    plot.dataset.drawn = "1";
+    if (!plot.dataset.bound) {
+      plot.dataset.bound = "1";
+      plot.on("plotly_click", (ev) => {
+        const point = ev.points && ev.points[0];
+        const id = point && point.customdata && point.customdata[0];
+        if (id) window.location.href = detailUrl.replace(/0\/$/, id + "/");
+      });
+    }
+  }
+
+  document.body.addEventListener("htmx:afterSwap", (e) => {
+    const target = e.detail.target;
+    if (target && target.dataset && target.dataset.plot) draw(target);
+    if (e.detail.xhr && e.detail.xhr.status < 400 && !state.fatal) showBanner("");
+  });
+
+  document.body.addEventListener("htmx:responseError", (e) => {
+    const text = (e.detail.xhr.responseText || "").trim().split("\n")[0];
+    showBanner(text || "The server answered " + e.detail.xhr.status + ".");
+  });
+
+  document.body.addEventListener("htmx:sendError", () => {
+    setStatus("server unreachable", "warn");
+  });
+
+  // -- the live feed: what the last batches brought, drawn from the frame itself --
+
+  function feed(events) {
+    // Busy errors, and waits that took long yet got the lock (a wait that gave up
+    // already shows as its busy error).
+    const notable = (events || []).filter(
+      (ev) =>
+        ev.kind === "busy" ||
+        (ev.kind === "wait" && ev.outcome === "acquired" && (ev.wait_ms || 0) >= 500),
+    );
+    for (const ev of notable.slice(-8)) {
+      const li = document.createElement("li");
+      li.className = "feed-" + ev.kind;
+      li.dataset.id = ev.id;
+      const a = document.createElement("a");
+      a.href = detailUrl.replace(/0\/$/, ev.id + "/");
+      const what = ev.kind === "busy" ? "busy " + (ev.classification || "") : "slow wait";
+      a.textContent = what + " · " + Math.round(ev.wait_ms || 0) + " ms";
+      const where = document.createElement("span");
+      where.className = "site";
+      where.textContent = ev.call_site || "";
+      const by = document.createElement("span");
+      by.className = "blocker";
+      by.textContent = ev.blocker_call_site ? "blocked by " + ev.blocker_call_site : "blocker: attributing…";
+      li.append(a, where, by);
+      feedEl.prepend(li);
+    }
+    while (feedEl.children.length > 8) feedEl.lastElementChild.remove();
+  }
+
+  function updateFeed(updates) {
+    for (const ev of updates || []) {
+      const li = feedEl.querySelector('li[data-id="' + ev.id + '"] .blocker');
+      if (li && ev.blocker_call_site) li.textContent = "blocked by " + ev.blocker_call_site;
+    }
+  }
+
+  // -- the websocket -----------------------------------------------------------
+
+  function send(message) {
+    if (state.socket && state.socket.readyState === WebSocket.OPEN) {
+      state.socket.send(JSON.stringify(message));
+    }
+  }
+
+  function onMessage(m) {
+    if (m.type === "hello") {
+      const reconnect = state.lastId !== null;
+      if (!reconnect || m.last_id < state.lastId) state.lastId = m.last_id;
+      send({ type: "hello", after: state.lastId });
+      if (state.paused) send({ type: "pause" });
+      setStatus(state.paused ? "paused" : "live", state.paused ? "paused" : "live");
+      if (reconnect) refresh(true); // catch up from the store
+    } else if (m.type === "batch") {
+      if (m.last_id) state.lastId = Math.max(state.lastId || 0, m.last_id);
+      feed(m.events);
+      updateFeed(m.updates);
+      const stamp = new Date().toISOString().slice(11, 19);
+      setStatus("live · " + stamp + " UTC", "live");
+      if (m.count > 0 || (m.updates && m.updates.length)) refresh(false);
+    } else if (m.type === "error") {
+      if (m.fatal) state.fatal = m.message;
+      showBanner(m.message);
+    }
+  }
+
+  function connect() {
+    setStatus(state.retry ? "reconnecting…" : "connecting…", "warn");
+    const ws = new WebSocket(wsUrl);
+    state.socket = ws;
+    ws.onopen = () => {
+      state.retry = 0;
+    };
+    ws.onmessage = (e) => {
+      state.frames += 1;
+      let m;
+      try {
+        m = JSON.parse(e.data);
+      } catch (err) {
+        return;
+      }
+      onMessage(m);
+    };
+    ws.onclose = (e) => {
+      state.socket = null;
+      if (e.code === 4403 || e.code === 4500) {
+        setStatus("disconnected", "error");
+        showBanner((state.fatal || "refused") + " Reload the page after logging in again.");
+        return;
+      }
+      state.retry += 1;
+      const delay = Math.min(250 * 2 ** state.retry, 5000);
+      setStatus("reconnecting…", "warn");
+      setTimeout(connect, delay);
+    };
+  }
+
+  // -- controls ----------------------------------------------------------------
+
+  pauseBtn.addEventListener("click", () => {
+    state.paused = !state.paused;
+    pauseBtn.setAttribute("aria-pressed", String(state.paused));
+    pauseBtn.textContent = state.paused ? "▶ Resume" : "❚❚ Pause";
+    if (state.paused) {
+      send({ type: "pause" });
+      setStatus("paused", "paused");
+    } else {
+      send({ type: "resume", after: state.lastId });
+      setStatus("live", "live");
+      refresh(true);
+    }
+  });
+
+  function syncWindowFields() {
+    const custom = windowName() === "custom";
+    windowForm.querySelector(".custom").hidden = !custom;
+    windowForm.elements.since.disabled = !custom;
+    windowForm.elements.until.disabled = !custom;
+  }
+
+  function applyWindow() {
+    syncWindowFields();
+    if (windowName() === "custom" && !windowForm.elements.since.value.trim()) {
+      windowForm.elements.since.focus();
+      return;
+    }
+    const query = new URLSearchParams(new FormData(windowForm));
+    for (const [k, v] of Array.from(query)) if (!v) query.delete(k);
+    history.replaceState(null, "", "?" + query.toString());
+    filters.elements.page.value = "1";
+    refresh(true);
+  }
+
+  windowForm.elements.window.addEventListener("change", applyWindow);
+  $("#lw-apply").addEventListener("click", applyWindow);
+  windowForm.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") applyWindow();
+  });
+
+  let filterTimer = null;
+  function filtersChanged() {
+    clearTimeout(filterTimer);
+    filterTimer = setTimeout(() => {
+      filters.elements.page.value = "1";
+      refreshOne("#events-table");
+    }, 300);
+  }
+  filters.addEventListener("input", filtersChanged);
+  filters.addEventListener("change", filtersChanged);
+  filters.addEventListener("reset", () => setTimeout(filtersChanged, 0));
+
+  document.addEventListener("click", (e) => {
+    const pageBtn = e.target.closest("#events-table [data-page]");
+    if (pageBtn && !pageBtn.disabled) {
+      filters.elements.page.value = pageBtn.dataset.page;
+      refreshOne("#events-table");
+      return;
+    }
+    const sortBtn = e.target.closest("#callsites [data-sort]");
+    if (sortBtn) {
+      sortForm.elements.sort.value = sortBtn.dataset.sort;
+      sortForm.elements.dir.value = sortBtn.dataset.dir;
+      refreshOne("#callsites");
+    }
+  });
+
+  syncWindowFields();
+  connect();
+})();

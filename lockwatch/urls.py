@@ -1,0 +1,25 @@
+"""The dashboard's URLs: ``path("lockwatch/", include("lockwatch.urls"))``.
+
+Its websocket is at the same prefix plus ``ws/`` (see lockwatch.dashboard.routing).
+"""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from .dashboard import views
+
+app_name = "lockwatch"
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("events/<int:event_id>/", views.event_detail, name="event"),
+    path("export.csv", views.export_csv, name="export"),
+    path("login/", views.login, name="login"),
+    path("logout/", views.logout, name="logout"),
+    path("partials/header/", views.header, name="header"),
+    path("partials/chart/<slug:name>/", views.chart, name="chart"),
+    path("partials/slowest/", views.slowest, name="slowest"),
+    path("partials/callsites/", views.callsites, name="callsites"),
+    path("partials/events/", views.events_table, name="events"),
+]

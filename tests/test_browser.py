@@ -1,0 +1,336 @@
+"""A real browser on `lockwatch serve` (daphne), with real lock contention in other processes.
+
+The server, the lock holder and the writer are separate processes sharing only
+the store and the watched SQLite file, as in real use. Nothing is reloaded:
+the busy error must reach the open page through the relay and the websocket.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import line_of
+
+ROOT = Path(__file__).resolve().parents[1]
+MANAGE = ROOT / "tests" / "project" / "manage.py"
+COMMANDS = ROOT / "tests" / "project" / "shop" / "management" / "commands"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TOKEN = "browser-test-token-4e1f"
+SCREENSHOT = ROOT / "docs" / "dashboard.png"
+BLOCKER_SITE = (
+    f"tests/project/shop/management/commands/hold_lock.py:"
+    f"{line_of(COMMANDS / 'hold_lock.py', 'HOLD-LINE')} in handle"
+)
+WAITER_SITE = (
+    f"tests/project/shop/management/commands/write_one.py:"
+    f"{line_of(COMMANDS / 'write_one.py', 'WRITE-LINE')} in handle"
+)
+
+
+def _require_browser() -> None:
+    missing = []
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("the playwright package (pip install playwright)")
+    if not os.path.exists(CHROMIUM):
+        missing.append(f"Chromium at {CHROMIUM} (apt-get install chromium)")
+    if missing:
+        message = "the browser test needs " + " and ".join(missing)
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)  # CI must run it, never skip it
+        pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    # Not the test's own settings or test id: the processes label themselves as commands.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DJANGO_SETTINGS_MODULE", "PYTEST_CURRENT_TEST")
+    }
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+class Server:
+    """``lockwatch serve`` as a subprocess; start() again to restart on the same port."""
+
+    def __init__(self, store: Path, port: int, log: Path) -> None:
+        self.store, self.port, self.log = store, port, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        script = Path(sys.executable).with_name("lockwatch")
+        head = [str(script)] if script.exists() else [sys.executable, "-m", "lockwatch"]
+        return [*head, "serve", "--store", str(self.store), "--port", str(self.port)]
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                self.command(), cwd=ROOT, env=_env(LOCKWATCH_TOKEN=TOKEN),
+                stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                pytest.fail(f"lockwatch serve exited:\n{self.log.read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        pytest.fail(f"lockwatch serve did not listen in time:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[tuple[Server, dict[str, str]]]:
+    _require_browser()
+    store = tmp_path / "lockwatch.sqlite3"
+    project_env = _env(
+        LOCKWATCH_TEST_DB=str(tmp_path / "shop.sqlite3"),
+        LOCKWATCH_STORE=str(store),
+        DJANGO_SETTINGS_MODULE="tests.project.settings",
+    )
+    server = Server(store, _free_port(), tmp_path / "serve.log")
+    server.start()  # starts while the project migrates
+    try:
+        subprocess.run(
+            [sys.executable, str(MANAGE), "migrate", "-v0"], cwd=ROOT, env=project_env,
+            check=True, timeout=120, capture_output=True,
+        )  # fmt: skip
+        server.wait_ready()
+        yield server, project_env
+    finally:
+        server.stop()
+
+
+def contention(env: dict[str, str], ready: Path, hold: float = 2.0) -> str:
+    """hold_lock in one process, write_one in another with a 0.3 s timeout: a real busy error."""
+    holder = subprocess.Popen(
+        [sys.executable, str(MANAGE), "hold_lock", "--seconds", str(hold), "--ready-file",
+         str(ready)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert holder.poll() is None, holder.stderr.read().decode() if holder.stderr else ""
+            assert time.monotonic() < deadline, "hold_lock never took the lock"
+            time.sleep(0.02)
+        writer = subprocess.run(
+            [sys.executable, str(MANAGE), "write_one"], cwd=ROOT,
+            env={**env, "LOCKWATCH_TEST_TIMEOUT": "0.3"}, capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+        holder.wait(60)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(5)
+    return writer.stdout.strip()
+
+
+BUSY_ROW = """([waiter, blocker, n]) => {
+    const rows = [...document.querySelectorAll('#events-table tr.kind-busy')]
+        .filter(r => r.textContent.includes(waiter) && r.textContent.includes(blocker));
+    return rows.length >= n;
+}"""
+BUSY_MARK = """([blocker, n]) => {
+    const gd = document.getElementById('plot-timeline');
+    if (!gd || !gd.data) return false;
+    const marks = gd.data.filter(t => t.name === 'busy error')
+        .flatMap(t => t.customdata).filter(c => c[4] === blocker);
+    const holds = gd.data.filter(t => t.name === 'transaction hold')
+        .flatMap(t => t.customdata).filter(c => c[1] === blocker);
+    return marks.length >= n && holds.length >= 1;
+}"""
+MARKER_POSITION = """() => {
+    const gd = document.getElementById('plot-timeline');
+    gd.scrollIntoView({block: 'center'});
+    const trace = gd.data.find(t => t.name === 'busy error');
+    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+    const box = gd.getBoundingClientRect();
+    return [box.left + xa._offset + xa.d2p(trace.x[0]), box.top + ya._offset + ya.d2p(trace.y[0])];
+}"""
+STATUS_LIVE = "() => document.getElementById('lw-status').textContent.startsWith('live')"
+
+
+def test_busy_error_and_its_blocker_appear_live(world, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    server, env = world
+    base = f"http://127.0.0.1:{server.port}"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+            page.goto(f"{base}/?token={TOKEN}&window=5m")
+            assert page.url == f"{base}/?window=5m"  # logged in; the token left the URL
+            page.wait_for_function(STATUS_LIVE, timeout=15_000)
+            page.wait_for_selector("#events-table table")
+            page.evaluate("window.__sameDocument = true")
+
+            assert contention(env, tmp_path / "ready1") == "failed: database is locked"
+            page.wait_for_function(BUSY_ROW, arg=[WAITER_SITE, BLOCKER_SITE, 1], timeout=15_000)
+            page.wait_for_function(BUSY_MARK, arg=[BLOCKER_SITE, 1], timeout=15_000)
+            assert page.evaluate("window.__sameDocument") is True  # no reload happened
+            assert page.locator("#lw-feed li.feed-busy").count() >= 1
+            assert int(page.locator("#fig-busy").inner_text()) >= 1
+            callsites = page.locator("#callsites").inner_text()
+            assert BLOCKER_SITE in callsites and WAITER_SITE in callsites
+
+            page.locator("#card-timeline").scroll_into_view_if_needed()
+            page.evaluate("window.scrollTo(0, 0)")
+            page.wait_for_timeout(300)  # let plotly finish its transitions
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=False)
+
+            # The server restarts; the page reconnects by itself and catches up.
+            server.stop()
+            page.wait_for_function(
+                "() => !document.getElementById('lw-status').textContent.startsWith('live')",
+                timeout=10_000,
+            )
+            server.start()
+            server.wait_ready()
+            page.wait_for_function(STATUS_LIVE, timeout=20_000)
+            assert contention(env, tmp_path / "ready2") == "failed: database is locked"
+            page.wait_for_function(BUSY_ROW, arg=[WAITER_SITE, BLOCKER_SITE, 2], timeout=15_000)
+            page.wait_for_function(BUSY_MARK, arg=[BLOCKER_SITE, 2], timeout=15_000)
+            assert page.evaluate("window.__sameDocument") is True
+            assert errors == []
+        finally:
+            browser.close()
+
+
+def test_pause_holds_updates_until_resumed(world, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    server, env = world
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{server.port}/?token={TOKEN}&window=5m")
+            page.wait_for_function(STATUS_LIVE, timeout=15_000)
+            page.wait_for_selector("#events-table table")
+            page.click("#lw-pause")
+            assert page.locator("#lw-status").inner_text() == "paused"
+            assert contention(env, tmp_path / "ready", hold=1.5) == "failed: database is locked"
+            time.sleep(1.5)  # the flusher and relay have had their time
+            assert page.locator("#events-table tr.kind-busy").count() == 0
+            page.click("#lw-pause")
+            page.wait_for_function(BUSY_ROW, arg=[WAITER_SITE, BLOCKER_SITE, 1], timeout=15_000)
+            page.wait_for_function(BUSY_MARK, arg=[BLOCKER_SITE, 1], timeout=15_000)
+
+            # Hovering the busy marker shows its call site and blocker; a click opens it.
+            x, y = page.evaluate(MARKER_POSITION)
+            page.mouse.move(x, y)
+            page.wait_for_selector("#plot-timeline .hoverlayer .hovertext", timeout=5_000)
+            hover = page.locator("#plot-timeline .hoverlayer").text_content() or ""
+            assert WAITER_SITE in hover and BLOCKER_SITE in hover
+            page.mouse.click(x, y)
+            page.wait_for_url("**/events/*/", timeout=10_000)
+            detail = page.locator("main").inner_text()
+            assert "Chain of blockers" in detail and BLOCKER_SITE in detail
+        finally:
+            browser.close()
+
+
+def test_the_page_keeps_up_with_5000_events_a_second(tmp_path):
+    _require_browser()
+    import threading
+
+    from playwright.sync_api import sync_playwright
+
+    from lockwatch import events, store
+
+    path = tmp_path / "lockwatch.sqlite3"
+    store.connect(path).close()
+    server = Server(path, _free_port(), tmp_path / "serve.log")
+    server.start()
+    stop = threading.Event()
+    written = [0]
+
+    def load() -> None:
+        # 500 events every 0.1 s from another thread, as a busy project's flushers would.
+        w = store.Writer(path)
+        try:
+            while not stop.is_set():
+                t = time.time()
+                rows = [
+                    events.row(ts=t, kind="query", duration_ms=1.0, hold_ms=0.5, wait_ms=0.0,
+                               call_site=f"load.py:{i % 20} in f", pid=4000 + i % 4,
+                               thread="MainThread", context="program:load", sql="UPDATE t")
+                    for i in range(500)
+                ]  # fmt: skip
+                w.write(rows, [], [], pending_kinds=frozenset())
+                written[0] += len(rows)
+                time.sleep(max(0.0, 0.1 - (time.time() - t)))
+        finally:
+            w.close()
+
+    try:
+        server.wait_ready()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{server.port}/?token={TOKEN}&window=5m")
+                page.wait_for_function(STATUS_LIVE, timeout=15_000)
+                thread = threading.Thread(target=load)
+                thread.start()
+                start = page.evaluate("[window.lockwatch.frames, window.lockwatch.refreshes]")
+                time.sleep(5)
+                end = page.evaluate("[window.lockwatch.frames, window.lockwatch.refreshes]")
+                stop.set()
+                thread.join(10)
+                frames, refreshes = end[0] - start[0], end[1] - start[1]
+                # Batched: many events a frame, never one frame per event.
+                assert 2 <= frames <= written[0] / 100
+                assert refreshes >= 2  # the page kept redrawing under load
+                assert "load.py:" in page.locator("#events-table").inner_text()
+            finally:
+                browser.close()
+    finally:
+        stop.set()
+        server.stop()
