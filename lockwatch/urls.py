@@ -21,5 +21,6 @@ urlpatterns = [
     path("partials/chart/<slug:name>/", views.chart, name="chart"),
     path("partials/slowest/", views.slowest, name="slowest"),
     path("partials/callsites/", views.callsites, name="callsites"),
+    path("partials/doctor/", views.doctor_panel, name="doctor"),
     path("partials/events/", views.events_table, name="events"),
 ]

@@ -80,6 +80,7 @@ PARTIALS = [
     "/partials/chart/timeline/",
     "/partials/slowest/",
     "/partials/callsites/",
+    "/partials/doctor/",
     "/partials/events/",
     "/export.csv",
 ]
@@ -246,6 +247,14 @@ def test_call_sites_table(client, ids):
     assert "?window=1h&amp;call_site=shop%2Fviews.py%3A42+in+checkout#events" in rows[0]
     body = client.get("/partials/callsites/?sort=busy_suffered&dir=desc").content.decode()
     assert WAITER in body.split("<tr>")[2]
+
+
+def test_doctor_panel(client, ids):
+    body = client.get("/partials/doctor/").content.decode()
+    assert "1 `timeout` busy errors, 1 of them blocked by `" + HOLDER in body
+    assert "move the slow work" in body
+    assert "call_site=" in body  # each finding links to its events
+    assert client.get("/partials/doctor/?window=bogus").status_code == 400
 
 
 def test_call_site_figures(client, ids):

@@ -32,6 +32,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
+from .. import doctor as doctor_module
 from .. import events, export, store
 from ..conf import get_config
 from ..filters import FilterError
@@ -324,6 +325,24 @@ def _nan_safe(value: Any) -> Any:
 def slowest(request: HttpRequest, v: params.View, conn: sqlite3.Connection | None) -> HttpResponse:
     rows = _rows(queries.slowest(conn, v.window.since, v.window.until)) if conn else []
     return render(request, "lockwatch/partials/slowest.html", {"rows": rows})
+
+
+@data
+def doctor_panel(
+    request: HttpRequest, v: params.View, conn: sqlite3.Connection | None
+) -> HttpResponse:
+    found = doctor_module.findings(conn, v.window.since, v.window.until) if conn else []
+    base = reverse("lockwatch:index")
+    items = [
+        {
+            "finding": f,
+            "link": f"{base}?{_window_query(v, call_site=f.call_site)}#events"
+            if f.call_site
+            else None,
+        }
+        for f in found
+    ]
+    return render(request, "lockwatch/partials/doctor.html", {"items": items})
 
 
 CALLSITE_COLUMNS = (
