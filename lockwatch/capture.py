@@ -122,6 +122,9 @@ class Probe:
     # -- the statement path ---------------------------------------------------
 
     def run(self, execute: Callable[[], T], sql: str, params: Any) -> T:
+        ctx = _current.get()
+        if ctx is not None and ctx.quiet:
+            return execute()
         busy = self.busy
         if busy is not None and busy.calls:
             busy.reset()

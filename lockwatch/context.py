@@ -25,6 +25,8 @@ class Context:
     view: str | None = None
     # A view function, so a transaction opened by ATOMIC_REQUESTS can name it.
     view_func: object | None = None
+    # The dashboard's own requests when it is mounted in the watched project.
+    quiet: bool = False
     # Per-request totals, updated by capture.
     queries: int = 0
     db_time: float = 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -15,9 +16,28 @@ from .context import Context, _current, task_name
 from .records import Request, Who
 
 
+@functools.lru_cache(maxsize=8)
+def _prefix_for(urlconf: str | None) -> str | None:
+    from django.urls import NoReverseMatch, reverse
+
+    try:
+        return reverse("lockwatch:index", urlconf=urlconf)
+    except NoReverseMatch:
+        return None
+
+
+def _dashboard_prefix() -> str | None:
+    """Where the dashboard is mounted in this project, if it is."""
+    from django.urls import get_urlconf
+
+    return _prefix_for(get_urlconf())
+
+
 def _context(request: HttpRequest) -> Context:
     request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex[:16]
+    prefix = _dashboard_prefix()
     return Context(
+        quiet=bool(prefix) and request.path.startswith(prefix),  # lockwatch's own requests
         label=f"request:{request.method} {request.path}",
         task=task_name(),
         request_id=request_id[:64],
@@ -80,7 +100,7 @@ class LockwatchMiddleware:
 
 def _finish(request: HttpRequest, ctx: Context, wall: float, t0: float, status: int | None) -> None:
     try:
-        if ctx.queries or ctx.busy:
+        if (ctx.queries or ctx.busy) and not ctx.quiet:
             import threading
 
             pipeline.emit(

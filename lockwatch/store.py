@@ -19,7 +19,7 @@ from typing import Any
 from . import events
 from .rawsqlite import original_connect
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _EVENT_COLUMNS = [c for c in events.COLUMNS if c.name != "id"]
 
@@ -37,12 +37,12 @@ _BY_KIND = {
     for kind, names in events.KIND_COLUMNS.items()
 }
 
-_SCHEMA = [
+# Version 1: the tables. Each later version's statements move a store up one.
+_SCHEMA_V1 = [
     "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, {})".format(
         ", ".join(f'"{c.name}" {c.sqltype}' for c in _EVENT_COLUMNS)
     ),
     "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)",
-    "CREATE INDEX IF NOT EXISTS events_kind_ts ON events (kind, ts)",
     "CREATE INDEX IF NOT EXISTS events_call_site ON events (call_site)",
     # Waits and busy errors still looking for their blocker.
     "CREATE INDEX IF NOT EXISTS events_unattributed ON events (ts)"
@@ -63,6 +63,16 @@ _SCHEMA = [
     )""",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
 ]
+
+MIGRATIONS: dict[int, list[str]] = {
+    1: _SCHEMA_V1,
+    # The dashboard's per-kind aggregates read these columns straight from the index.
+    2: [
+        "DROP INDEX IF EXISTS events_kind_ts",
+        "CREATE INDEX IF NOT EXISTS events_kind_ts_cover"
+        " ON events (kind, ts, hold_ms, duration_ms, wait_ms)",
+    ],
+}
 
 
 class StoreError(Exception):
@@ -131,10 +141,12 @@ def migrate(conn: sqlite3.Connection) -> None:
         raise StoreError(f"store schema {version} is newer than this lockwatch ({SCHEMA_VERSION})")
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-            for stmt in _SCHEMA:
+        # Read again under the write lock: another process may have migrated meanwhile.
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            for stmt in MIGRATIONS[step]:
                 conn.execute(stmt)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

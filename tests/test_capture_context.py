@@ -121,3 +121,18 @@ def test_explicit_atomic_keeps_its_own_line(lw, default_db):
     assert txn["call_site"] == (
         f"tests/test_capture_context.py:{here} in test_explicit_atomic_keeps_its_own_line"
     )
+
+
+def test_the_mounted_dashboard_is_not_recorded(lw, default_db):
+    from django.contrib.auth.models import User
+
+    User.objects.filter(username="staff").delete()
+    staff = User.objects.create_user("staff", password="x", is_staff=True)
+    client = Client()
+    client.force_login(staff)
+    lw.flush()
+    before = len(lw.rows())
+    assert client.get("/lockwatch/").status_code == 200  # session and user queries
+    assert len(lw.rows()) == before
+    assert client.get("/write/").status_code == 200
+    assert len(lw.rows()) > before

@@ -183,3 +183,22 @@ def test_retention_by_rows_and_age(tmp_path: Path):
     # Small batches: each call deletes at most `batch` rows, so no long write lock.
     writer.write(rows, [], [])
     assert writer.prune(max_age=None, max_rows=10, batch=25) == 25
+
+
+def test_an_older_store_is_migrated(tmp_path: Path):
+    from lockwatch import store
+
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    for stmt in store.MIGRATIONS[1]:
+        conn.execute(stmt)
+    conn.execute("CREATE INDEX events_kind_ts ON events (kind, ts)")
+    conn.execute("INSERT INTO events (ts, kind) VALUES (1.0, 'query')")
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    migrated = store.connect(path)
+    assert migrated.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+    indexes = {r[0] for r in migrated.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "events_kind_ts_cover" in indexes and "events_kind_ts" not in indexes
+    assert migrated.execute("SELECT count(*) FROM events").fetchone()[0] == 1

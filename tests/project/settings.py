@@ -24,6 +24,14 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "tests.project.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    }
+]
+STATIC_URL = "/static/"
 
 _options = {"timeout": float(os.environ.get("LOCKWATCH_TEST_TIMEOUT", "5"))}
 if os.environ.get("LOCKWATCH_TEST_MODE"):

@@ -1,8 +1,9 @@
-from django.urls import path
+from django.urls import include, path
 
 from .shop import views
 
 urlpatterns = [
+    path("lockwatch/", include("lockwatch.urls")),
     path("write/", views.write, name="write"),
     path("write-async/", views.write_async, name="write-async"),
     path("read-then-write/", views.read_then_write, name="read-then-write"),
