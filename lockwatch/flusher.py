@@ -15,16 +15,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import context
+from . import context, live
 from .buffer import Buffer
 from .conf import get_config
 from .records import Limits, Lock, Query, Transaction, to_row
 from .store import Hold, Pending, Writer
 
 Sink = Callable[[list[dict[str, Any]]], None]
-
-# Sinks other than the store (the live channel layer); each gets every batch.
-sinks: list[Sink] = []
 
 
 class StoreIsWatched(Exception):
@@ -64,6 +61,8 @@ class Flusher(threading.Thread):
         self._last_prune = 0.0
         self._autocommit_holds = 0
         self._watched: set[str] = set()
+        # Sinks after the store (the live channel layer); each gets every stored batch.
+        self.sinks: list[Sink] = live.sinks(counters)
 
     # -- control --------------------------------------------------------------
 
@@ -167,12 +166,13 @@ class Flusher(threading.Thread):
                     row["stmt_class"], now,
                 )
             )  # fmt: skip
-        for sink in list(sinks):
+        stored = [row for row in rows if row["id"] is not None]
+        for sink in self.sinks:
             try:
-                sink(rows)
+                sink(stored)
             except Exception as exc:
                 self.counters.live_errors += 1
-                self.counters.live_missed += len(rows)
+                self.counters.live_missed += len(stored)
                 self.counters.log_once("live publish", exc)
 
     @staticmethod
@@ -247,6 +247,10 @@ class Flusher(threading.Thread):
             self._writer = None
 
     def _close(self) -> None:
+        for sink in self.sinks:
+            close = getattr(sink, "close", None)
+            if close is not None:
+                close()
         try:
             if self._writer is not None:
                 self._writer.report(

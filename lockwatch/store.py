@@ -180,7 +180,8 @@ class Writer:
     ) -> list[tuple[int, int]]:
         """Insert rows and hold changes in one transaction.
 
-        Returns (index in rows, id) for the rows whose blocker must be attributed.
+        Sets each row's ``id``, and returns (index in rows, id) for the rows whose
+        blocker must be attributed.
         """
         conn = self.conn
         need: list[tuple[int, int]] = []
@@ -202,28 +203,34 @@ class Writer:
                     [(end_ts, end, key) for key, end_ts, end in closed],
                 )
             # Runs of one kind go in one executemany; ids keep the capture order.
-            run: list[tuple[Any, ...]] = []
-            run_kind = None
+            run: list[dict[str, Any]] = []
             for index, row in enumerate(rows):
                 kind = row["kind"]
-                if run and kind != run_kind:
-                    conn.executemany(_BY_KIND[run_kind][0], run)
+                if run and kind != run[0]["kind"]:
+                    self._insert_run(run)
                     run = []
-                insert, values = _BY_KIND[kind]
                 if kind in pending_kinds:
-                    cur = conn.execute(insert, values(row))
-                    need.append((index, int(cur.lastrowid or 0)))
+                    insert, values = _BY_KIND[kind]
+                    row["id"] = int(conn.execute(insert, values(row)).lastrowid or 0)
+                    need.append((index, row["id"]))
                 else:
-                    run.append(values(row))
-                    run_kind = kind
+                    run.append(row)
             if run:
-                conn.executemany(_BY_KIND[run_kind][0], run)
+                self._insert_run(run)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         return need
+
+    def _insert_run(self, run: list[dict[str, Any]]) -> None:
+        insert, values = _BY_KIND[run[0]["kind"]]
+        self.conn.executemany(insert, [values(row) for row in run])
+        # Under our write lock, one executemany takes consecutive rowids.
+        (last,) = self.conn.execute("SELECT last_insert_rowid()").fetchone()
+        for offset, row in enumerate(run):
+            row["id"] = last - len(run) + 1 + offset
 
     def attribute(self, pending: list[Pending], grace: float, now: float) -> list[Pending]:
         """Name the blockers of pending waits; return those still unresolved."""

@@ -14,6 +14,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.sessions.backends.signed_cookies import SessionStore
 from django.test import override_settings
 
+from lockwatch import live
 from lockwatch.dashboard import auth, relay
 from lockwatch.dashboard.consumers import LiveConsumer
 from tests.test_dashboard_support import HOLDER, TOKEN, attribute, insert, story
@@ -237,7 +238,7 @@ def test_a_burst_is_batched_and_downsampled(server):
             batch = await receive_type(comm, "batch")
             frames += 1
             total += batch["count"]
-            assert len(batch["events"]) <= sum(relay.SAMPLE.values())
+            assert len(batch["events"]) <= sum(live.SAMPLE.values())
         assert total == 5000
         assert frames <= 3  # never one frame per event
         await comm.disconnect()
@@ -363,7 +364,7 @@ def test_relay_leaves_out_the_dashboards_own_requests():
          "classification": None, "hold_ms": None, "wait_ms": None},
     ]  # fmt: skip
     for row in rows:
-        row.update({name: None for name in relay.queries.PAYLOAD if name not in row})
+        row.update({name: None for name in live.PAYLOAD if name not in row})
     message = relay.summarise(rows, prefix="/lockwatch/")
     assert message["count"] == 1 and message["own"] == 1
 

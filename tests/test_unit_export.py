@@ -219,3 +219,14 @@ def test_fuzzed_filters_either_parse_or_say_why(params):
     conn = sqlite3.connect(":memory:")
     conn.execute(f"CREATE TABLE events ({', '.join(events.NAMES)})")
     conn.execute("SELECT count(*) FROM events" + (f" WHERE {where}" if where else ""), args)
+
+
+def test_writer_sets_the_stored_ids(tmp_path):
+    path = tmp_path / "store.sqlite3"
+    writer = store.Writer(path)
+    kinds = ["query", "query", "busy", "query", "transaction", "transaction", "wait", "query"]
+    for _ in range(2):
+        rows = [events.row(kind=k, ts=float(i), context=f"S{i}") for i, k in enumerate(kinds)]
+        writer.write(rows, [], [])
+        stored = dict(writer.conn.execute("SELECT id, context FROM events").fetchall())
+        assert [stored[row["id"]] for row in rows] == [f"S{i}" for i in range(len(kinds))]

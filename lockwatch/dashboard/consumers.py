@@ -15,8 +15,10 @@ from typing import Any
 
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import InMemoryChannelLayer
 from django.urls import NoReverseMatch, reverse
 
+from .. import live
 from ..conf import get_config
 from . import auth, queries, relay
 from .relay import MESSAGE_TYPE
@@ -24,6 +26,11 @@ from .relay import MESSAGE_TYPE
 CLOSE_FORBIDDEN = 4403
 CLOSE_NO_LAYER = 4500
 MAX_FRAME = 4096  # the browser only sends small control frames
+
+
+def _shared(layer: Any) -> bool:
+    """A layer other processes can reach (Redis), unlike the in-memory one."""
+    return not isinstance(layer, InMemoryChannelLayer)
 
 
 def _prefix() -> str | None:
@@ -64,6 +71,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NO_LAYER)
             return
         await self.channel_layer.group_add(relay.group_name(), self.channel_name)
+        if _shared(self.channel_layer):
+            # Target processes publish their batches here too (see lockwatch.live).
+            await self.channel_layer.group_add(live.TARGETS_GROUP, self.channel_name)
         self.relay = relay.subscribe(get_config().store, self.channel_layer, _prefix())
         await self.send_json({"type": "hello", "last_id": await self._last_id(),
                               "columns": list(queries.PAYLOAD)})  # fmt: skip
@@ -71,6 +81,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if getattr(self, "relay", None) is not None:
             await self.channel_layer.group_discard(relay.group_name(), self.channel_name)
+            if _shared(self.channel_layer):
+                await self.channel_layer.group_discard(live.TARGETS_GROUP, self.channel_name)
             relay.unsubscribe(self.relay)
             self.relay = None
 

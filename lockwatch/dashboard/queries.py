@@ -18,35 +18,22 @@ from typing import Any
 
 from .. import events
 from ..filters import Filters
+from ..live import PAYLOAD, payload
 
-# Columns sent to the browser (websocket payload and table rows): a subset of the
-# one schema, so a renamed column fails here at import rather than in a template.
-PAYLOAD: tuple[str, ...] = (
-    "id", "ts", "kind", "classification", "duration_ms", "wait_ms", "hold_ms", "sql",
-    "call_site", "context", "pid", "thread", "blocker_pid", "blocker_call_site",
-    "blocker_context", "blocker_thread", "blocker_held_ms", "outcome", "lock_call_site",
-    "lock_ts", "end", "capture_mode", "error_name",
-)  # fmt: skip
+# Columns of the events table (the websocket's PAYLOAD is in lockwatch.live): a subset
+# of the one schema, so a renamed column fails here at import rather than in a template.
 TABLE: tuple[str, ...] = (
     "ts", "kind", "classification", "duration_ms", "wait_ms", "hold_ms", "call_site",
     "context", "pid", "thread", "blocker_call_site", "sql",
 )  # fmt: skip
 _missing = set(PAYLOAD + TABLE) - events.INDEX.keys()
 assert not _missing, f"not event columns: {_missing}"
-SQL_PREVIEW = 300
 
 _COLS = ", ".join(f'"{name}"' for name in PAYLOAD)
 # Where a hold's lock was taken: a transaction's first write, or the autocommit write itself.
 HOLD_SITE = "COALESCE(lock_call_site, call_site)"
 HOLD_START = "COALESCE(lock_ts, ts + COALESCE(wait_ms, 0) / 1000.0)"
 HOLD_KINDS = "kind IN ('transaction', 'query') AND hold_ms IS NOT NULL"
-
-
-def payload(row: sqlite3.Row | dict[str, Any], sql_preview: int = SQL_PREVIEW) -> dict[str, Any]:
-    out = {name: row[name] for name in PAYLOAD}
-    if out["sql"] and len(out["sql"]) > sql_preview:
-        out["sql"] = out["sql"][:sql_preview] + "…"
-    return out
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -68,6 +55,7 @@ class Header:
     worst_hold_id: int | None
     dropped: int
     lost: int
+    live_missed: int  # events that reached the store but not the live path (Redis down)
     capture_mode: str | None  # exact, inferred, or None when no process has reported
     processes: int
     last_id: int
@@ -91,7 +79,7 @@ def header(
     ).fetchone()
     proc = conn.execute(
         "SELECT count(*), COALESCE(sum(dropped), 0), COALESCE(sum(lost), 0),"
-        " sum(capture_mode = 'inferred') FROM processes"
+        " sum(capture_mode = 'inferred'), COALESCE(sum(live_missed), 0) FROM processes"
     ).fetchone()
     last = conn.execute("SELECT COALESCE(max(id), 0) FROM events").fetchone()[0]
     mode = None
@@ -104,6 +92,7 @@ def header(
         worst_hold_id=worst["id"] if worst else None,
         dropped=int(proc[1]),
         lost=int(proc[2]),
+        live_missed=int(proc[4]),
         capture_mode=mode,
         processes=int(proc[0]),
         last_id=int(last),

@@ -17,20 +17,20 @@ import os
 import sqlite3
 import threading
 import time
-from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from .. import store
+from ..live import MESSAGE_TYPE, summarise
+
+__all__ = ["MESSAGE_TYPE", "Relay", "group_name", "subscribe", "summarise", "unsubscribe"]
 from . import queries
 
 log = logging.getLogger("lockwatch.dashboard")
 
-MESSAGE_TYPE = "lockwatch.events"  # routed to LiveConsumer.lockwatch_events
 INTERVAL = 0.1  # one indexed read per tick; well inside the 1 s budget
 MAX_ROWS = 20_000  # per poll; a backlog is read over the next polls, without sleeping
-SAMPLE = {"busy": 40, "wait": 20, "hold": 20}
 PENDING_MAX = 2000
 PENDING_FOR = 30.0  # seconds to keep re-reading an unattributed wait
 
@@ -39,59 +39,6 @@ def group_name() -> str:
     # Per process: with a shared layer (Redis) every dashboard process runs its own
     # relay, and each must reach only its own consumers.
     return f"lockwatch-live-{os.getpid()}"
-
-
-def _own(context: str | None, prefix: str | None) -> bool:
-    """Is this the dashboard's own request (when mounted in the watched project)?"""
-    if not prefix or not context or not context.startswith("request:"):
-        return False
-    _, _, path = context.partition(" ")
-    return path.startswith(prefix)
-
-
-def summarise(
-    rows: Sequence[sqlite3.Row | dict[str, Any]],
-    updates: Sequence[sqlite3.Row | dict[str, Any]] = (),
-    prefix: str | None = None,
-) -> dict[str, Any]:
-    """One websocket message for many events: counts, and a bounded sample."""
-    kinds: Counter[str] = Counter()
-    busy: Counter[str] = Counter()
-    own = 0
-    picked: dict[str, list[sqlite3.Row | dict[str, Any]]] = {"busy": [], "wait": [], "hold": []}
-    first_ts = last_ts = None
-    for row in rows:
-        if _own(row["context"], prefix):
-            own += 1
-            continue
-        kinds[row["kind"]] += 1
-        ts = row["ts"]
-        first_ts = ts if first_ts is None else min(first_ts, ts)
-        last_ts = ts if last_ts is None else max(last_ts, ts)
-        if row["kind"] == "busy":
-            busy[row["classification"] or "other"] += 1
-            picked["busy"].append(row)
-        elif row["kind"] == "wait":
-            picked["wait"].append(row)
-        elif row["hold_ms"] is not None:
-            picked["hold"].append(row)
-    sample = picked["busy"][-SAMPLE["busy"] :]  # the newest busy errors
-    sample += sorted(picked["wait"], key=lambda r: r["wait_ms"] or 0.0)[-SAMPLE["wait"] :]
-    sample += sorted(picked["hold"], key=lambda r: r["hold_ms"] or 0.0)[-SAMPLE["hold"] :]
-    sample.sort(key=lambda r: r["id"])
-    return {
-        "type": MESSAGE_TYPE,
-        "first_id": rows[0]["id"] if rows else None,
-        "last_id": rows[-1]["id"] if rows else None,
-        "count": sum(kinds.values()),
-        "own": own,
-        "kinds": dict(kinds),
-        "busy": dict(busy),
-        "span": [first_ts, last_ts],
-        "events": [queries.payload(r) for r in sample],
-        "updates": [queries.payload(r) for r in updates],
-        "sent": time.time(),
-    }
 
 
 class Relay:

@@ -53,3 +53,12 @@ LOCKWATCH = {
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+if os.environ.get("LOCKWATCH_TEST_REDIS"):
+    # As a target with channels-redis has it: the flusher then publishes live batches.
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [os.environ["LOCKWATCH_TEST_REDIS"]]},
+        }
+    }

@@ -7,4 +7,5 @@ urlpatterns = [
     path("write/", views.write, name="write"),
     path("write-async/", views.write_async, name="write-async"),
     path("read-then-write/", views.read_then_write, name="read-then-write"),
+    path("hold/", views.hold, name="hold"),
 ]

@@ -138,6 +138,8 @@
         (ev.kind === "wait" && ev.outcome === "acquired" && (ev.wait_ms || 0) >= 500),
     );
     for (const ev of notable.slice(-8)) {
+      // With Redis, a batch can arrive both from its process and from the store's tail.
+      if (feedEl.querySelector('li[data-id="' + ev.id + '"]')) continue;
       const li = document.createElement("li");
       li.className = "feed-" + ev.kind;
       li.dataset.id = ev.id;

@@ -22,3 +22,14 @@ def read_then_write(request):
     Item.objects.count()
     Item.objects.create(name="rw")
     return JsonResponse({"ok": True})
+
+
+def hold(request):
+    import time
+
+    from django.db import transaction
+
+    with transaction.atomic():
+        Item.objects.create(name="held")  # HOLD-VIEW-LINE
+        time.sleep(float(request.GET.get("s", "0.5")))
+    return JsonResponse({"ok": True})

@@ -1,0 +1,30 @@
+"""Write rows at a steady pace for a while; report how many succeeded."""
+
+import time
+
+from django.core.management.base import BaseCommand
+from django.db import OperationalError
+
+from tests.project.shop.models import Item
+
+
+class Command(BaseCommand):
+    def add_arguments(self, parser):
+        parser.add_argument("--seconds", type=float, default=3.0)
+        parser.add_argument("--interval", type=float, default=0.02)
+        parser.add_argument("--progress-file")
+
+    def handle(self, *args, seconds, interval, progress_file, **options):
+        ok = failed = 0
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                Item.objects.create(name="steady")
+                ok += 1
+            except OperationalError:
+                failed += 1
+            if progress_file:
+                with open(progress_file, "w") as f:
+                    f.write(str(ok))
+            time.sleep(interval)
+        self.stdout.write(f"ok={ok} failed={failed}")
