@@ -66,11 +66,14 @@ def lines(
     yield out.value
     where, args = (filters or Filters()).where()
     names = events.CSV_HEADER
+    n = 0
     for n, row in enumerate(iter_events(conn, where, args), 1):
         writer.writerow([_cell(name, row[name]) for name in names])
         yield out.value
         if progress is not None and n % 10_000 == 0:
             progress(n)
+    if progress is not None and n % 10_000:
+        progress(n)  # the bar ends at the true total
 
 
 def count(conn: sqlite3.Connection, filters: Filters | None = None) -> int:

@@ -230,3 +230,45 @@ def test_writer_sets_the_stored_ids(tmp_path):
         writer.write(rows, [], [])
         stored = dict(writer.conn.execute("SELECT id, context FROM events").fetchall())
         assert [stored[row["id"]] for row in rows] == [f"S{i}" for i in range(len(kinds))]
+
+
+def test_cli_progress_bar_on_a_terminal(tmp_path):
+    import os
+    import pty
+
+    path = tmp_path / "big.sqlite3"
+    writer = store.Writer(path)
+    writer.write([events.row(kind="query", ts=float(i), sql="SELECT 1") for i in range(60_500)],
+                 [], [])  # fmt: skip
+    writer.close()
+    master, slave = pty.openpty()
+    done = subprocess.run(
+        [sys.executable, "-m", "lockwatch", "export", "--store", str(path), "-o",
+         str(tmp_path / "out.csv")],
+        stderr=slave, capture_output=False, stdout=subprocess.DEVNULL, timeout=120,
+    )  # fmt: skip
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    assert done.returncode == 0
+    assert b"60,500/60,500 events" in shown
+    assert b"[" in shown and b"#" in shown
+    lines = (tmp_path / "out.csv").read_text().count("\n")
+    assert lines == 60_501
+
+
+def test_cli_no_progress_bar_when_piped(populated):
+    path, _ = populated
+    done = subprocess.run(
+        [sys.executable, "-m", "lockwatch", "export", "--store", str(path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stderr == ""
