@@ -28,6 +28,7 @@ ENDPOINTS = {
     "checkout": "/checkout/",
     "visit": "/visit/",
     "async_checkout": "/async/checkout/",
+    "audit": "/audit/",
 }
 REQUEST_TIMEOUT = 30.0
 

@@ -8,4 +8,5 @@ urlpatterns = [
     path("checkout/", views.checkout, name="checkout"),
     path("visit/", views.visit, name="visit"),
     path("async/checkout/", views.async_checkout, name="async_checkout"),
+    path("audit/", views.audit, name="audit"),
 ]

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import functools
 import random
+import sqlite3
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
@@ -61,7 +63,7 @@ def index(request: HttpRequest) -> JsonResponse:
         journal_mode = cursor.fetchone()[0]
     return JsonResponse(
         {
-            "endpoints": ["/create_user/", "/checkout/", "/visit/", "/async/checkout/"],
+            "endpoints": ["/create_user/", "/checkout/", "/visit/", "/async/checkout/", "/audit/"],
             "fixed": settings.DEMO_FIXED,
             "journal_mode": journal_mode,
             "transaction_mode": connection.transaction_mode or "DEFERRED",
@@ -144,3 +146,25 @@ async def async_checkout(request: HttpRequest) -> JsonResponse:
     # error comes back through the await like any other exception.
     order = await sync_to_async(place_order)()
     return JsonResponse({"order": order})
+
+
+# -- 5. audit: a second connection that Django does not own ---------------------------
+
+
+@require_POST
+def audit(request: HttpRequest) -> JsonResponse:
+    # Like pandas.to_sql or SQLAlchemy beside Django: a plain sqlite3 connection with a
+    # short busy timeout. It gives up ("timeout") whenever a long batch holds the write
+    # lock for longer than that. lockwatch sees it through instrument_sqlite3() (apps.py).
+    conn = sqlite3.connect(settings.DATABASES["default"]["NAME"], timeout=1.0)
+    try:
+        with conn:
+            conn.execute(
+                "INSERT INTO shop_visit (path, created) VALUES (?, ?)",
+                (request.path, datetime.now(UTC).isoformat()),
+            )
+    except sqlite3.OperationalError as exc:
+        return JsonResponse({"error": str(exc)}, status=503)
+    finally:
+        conn.close()
+    return JsonResponse({"ok": True})
