@@ -62,8 +62,9 @@ class _Evidence:
 
     def holds_p95(self, call_site: str) -> float:
         rows = self.all(
-            "SELECT hold_ms FROM events WHERE kind = 'transaction' AND hold_ms IS NOT NULL"
-            " AND (lock_call_site = ? OR call_site = ?){w}",
+            # Transactions, and autocommit writes (a query with its own hold).
+            "SELECT hold_ms FROM events WHERE kind IN ('transaction', 'query')"
+            " AND hold_ms IS NOT NULL AND (lock_call_site = ? OR call_site = ?){w}",
             call_site,
             call_site,
         )
