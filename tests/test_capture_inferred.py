@@ -12,6 +12,7 @@ from django.db import OperationalError, transaction
 from lockwatch import handle
 from tests.conftest import run_threads
 from tests.project.shop.models import Item
+from tests.scenarios import hold_then_write
 
 
 @pytest.fixture
@@ -20,20 +21,7 @@ def no_handle(monkeypatch):
 
 
 def test_timeout_is_inferred_and_flagged(lw, watched, no_handle):
-    db = watched(timeout=0.3)
-    locked = threading.Event()
-
-    def holder():
-        with transaction.atomic(using=db):
-            Item.objects.using(db).create(name="a")
-            locked.set()
-            time.sleep(0.8)
-
-    def waiter():
-        locked.wait(5)
-        Item.objects.using(db).create(name="b")
-
-    errors = run_threads(holder, waiter)
+    errors = hold_then_write(watched(timeout=0.3), 0.8)
     assert isinstance(errors[1], OperationalError)
     lw.settle()
     (busy,) = lw.events(kind="busy")

@@ -15,8 +15,11 @@ from django.db import OperationalError, transaction
 from django.test import override_settings
 
 from lockwatch import doctor
-from tests.conftest import run_threads
+from tests.conftest import ROOT, line_of, run_threads
 from tests.project.shop.models import Item
+from tests.scenarios import commit_behind_reader, hold_then_write
+
+SCENARIOS = ROOT / "tests" / "scenarios.py"
 
 
 def _findings(lw) -> dict[str, doctor.Finding]:
@@ -24,22 +27,6 @@ def _findings(lw) -> dict[str, doctor.Finding]:
     conn = sqlite3.connect(lw.store)
     found = doctor.findings(conn)
     return {f.code: f for f in found}
-
-
-def _hold_and_write(db: str, hold: float) -> list:
-    locked = threading.Event()
-
-    def holder():
-        with transaction.atomic(using=db):
-            Item.objects.using(db).create(name="slow")  # SLOW-BATCH
-            locked.set()
-            time.sleep(hold)
-
-    def writer():
-        locked.wait(5)
-        Item.objects.using(db).create(name="w")
-
-    return run_threads(holder, writer)
 
 
 def test_upgrade_errors_advise_immediate(lw, watched):
@@ -71,33 +58,22 @@ def test_upgrade_errors_advise_immediate(lw, watched):
 
 def test_timeouts_name_the_blocker_and_its_p95_hold(lw, watched):
     db = watched(journal="wal", timeout=0.3)
-    errors = _hold_and_write(db, 1.2)
+    errors = hold_then_write(db, 1.2)
     assert isinstance(errors[1], OperationalError)
     found = _findings(lw)
     f = found["timeout"]
-    assert "1 `timeout` busy errors, 1 of them blocked by `tests/test_doctor.py:" in f.title
-    assert "in holder`" in f.title
+    hold = line_of(SCENARIOS, "SCENARIO-HOLD")
+    assert (
+        f"1 `timeout` busy errors, 1 of them blocked by `tests/scenarios.py:{hold} in holder`"
+        in (f.title)
+    )
     assert f.figures["p95_hold_ms"] == pytest.approx(1200, rel=0.15)
     assert "move the slow work" in f.change
     assert "long-hold" not in found  # the same call site is not reported twice
 
 
 def test_commit_waiting_for_readers_advises_wal(lw, watched):
-    db = watched()
-    reading = threading.Event()
-
-    def reader():
-        with transaction.atomic(using=db):
-            Item.objects.using(db).count()
-            reading.set()
-            time.sleep(0.4)
-
-    def writer():
-        reading.wait(5)
-        with transaction.atomic(using=db):
-            Item.objects.using(db).create(name="w")
-
-    assert run_threads(reader, writer) == [None, None]
+    assert commit_behind_reader(watched(), 0.4) == [None, None]
     f = _findings(lw)["commit-readers"]
     assert f.title.startswith("COMMIT waited on readers for ")
     assert "enable WAL" in f.change
@@ -106,12 +82,13 @@ def test_commit_waiting_for_readers_advises_wal(lw, watched):
 
 def test_hidden_waits_and_long_holds(lw, watched):
     db = watched(journal="wal", transaction_mode="IMMEDIATE")
-    assert _hold_and_write(db, 1.2) == [None, None]
+    assert hold_then_write(db, 1.2) == [None, None]
     found = _findings(lw)
     waits = found["hidden-waits"]
     assert waits.figures["waits"] == 1
     assert waits.figures["waited_ms"] == pytest.approx(1200, rel=0.15)
-    assert "behind `tests/test_doctor.py:" in waits.title
+    begin = line_of(SCENARIOS, "SCENARIO-BEGIN")  # IMMEDIATE: the lock is taken at BEGIN
+    assert f"behind `tests/scenarios.py:{begin} in holder`" in waits.title
     assert waits.figures["p95_hold_ms"] == pytest.approx(1200, rel=0.15)
     assert "long-hold" not in found  # the same call site is not reported twice
 
@@ -142,7 +119,7 @@ def test_a_healthy_setup_has_no_findings(lw, watched):
 
 def test_cli_doctor_prints_ranked_findings(lw, watched):
     db = watched(timeout=0.3)
-    _hold_and_write(db, 0.8)
+    hold_then_write(db, 0.8)
     lw.settle()
     done = subprocess.run(
         [sys.executable, "-m", "lockwatch", "doctor", "--store", str(lw.store)],

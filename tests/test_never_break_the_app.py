@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
-from django.db import IntegrityError, OperationalError, connections, transaction
+from django.db import IntegrityError, OperationalError, connections
 from django.test import override_settings
 
 from lockwatch import conf, pipeline
-from tests.conftest import run_threads
 from tests.project.shop.models import Item
+from tests.scenarios import commit_behind_reader, hold_then_write
 
 PLAIN = "django.db.backends.sqlite3"
 WATCHED = "lockwatch.db.backends.sqlite3"
@@ -43,39 +42,14 @@ def _syntax(db: str) -> None:
 
 
 def _locked(db: str) -> None:
-    locked = threading.Event()
-
-    def holder():
-        with transaction.atomic(using=db):
-            Item.objects.using(db).create(name="h")
-            locked.set()
-            time.sleep(0.4)
-
-    def waiter():
-        locked.wait(5)
-        Item.objects.using(db).create(name="w")
-
-    errors = run_threads(holder, waiter)
+    errors = hold_then_write(db, 0.4)
     assert errors[0] is None
     raise errors[1]
 
 
 def _commit_busy(db: str) -> None:
     """A COMMIT that times out waiting for a reader."""
-    reading = threading.Event()
-
-    def reader():
-        with transaction.atomic(using=db):
-            Item.objects.using(db).count()
-            reading.set()
-            time.sleep(0.5)
-
-    def writer():
-        reading.wait(5)
-        with transaction.atomic(using=db):
-            Item.objects.using(db).create(name="w")
-
-    errors = run_threads(reader, writer)
+    errors = commit_behind_reader(db, 0.5)
     assert errors[0] is None
     raise errors[1]
 

@@ -104,14 +104,12 @@ def test_busy_handler_gives_up_at_the_timeout(tmp_path):
 def test_rows_fill_only_their_kinds_columns(lw, watched, monkeypatch):
     """The store binds only KIND_COLUMNS[kind]; anything else would be lost."""
     import threading
-    import time
 
-    from django.db import OperationalError, transaction
+    from django.db import OperationalError
 
     from lockwatch import events, records
     from lockwatch.context import Context
-    from tests.conftest import run_threads
-    from tests.project.shop.models import Item
+    from tests.scenarios import hold_then_write
 
     seen: list = []
     original = records.to_row
@@ -124,20 +122,7 @@ def test_rows_fill_only_their_kinds_columns(lw, watched, monkeypatch):
     import lockwatch.flusher as flusher
 
     monkeypatch.setattr(flusher, "to_row", spy)
-    db = watched(timeout=0.2)
-    locked = threading.Event()
-
-    def holder():
-        with transaction.atomic(using=db):
-            Item.objects.using(db).create(name="a")
-            locked.set()
-            time.sleep(0.4)
-
-    def waiter():
-        locked.wait(5)
-        Item.objects.using(db).create(name="b")
-
-    errors = run_threads(holder, waiter)
+    errors = hold_then_write(watched(timeout=0.2), 0.4)
     assert isinstance(errors[1], OperationalError)
     lw.flush()
     ctx = Context(label="request:GET /", request_id="r", method="GET", path="/", queries=2)
