@@ -21,6 +21,7 @@ from . import callsite, handle, pipeline
 from .conf import get_config
 from .context import _current, default_label, task_name
 from .records import Busy, Lock, Origin, Query, Transaction, Wait, Who
+from .sql import _cache as _classes
 from .sql import begin_mode, statement_class
 
 log = logging.getLogger("lockwatch")
@@ -105,6 +106,9 @@ class Probe:
         self.conn = conn
         self.timeout = timeout
         self.capture_queries = cfg.capture_queries
+        self.slow = cfg.slow_query
+        # Fast reads need only counting, unless every statement is wanted.
+        self.fast_reads = cfg.capture_queries != "all"
         self.capture_params = cfg.capture_params
         self.busy: handle.BusyHandler | None = None
         self.handle: int | None = None
@@ -135,7 +139,22 @@ class Probe:
         except BaseException as exc:
             self._safe(self._after, sql, params, wall, t0, _perf(), exc)
             raise
-        self._safe(self._after, sql, params, wall, t0, _perf(), None, None, result)
+        t1 = _perf()
+        # Most statements are quick reads that did not wait: count them and go.
+        if (
+            self.fast_reads
+            and _classes.get(sql) == "read"
+            and t1 - t0 < self.slow
+            and (busy is None or not busy.calls)
+        ):
+            if ctx is not None:
+                ctx.queries += 1
+                ctx.db_time += t1 - t0
+            txn = self.txn
+            if txn is not None:
+                txn.statements += 1
+            return result
+        self._safe(self._after, sql, params, wall, t0, t1, None, None, result)
         return result
 
     def commit(self, do: Callable[[], None]) -> None:
@@ -253,7 +272,10 @@ class Probe:
         elif exc is None and cls in ("write", "ddl"):
             hold = max(dur - waited, 0.0)
 
-        if self.capture_queries:
+        mode = self.capture_queries
+        if hold is not None or (
+            mode != "none" and (mode == "all" or exc is not None or waited or dur >= self.slow)
+        ):
             who = who or self._who()
             rows = None
             # RETURNING rows are counted only as they are fetched, after this.
@@ -267,11 +289,6 @@ class Probe:
                     cls, rows, site, waited, hold,
                 ))
             )  # fmt: skip
-        elif hold is not None:
-            who = who or self._who()
-            pipeline.emit(
-                Query(self.origin, who, wall, dur, sql, None, cls, None, site, waited, hold)
-            )
 
         if cls == "pragma" and exc is None and "busy_timeout" in sql.lower() and "=" in sql:
             self.busy_timeout_changed()

@@ -16,9 +16,12 @@ DEFAULTS: dict[str, Any] = {
     # Events held in memory between flushes; past this they are dropped and counted.
     "BUFFER_SIZE": 20_000,
     "FLUSH_INTERVAL": 0.1,
-    # Record every statement as a query event. Waits, busy errors and
-    # transactions are recorded either way.
-    "CAPTURE_QUERIES": True,
+    # Which statements become query events: "all", "slow" (slower than
+    # SLOW_QUERY_MS, or that waited or failed) or "none". Autocommit writes are
+    # always recorded (they hold the lock), and so are waits, busy errors and
+    # transactions; every statement is counted in its request's totals.
+    "CAPTURE_QUERIES": "slow",
+    "SLOW_QUERY_MS": 100,
     # Parameter values are never stored unless this is on.
     "CAPTURE_PARAMS": False,
     "SQL_MAX_LENGTH": 4096,
@@ -49,7 +52,8 @@ class Config:
     enabled: bool
     buffer_size: int
     flush_interval: float
-    capture_queries: bool
+    capture_queries: str
+    slow_query: float  # seconds
     capture_params: bool
     sql_max_length: int
     params_max_length: int
@@ -101,7 +105,13 @@ def build(user: dict[str, Any], base_dir: Path | None = None) -> Config:
     for name in ("CALL_SITE_INCLUDE", "CALL_SITE_EXCLUDE"):
         if isinstance(merged[name], str) or not all(isinstance(p, str) for p in merged[name]):
             raise ConfigError(f"LOCKWATCH[{name!r}] must be a list of path strings")
-    for name in ("ENABLED", "CAPTURE_QUERIES", "CAPTURE_PARAMS", "EXACT_WAITS"):
+    queries = {True: "all", False: "none"}.get(merged["CAPTURE_QUERIES"], merged["CAPTURE_QUERIES"])
+    if queries not in ("all", "slow", "none"):
+        raise ConfigError(
+            f"LOCKWATCH['CAPTURE_QUERIES'] must be 'all', 'slow' or 'none', got "
+            f"{merged['CAPTURE_QUERIES']!r}"
+        )
+    for name in ("ENABLED", "CAPTURE_PARAMS", "EXACT_WAITS"):
         if not isinstance(merged[name], bool):
             raise ConfigError(f"LOCKWATCH[{name!r}] must be True or False, got {merged[name]!r}")
     return Config(
@@ -109,7 +119,8 @@ def build(user: dict[str, Any], base_dir: Path | None = None) -> Config:
         enabled=merged["ENABLED"],
         buffer_size=int(_number("BUFFER_SIZE", merged["BUFFER_SIZE"], minimum=1)),
         flush_interval=float(_number("FLUSH_INTERVAL", merged["FLUSH_INTERVAL"], minimum=0.001)),
-        capture_queries=merged["CAPTURE_QUERIES"],
+        capture_queries=queries,
+        slow_query=float(_number("SLOW_QUERY_MS", merged["SLOW_QUERY_MS"], minimum=0)) / 1000.0,
         capture_params=merged["CAPTURE_PARAMS"],
         sql_max_length=int(_number("SQL_MAX_LENGTH", merged["SQL_MAX_LENGTH"], minimum=16)),
         params_max_length=int(

@@ -41,6 +41,7 @@ class Lockwatch:
 
     def __init__(self, store: Path) -> None:
         self.store = store
+        self.cleanups: list = []
 
     def flush(self) -> None:
         pipeline.flush()
@@ -84,10 +85,30 @@ def lw(tmp_path: Path):
         LOCKWATCH={"STORE": str(store), "FLUSH_INTERVAL": 0.02, "ATTRIBUTION_GRACE": 1.0}
     ):
         conf.reset()
-        yield Lockwatch(store)
+        lw = Lockwatch(store)
+        yield lw
         pipeline.shutdown()
         pipeline.reset()
+        for cleanup in reversed(lw.cleanups):
+            cleanup()
     conf.reset()
+
+
+def every_statement(lw: Lockwatch) -> None:
+    """Record every statement as a query event (CAPTURE_QUERIES="all") for this test."""
+    pipeline.shutdown()
+    pipeline.reset()
+    settings_override = override_settings(
+        LOCKWATCH={
+            "STORE": str(lw.store),
+            "FLUSH_INTERVAL": 0.02,
+            "ATTRIBUTION_GRACE": 1.0,
+            "CAPTURE_QUERIES": "all",
+        }
+    )
+    settings_override.enable()
+    conf.reset()
+    lw.cleanups.append(settings_override.disable)
 
 
 @pytest.fixture

@@ -136,3 +136,28 @@ def test_the_mounted_dashboard_is_not_recorded(lw, default_db):
     assert len(lw.rows()) == before
     assert client.get("/write/").status_code == 200
     assert len(lw.rows()) > before
+
+
+def test_quick_reads_are_counted_not_recorded(lw, watched):
+    from django.test import override_settings
+
+    from lockwatch import conf, pipeline
+    from lockwatch.context import Context, bind
+
+    db = watched()
+    with bind(Context(label="request:GET /r", request_id="r1")) as ctx:
+        for _ in range(5):
+            Item.objects.using(db).filter(pk=1).exists()
+    assert ctx.queries == 5 and ctx.db_time > 0
+    assert [q for q in lw.events(kind="query") if q["stmt_class"] == "read"] == []
+
+    pipeline.shutdown()
+    pipeline.reset()
+    with override_settings(LOCKWATCH={"STORE": str(lw.store), "SLOW_QUERY_MS": 0}):
+        conf.reset()
+        db = watched()  # a new connection picks up the setting
+        Item.objects.using(db).filter(pk=1).exists()
+        reads = [q for q in lw.events(kind="query") if q["stmt_class"] == "read"]
+    conf.reset()
+    assert len(reads) == 1  # as slow as the threshold: recorded, with its call site
+    assert reads[0]["call_site"].startswith("tests/test_capture_context.py:")

@@ -109,11 +109,11 @@ def test_the_shop_fails_and_waits_under_load(tmp_path: Path):
     try:
         load = subprocess.Popen(
             [sys.executable, str(DEMO / "load.py"), "--port", str(port), "--clients", "8",
-             "--seconds", "4", "--endpoints", "create_user,checkout,visit,audit",
+             "--seconds", "6", "--endpoints", "create_user,checkout,visit,audit",
              "--json", str(tmp_path / "load.json")],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        time.sleep(1.0)  # the long batch starts while the load runs, as in the demo
+        time.sleep(0.5)  # the long batch starts while the load runs, as in the demo
         batch = subprocess.run(
             [sys.executable, str(DEMO / "manage.py"), "restock"],
             env=env, capture_output=True, text=True, timeout=60,

@@ -72,7 +72,12 @@ def test_full_buffer_drops_and_counts_without_blocking(tmp_path, watched):
     pipeline.reset()
     store = tmp_path / "store.sqlite3"
     with override_settings(
-        LOCKWATCH={"STORE": str(store), "BUFFER_SIZE": 10, "FLUSH_INTERVAL": 60}
+        LOCKWATCH={
+            "STORE": str(store),
+            "BUFFER_SIZE": 10,
+            "FLUSH_INTERVAL": 60,
+            "CAPTURE_QUERIES": "all",
+        }
     ):
         conf.reset()
         try:
@@ -126,7 +131,9 @@ def test_params_are_not_stored_by_default(lw, watched):
 
 
 def test_params_stored_when_opted_in(lw, watched):
-    with override_settings(LOCKWATCH={"STORE": str(lw.store), "CAPTURE_PARAMS": True}):
+    with override_settings(
+        LOCKWATCH={"STORE": str(lw.store), "CAPTURE_PARAMS": True, "CAPTURE_QUERIES": "all"}
+    ):
         conf.reset()
         pipeline.shutdown()
         pipeline.reset()
