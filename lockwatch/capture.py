@@ -35,6 +35,8 @@ _perf = time.perf_counter
 _wall = time.time
 _current_thread = threading.current_thread
 _tuple_new = tuple.__new__
+# Statements that change nothing lockwatch tracks once a transaction holds the lock.
+_IN_TRANSACTION = frozenset({"write", "ddl", "begin", "commit", "rollback"})
 
 
 class _Txn:
@@ -140,20 +142,23 @@ class Probe:
             self._safe(self._after, sql, params, wall, t0, _perf(), exc)
             raise
         t1 = _perf()
-        # Most statements are quick reads that did not wait: count them and go.
-        if (
-            self.fast_reads
-            and _classes.get(sql) == "read"
-            and t1 - t0 < self.slow
-            and (busy is None or not busy.calls)
-        ):
-            if ctx is not None:
-                ctx.queries += 1
-                ctx.db_time += t1 - t0
+        # Most statements need only counting: quick reads that did not wait, and
+        # quick statements of a transaction that already holds the write lock.
+        if self.fast_reads and t1 - t0 < self.slow and (busy is None or not busy.calls):
+            cls = _classes.get(sql)
             txn = self.txn
-            if txn is not None:
-                txn.statements += 1
-            return result
+            if cls == "read" or (
+                cls in _IN_TRANSACTION
+                and txn is not None
+                and txn.lock_wall is not None
+                and self.conn.in_transaction
+            ):
+                if ctx is not None:
+                    ctx.queries += 1
+                    ctx.db_time += t1 - t0
+                if txn is not None:
+                    txn.statements += 1
+                return result
         self._safe(self._after, sql, params, wall, t0, t1, None, None, result)
         return result
 

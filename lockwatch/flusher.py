@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from . import context, live
@@ -137,8 +138,8 @@ class Flusher(threading.Thread):
                     self._autocommit_holds += 1
                     key = f"{rec.origin.pid}:{rec.origin.conn_id}:a{self._autocommit_holds}"
                     start = rec.wall + rec.wait
-                    opened.append(self._hold(key, rec, start, rec.sql, rec.site))
-                    closed.append((key, start + rec.hold, "commit"))
+                    hold = self._hold(key, rec, start, rec.sql, rec.site)
+                    opened.append(replace(hold, end_ts=start + rec.hold, end="commit"))
                 origin = getattr(rec, "origin", None)
                 if origin is not None and origin.mode == "inferred":
                     self._mode = "inferred"

@@ -90,6 +90,8 @@ class Hold:
     call_site: str | None
     sql: str | None
     lock_ts: float
+    end_ts: float | None = None  # set for a hold that is already over (an autocommit write)
+    end: str | None = None
 
 
 @dataclass(frozen=True)
@@ -190,10 +192,10 @@ class Writer:
             if opened:
                 conn.executemany(
                     "INSERT OR IGNORE INTO holds (key, db, pid, conn_id, thread, context,"
-                    " call_site, sql, lock_ts) VALUES (?,?,?,?,?,?,?,?,?)",
+                    ' call_site, sql, lock_ts, end_ts, "end") VALUES (?,?,?,?,?,?,?,?,?,?,?)',
                     [
                         (h.key, h.db, h.pid, h.conn_id, h.thread, h.context, h.call_site,
-                         h.sql, h.lock_ts)
+                         h.sql, h.lock_ts, h.end_ts, h.end)
                         for h in opened
                     ],
                 )  # fmt: skip

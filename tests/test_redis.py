@@ -34,12 +34,13 @@ def _layer(url: str):
     return RedisChannelLayer(hosts=[url])
 
 
-async def _collect(layer, seconds: float) -> list[dict]:
+async def _collect(layer, seconds: float, until=None) -> list[dict]:
+    """Batches from the targets' group for ``seconds``, or until ``until(batches)``."""
     channel = await layer.new_channel()
     await layer.group_add(live.TARGETS_GROUP, channel)
     got: list[dict] = []
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (until and until(got)):
         try:
             got.append(await asyncio.wait_for(layer.receive(channel), 0.2))
         except TimeoutError:
@@ -51,7 +52,11 @@ def test_target_batches_arrive_through_redis(lw, tmp_path, redis):
     env = _env(lw, tmp_path, redis)
 
     async def go():
-        listening = asyncio.create_task(_collect(_layer(redis.url), 8.0))
+        def both_seen(got: list[dict]) -> bool:
+            kinds = {e["kind"] for m in got for e in m["events"]}
+            return {"busy", "transaction"} <= kinds
+
+        listening = asyncio.create_task(_collect(_layer(redis.url), 30.0, both_seen))
         await asyncio.sleep(0.5)
         ready = tmp_path / "ready"
         holder = subprocess.Popen(
