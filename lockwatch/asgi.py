@@ -18,13 +18,13 @@ http = get_asgi_application()  # sets Django up before anything imports models
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from channels.sessions import SessionMiddlewareStack  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from .dashboard.routing import root_websocket_urlpatterns  # noqa: E402
+from .server.static import StaticFilesHandler  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": ASGIStaticFilesHandler(http),
+        "http": StaticFilesHandler(http),
         "websocket": AllowedHostsOriginValidator(
             SessionMiddlewareStack(URLRouter(root_websocket_urlpatterns))
         ),

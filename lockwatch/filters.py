@@ -21,17 +21,33 @@ class FilterError(ValueError):
     pass
 
 
+def shown(text: str, limit: int = 60) -> str:
+    """A bad value as quoted in a message: cut short, so a 20 KB value makes a short line."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+# No event is older than the epoch; past 9999-12-30 a time cannot be written back as ISO-8601.
+EARLIEST = 0.0
+LATEST = 253402128000.0  # 9999-12-30T00:00:00Z
+
+
 def parse_time(name: str, text: str, now: float | None = None) -> float:
-    """ISO-8601 (naive is UTC) or a relative age such as 15m, 2h or 1d."""
+    """ISO-8601 (naive is UTC) or a relative age such as 15m, 2h or 1d.
+
+    Clamped to the epoch .. year 9999: ``99999999w`` or ``0001-01-01`` mean
+    "from the start", and every result can be shown and put back in a URL.
+    """
     m = _RELATIVE.match(text)
     if m:
-        return (time.time() if now is None else now) - float(m.group(1)) * _UNIT[m.group(2)]
-    try:
-        return events.parse_iso(text)
-    except ValueError:
-        raise FilterError(
-            f"{name}={text!r} is not an ISO-8601 time or an age like 15m, 2h, 1d"
-        ) from None
+        value = (time.time() if now is None else now) - float(m.group(1)) * _UNIT[m.group(2)]
+    else:
+        try:
+            value = events.parse_iso(text)
+        except ValueError:
+            raise FilterError(
+                f"{name}={shown(text)} is not an ISO-8601 time or an age like 15m, 2h, 1d"
+            ) from None
+    return min(max(value, EARLIEST), LATEST)
 
 
 @dataclass(frozen=True)
@@ -97,7 +113,7 @@ def parse(params: Mapping[str, Any], *, strict: bool = True) -> Filters:
     for name, raw in params.items():
         if name not in FIELDS:
             if strict:
-                raise FilterError(f"unknown filter {name!r}; use one of {', '.join(FIELDS)}")
+                raise FilterError(f"unknown filter {shown(name)}; use one of {', '.join(FIELDS)}")
             continue
         if raw is None:
             continue
@@ -111,17 +127,17 @@ def parse(params: Mapping[str, Any], *, strict: bool = True) -> Filters:
             values[name] = parse_time(name, text)
         elif name == "kind":
             if text not in events.KINDS:
-                raise FilterError(f"kind={text!r} is not one of {', '.join(events.KINDS)}")
+                raise FilterError(f"kind={shown(text)} is not one of {', '.join(events.KINDS)}")
             values[name] = text
         elif name == "classification":
             if text not in events.CLASSIFICATIONS:
-                raise FilterError(
-                    f"classification={text!r} is not one of {', '.join(events.CLASSIFICATIONS)}"
-                )
+                choices = ", ".join(events.CLASSIFICATIONS)
+                raise FilterError(f"classification={shown(text)} is not one of {choices}")
             values[name] = text
         elif name == "pid":
-            if not text.isdigit() or len(text) > 10:
-                raise FilterError(f"pid={text!r} is not a process id")
+            # ASCII digits only: "²" is a digit to isdigit() but not to int().
+            if not (text.isascii() and text.isdigit()) or len(text) > 10:
+                raise FilterError(f"pid={shown(text)} is not a process id")
             values[name] = int(text)
         else:
             values[name] = text

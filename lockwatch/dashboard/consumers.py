@@ -96,7 +96,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         try:
             content = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # 4 KB of "[" nests past the recursion limit
             await self.send_error("frames must be JSON objects")
             return
         if not isinstance(content, dict):

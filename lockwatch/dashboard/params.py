@@ -6,13 +6,14 @@ the same one-line 400 message and never reaches SQL.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import events
-from ..filters import FilterError, Filters, parse, parse_time
+from ..filters import FilterError, Filters, parse, parse_time, shown
 
 WINDOWS: dict[str, float] = {"5m": 300.0, "1h": 3600.0, "24h": 86400.0}
 DEFAULT_WINDOW = "1h"
@@ -41,7 +42,10 @@ class Window:
         for width in BUCKETS:
             if self.seconds / width <= MAX_POINTS:
                 return width
-        return BUCKETS[-1]
+        # Longer than 300 days: whole days, still at most MAX_POINTS of them (a
+        # window of years must not build millions of points).
+        day = BUCKETS[-1]
+        return day * math.ceil(self.seconds / day / MAX_POINTS)
 
     def as_query(self) -> dict[str, str]:
         if self.live:
@@ -69,7 +73,7 @@ def _window(name: str, since: str | None, until: str | None, now: float) -> Wind
         return Window(name, now - WINDOWS[name], now, live=True)
     if name != CUSTOM:
         choices = ", ".join([*WINDOWS, CUSTOM])
-        raise FilterError(f"window={name!r} is not one of {choices}")
+        raise FilterError(f"window={shown(name)} is not one of {choices}")
     if not since:
         raise FilterError("window=custom needs since (and optionally until)")
     start = parse_time("since", since, now)
@@ -91,14 +95,16 @@ def parse_view(params: Mapping[str, Any], now: float | None = None) -> View:
     window = _window(name, since, until, now)
 
     page_text = str(values.pop("page", None) or "1").strip()
-    if not page_text.isdigit() or not 1 <= int(page_text) <= MAX_PAGE:
-        raise FilterError(f"page={page_text!r} is not a page number (1 to {MAX_PAGE})")
+    # ASCII digits only, and few: "²" is a digit to isdigit() but not to int().
+    digits = page_text.isascii() and page_text.isdigit() and len(page_text) <= 6
+    if not digits or not 1 <= int(page_text) <= MAX_PAGE:
+        raise FilterError(f"page={shown(page_text)} is not a page number (1 to {MAX_PAGE})")
     sort = str(values.pop("sort", None) or "hold_ms").strip()
     if sort not in CALLSITE_SORTS:
-        raise FilterError(f"sort={sort!r} is not one of {', '.join(CALLSITE_SORTS)}")
+        raise FilterError(f"sort={shown(sort)} is not one of {', '.join(CALLSITE_SORTS)}")
     direction = str(values.pop("dir", None) or "desc").strip()
     if direction not in ("asc", "desc"):
-        raise FilterError(f"dir={direction!r} is not asc or desc")
+        raise FilterError(f"dir={shown(direction)} is not asc or desc")
     # The rest are the shared event filters; unknown names are refused there.
     filters = parse(values)
     return View(window, filters, int(page_text), sort, direction == "desc")

@@ -402,7 +402,12 @@ def page(
     return [payload(r) for r in rows], min(int(count), count_cap), count > count_cap
 
 
+MAX_ID = 2**63 - 1  # SQLite's largest rowid; a bigger int cannot even be bound
+
+
 def event(conn: sqlite3.Connection, event_id: int) -> dict[str, Any] | None:
+    if not 0 <= event_id <= MAX_ID:
+        return None
     row = conn.execute("SELECT * FROM events WHERE id = ?", (event_id,)).fetchone()
     return dict(row) if row else None
 

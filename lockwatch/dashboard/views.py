@@ -35,7 +35,7 @@ from django.views.decorators.http import require_GET, require_POST
 from .. import doctor as doctor_module
 from .. import events, export, store
 from ..conf import get_config
-from ..filters import FilterError
+from ..filters import FilterError, shown
 from . import auth, charts, params, queries
 
 View = Callable[..., HttpResponse]
@@ -274,7 +274,7 @@ def chart(
     request: HttpRequest, v: params.View, conn: sqlite3.Connection | None, name: str
 ) -> HttpResponse:
     if name not in CHARTS:
-        return _text(404, f"lockwatch: no chart {name!r}; charts are {', '.join(CHARTS)}")
+        return _text(404, f"lockwatch: no chart {shown(name)}; charts are {', '.join(CHARTS)}")
     w, rev = v.window, _revision(v)
     note = ""
     figure: dict[str, Any] | None = None
