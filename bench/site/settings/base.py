@@ -19,6 +19,14 @@ INSTALLED_APPS = [
     "bench.site.apps.BenchSiteConfig",
 ]
 
+# A typical project's middleware, so the view runs as deep in the stack as a real one.
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
 ENGINE = "django.db.backends.sqlite3"
 
 

@@ -1,0 +1,77 @@
+"""Driver side of ``bench.worker``: start one process per alternative, talk JSON lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class WorkerError(RuntimeError):
+    pass
+
+
+class Worker:
+    def __init__(
+        self, alternative: str, settings: str, workdir: Path, db: Path | None = None
+    ) -> None:
+        self.alternative = alternative
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": f"bench.site.settings.{settings}",
+            "BENCH_DB": str(db or workdir / f"{alternative}.sqlite3"),
+            "BENCH_STORE": str(workdir / f"{alternative}-store.sqlite3"),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        }
+        self.db = Path(env["BENCH_DB"])
+        self.store = Path(env["BENCH_STORE"])
+        self._make_wal(self.db)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.worker", alternative],
+            cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            bufsize=1,
+        )  # fmt: skip
+
+    @staticmethod
+    def _make_wal(path: Path) -> None:
+        import sqlite3
+
+        conn = sqlite3.connect(path)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.close()
+
+    def send(self, **cmd: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+
+    def receive(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise WorkerError(f"worker {self.alternative} exited ({self.proc.wait()})")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise WorkerError(f"worker {self.alternative}: {reply['error']}")
+        return reply
+
+    def ask(self, **cmd: Any) -> dict[str, Any]:
+        self.send(**cmd)
+        return self.receive()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.ask(cmd="quit")
+            except (WorkerError, BrokenPipeError, OSError):
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
