@@ -39,6 +39,18 @@ _tuple_new = tuple.__new__
 _IN_TRANSACTION = frozenset({"write", "ddl", "begin", "commit", "rollback"})
 
 
+def _may_lock(cls: str, sql: str, mode: str) -> bool:
+    """Could this statement have taken the write lock? (Asking SQLite costs a C call.)"""
+    if cls == "read":
+        return False
+    if cls in ("commit", "rollback"):
+        return False
+    if cls == "begin":
+        # SAVEPOINT and a deferred BEGIN take no lock; BEGIN IMMEDIATE does.
+        return mode != "deferred" and sql.lstrip()[:5].upper() == "BEGIN"
+    return True
+
+
 class _Txn:
     __slots__ = (
         "key", "wall", "start", "mode", "site", "statements", "lock_wall", "lock_start",
@@ -127,17 +139,19 @@ class Probe:
 
     # -- the statement path ---------------------------------------------------
 
-    def run(self, execute: Callable[[], T], sql: str, params: Any) -> T:
+    def run(self, execute: Callable[[str, Any], T], sql: str, arg: Any, many: bool = False) -> T:
+        """``execute(sql, arg)``, captured. ``arg`` is the params, or a params list if many."""
         ctx = _current.get()
         if ctx is not None and ctx.quiet:
-            return execute()
+            return execute(sql, arg)
+        params = None if many or not arg else arg
         busy = self.busy
         if busy is not None and busy.calls:
             busy.reset()
         wall = _wall()
         t0 = _perf()
         try:
-            result = execute()
+            result = execute(sql, arg)
         except BaseException as exc:
             self._safe(self._after, sql, params, wall, t0, _perf(), exc)
             raise
@@ -223,15 +237,23 @@ class Probe:
             ctx.queries += 1
             ctx.db_time += dur
             ctx.wait_time += waited
-        site = callsite.find(2)
+        # The call site is found only when something is recorded: walking frames
+        # for every statement of a transaction would cost more than the rest.
+        found: list[Any] = []
+
+        def site() -> Any:
+            if not found:
+                found.append(callsite.find(2))
+            return found[0]
+
         txn = self.txn
         who: Who | None = None
 
         if cls == "begin" and txn is None and exc is None and sql.lstrip()[:5].upper() == "BEGIN":
-            txn = self._open_txn(wall, t0, begin_mode(sql) or "deferred", site)
+            txn = self._open_txn(wall, t0, begin_mode(sql) or "deferred", site())
         elif txn is None and exc is None and self.conn.in_transaction:
             # The sqlite3 module began a transaction implicitly.
-            txn = self._open_txn(wall, t0, "deferred", site)
+            txn = self._open_txn(wall, t0, "deferred", site())
         if txn is not None:
             txn.statements += 1
             txn.wait += waited
@@ -241,7 +263,7 @@ class Probe:
             pipeline.emit(
                 Wait(
                     self.origin, who, wall, waited, "gave_up" if gave_up else "acquired",
-                    sql, cls, site, (wall, wall + dur),
+                    sql, cls, site(), (wall, wall + dur),
                 )
             )  # fmt: skip
 
@@ -266,13 +288,13 @@ class Probe:
             pipeline.emit(
                 Busy(
                     self.origin, who, wall, dur, waited, classification, code,
-                    getattr(exc, "sqlite_errorname", None), str(exc), sql, cls, site, window,
+                    getattr(exc, "sqlite_errorname", None), str(exc), sql, cls, site(), window,
                 )
             )  # fmt: skip
 
         hold = None
         if txn is not None:
-            if txn.lock_wall is None and exc is None and cls != "read":
+            if txn.lock_wall is None and exc is None and _may_lock(cls, sql, txn.mode):
                 self._maybe_locked(txn, sql, cls, site, wall, t0, waited, who)
         elif exc is None and cls in ("write", "ddl"):
             hold = max(dur - waited, 0.0)
@@ -291,7 +313,7 @@ class Probe:
             pipeline.emit(
                 _tuple_new(Query, (
                     self.origin, who, wall, dur, sql, params if self.capture_params else None,
-                    cls, rows, site, waited, hold,
+                    cls, rows, site(), waited, hold,
                 ))
             )  # fmt: skip
 
@@ -316,8 +338,8 @@ class Probe:
         return txn
 
     def _maybe_locked(
-        self, txn: _Txn, sql: str, cls: str, site: Any, wall: float, t0: float, waited: float,
-        who: Who | None,
+        self, txn: _Txn, sql: str, cls: str, site: Callable[[], Any], wall: float, t0: float,
+        waited: float, who: Who | None,
     ) -> None:  # fmt: skip
         if self.handle is not None:
             locked = handle.txn_state(self.handle) == handle.SQLITE_TXN_WRITE
@@ -328,8 +350,10 @@ class Probe:
         txn.lock_start = t0 + waited
         txn.lock_wall = wall + waited
         txn.lock_sql = sql
-        txn.lock_site = site
-        pipeline.emit(Lock(self.origin, who or self._who(), txn.key, txn.lock_wall, sql, site))
+        txn.lock_site = site()
+        pipeline.emit(
+            Lock(self.origin, who or self._who(), txn.key, txn.lock_wall, sql, txn.lock_site)
+        )
 
     def _close_txn(self, end: str, t1: float | None = None) -> None:
         txn = self.txn

@@ -13,13 +13,12 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from . import context, live
 from .buffer import Buffer
 from .conf import get_config
-from .records import Limits, Lock, Query, Transaction, to_row
+from .records import Limits, Lock, Transaction, to_row
 from .store import Hold, Pending, Writer
 
 Sink = Callable[[list[dict[str, Any]]], None]
@@ -60,7 +59,6 @@ class Flusher(threading.Thread):
         self._mode = "exact"
         self._last_report = 0.0
         self._last_prune = 0.0
-        self._autocommit_holds = 0
         self._watched: set[str] = set()
         # Sinks after the store (the live channel layer); each gets every stored batch.
         self.sinks: list[Sink] = live.sinks(counters)
@@ -133,13 +131,6 @@ class Flusher(threading.Thread):
                 row = to_row(rec, self.limits)
                 if isinstance(rec, Transaction) and rec.lock_wall is not None:
                     closed.append((rec.key, rec.wall + rec.dur, rec.end))
-                elif isinstance(rec, Query) and rec.hold is not None:
-                    # An autocommit write: a hold that opens and closes at once.
-                    self._autocommit_holds += 1
-                    key = f"{rec.origin.pid}:{rec.origin.conn_id}:a{self._autocommit_holds}"
-                    start = rec.wall + rec.wait
-                    hold = self._hold(key, rec, start, rec.sql, rec.site)
-                    opened.append(replace(hold, end_ts=start + rec.hold, end="commit"))
                 origin = getattr(rec, "origin", None)
                 if origin is not None and origin.mode == "inferred":
                     self._mode = "inferred"

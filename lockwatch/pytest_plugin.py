@@ -82,11 +82,19 @@ def _blocker_sql(row: sqlite3.Row) -> str | None:
     if conn is None or not row["blocker_call_site"]:
         return None
     try:
-        hold = conn.execute(
-            "SELECT sql FROM holds WHERE db = ? AND pid = ? AND call_site = ? AND lock_ts <= ?"
-            " ORDER BY lock_ts DESC LIMIT 1",
-            (row["db"], row["blocker_pid"], row["blocker_call_site"], row["ts"] + 1e-3),
-        ).fetchone()
+        args = (row["db"], row["blocker_pid"], row["blocker_call_site"], row["ts"] + 1e-3)
+        hold = (
+            conn.execute(
+                "SELECT sql FROM holds WHERE db = ? AND pid = ? AND call_site = ? AND lock_ts <= ?"
+                " ORDER BY lock_ts DESC LIMIT 1",
+                args,
+            ).fetchone()
+            or conn.execute(  # an autocommit write holds for its own statement
+                "SELECT sql FROM events WHERE kind = 'query' AND hold_ms IS NOT NULL AND db = ?"
+                " AND pid = ? AND call_site = ? AND ts <= ? ORDER BY ts DESC LIMIT 1",
+                args,
+            ).fetchone()
+        )
         return hold["sql"] if hold else None
     finally:
         conn.close()

@@ -48,14 +48,14 @@ class _CursorMixin:
         parent = super().execute  # type: ignore[misc]
         if probe is None:
             return parent(sql, parameters)
-        return probe.run(lambda: parent(sql, parameters), sql, parameters or None)
+        return probe.run(parent, sql, parameters)
 
     def executemany(self, sql: str, seq: Any, /) -> Any:
         probe = self._lockwatch
         parent = super().executemany  # type: ignore[misc]
         if probe is None:
             return parent(sql, seq)
-        return probe.run(lambda: parent(sql, seq), sql, None)
+        return probe.run(parent, sql, seq, many=True)
 
 
 @functools.cache

@@ -75,6 +75,26 @@ MIGRATIONS: dict[int, list[str]] = {
 }
 
 
+# Who held the write lock on a file during [start, end]: transactions' holds, and
+# autocommit writes, which hold it for their own statement and are found among the
+# query events (no hold row is written for them: that would double the flusher's
+# work for every plain save()). A single write is assumed to hold under a minute.
+_HOLDERS = """
+    SELECT pid, conn_id, thread, context, call_site, lock_ts, end_ts FROM holds
+    WHERE db = ?1 AND lock_ts <= ?2 AND (end_ts IS NULL OR end_ts >= ?3)
+        AND NOT (pid = ?4 AND conn_id = ?5)
+    UNION ALL
+    SELECT pid, conn_id, thread, context, call_site, lock_ts, end_ts FROM (
+        SELECT pid, conn_id, thread, context, call_site, db,
+            ts + COALESCE(wait_ms, 0) / 1000.0 AS lock_ts,
+            ts + (COALESCE(wait_ms, 0) + hold_ms) / 1000.0 AS end_ts
+        FROM events WHERE kind = 'query' AND hold_ms IS NOT NULL AND ts >= ?6
+    )
+    WHERE db = ?1 AND lock_ts <= ?2 AND end_ts >= ?3 AND NOT (pid = ?4 AND conn_id = ?5)
+    ORDER BY lock_ts
+"""
+
+
 class StoreError(Exception):
     pass
 
@@ -242,10 +262,7 @@ class Writer:
         updates: list[tuple[Any, ...]] = []
         for p in pending:
             holders = self.conn.execute(
-                "SELECT * FROM holds WHERE db = ? AND lock_ts <= ? AND"
-                " (end_ts IS NULL OR end_ts >= ?) AND NOT (pid = ? AND conn_id = ?)"
-                " ORDER BY lock_ts",
-                (p.db, p.end, p.start, p.pid, p.conn_id),
+                _HOLDERS, (p.db, p.end, p.start, p.pid, p.conn_id, p.start - 60.0)
             ).fetchall()
             if holders:
                 best = max(holders, key=lambda h: _overlap(h, p))

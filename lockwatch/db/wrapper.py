@@ -18,21 +18,22 @@ from ..rawsqlite import suppressed
 
 
 class LockwatchCursor(SQLiteCursorWrapper):
+    """Each connection gets a subclass with its probe as a class attribute, so
+    making a cursor (once per query in Django) costs nothing extra."""
+
     _lockwatch: Probe | None = None
 
     def execute(self, query: str, params: Any = None) -> Any:
         probe = self._lockwatch
         if probe is None:
             return super().execute(query, params)
-        parent = super().execute
-        return probe.run(lambda: parent(query, params), query, params)
+        return probe.run(super().execute, query, params)
 
     def executemany(self, query: str, param_list: Any) -> Any:
         probe = self._lockwatch
         if probe is None:
             return super().executemany(query, param_list)
-        parent = super().executemany
-        return probe.run(lambda: parent(query, param_list), query, None)
+        return probe.run(super().executemany, query, param_list, many=True)
 
 
 def _db_path(name: Any) -> str:
@@ -52,17 +53,22 @@ class LockwatchWrapperMixin:
     settings_dict: Mapping[str, Any]
 
     _lockwatch: Probe | None = None
+    _cursor_class: type = LockwatchCursor
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         with suppressed():  # this backend instruments it; instrument_sqlite3 must not
             conn = super().get_new_connection(conn_params)  # type: ignore[misc]
-        self._lockwatch = attach(conn, self.alias, _db_path(self.settings_dict["NAME"]))
+        probe = attach(conn, self.alias, _db_path(self.settings_dict["NAME"]))
+        self._lockwatch = probe
+        self._cursor_class = (
+            LockwatchCursor
+            if probe is None
+            else type("LockwatchCursor", (LockwatchCursor,), {"_lockwatch": probe})
+        )
         return conn
 
     def create_cursor(self, name: str | None = None) -> Any:
-        cursor = self.connection.cursor(factory=LockwatchCursor)
-        cursor._lockwatch = self._lockwatch
-        return cursor
+        return self.connection.cursor(factory=self._cursor_class)
 
     def _commit(self) -> None:
         probe = self._lockwatch
