@@ -132,10 +132,15 @@ class Probe:
             self.busy = handle.BusyHandler(self.handle, timeout)
             self.busy.install()
         mode = "exact" if self.busy is not None else "inferred"
+        api = handle.api() if self.handle is not None else None
+        self._txn_state_fn = api.txn_state if api is not None else None
         self.origin = Origin(os.getpid(), alias, db, next(_conn_ids), mode)
         self.txn: _Txn | None = None
         self._txn_seq = 0
         self._last_who: Who | None = None
+
+    def _txn_state(self) -> int:
+        return self._txn_state_fn(self.handle, None) if self._txn_state_fn else -1
 
     # -- the statement path ---------------------------------------------------
 
@@ -250,10 +255,10 @@ class Probe:
         who: Who | None = None
 
         if cls == "begin" and txn is None and exc is None and sql.lstrip()[:5].upper() == "BEGIN":
-            txn = self._open_txn(wall, t0, begin_mode(sql) or "deferred", site())
+            txn = self._open_txn(wall, t0, begin_mode(sql) or "deferred")
         elif txn is None and exc is None and self.conn.in_transaction:
             # The sqlite3 module began a transaction implicitly.
-            txn = self._open_txn(wall, t0, "deferred", site())
+            txn = self._open_txn(wall, t0, "deferred")
         if txn is not None:
             txn.statements += 1
             txn.wait += waited
@@ -273,7 +278,7 @@ class Probe:
             who = who or self._who()
             code = getattr(exc, "sqlite_errorcode", None)
             if self.handle is not None:
-                read_txn = handle.txn_state(self.handle) == handle.SQLITE_TXN_READ
+                read_txn = self._txn_state() == handle.SQLITE_TXN_READ
             else:
                 read_txn = txn is not None and txn.lock_wall is None and self.conn.in_transaction
             classification = classify(
@@ -325,12 +330,13 @@ class Probe:
                 end = "rollback" if cls == "rollback" else ("error" if exc else "commit")
             self._close_txn(end, t1)
 
-    def _open_txn(self, wall: float, t0: float, mode: str, site: Any) -> _Txn:
+    def _open_txn(self, wall: float, t0: float, mode: str) -> _Txn:
         view = getattr(_current.get(), "view_func", None)
-        if view is not None and (
-            site is None or callsite.find(1, stop=callsite.HANDLER_CODES) is None
-        ):
-            site = callsite.of_function(view) or site
+        if view is None:
+            site = callsite.find(2)
+        else:
+            # Reached from Django's handler without user code: ATOMIC_REQUESTS.
+            site = callsite.find(2, stop=callsite.HANDLER_CODES) or callsite.of_function(view)
         self._txn_seq += 1
         o = self.origin
         txn = _Txn(f"{o.pid}:{o.conn_id}:{self._txn_seq}", wall, t0, mode, site)
@@ -342,7 +348,7 @@ class Probe:
         waited: float, who: Who | None,
     ) -> None:  # fmt: skip
         if self.handle is not None:
-            locked = handle.txn_state(self.handle) == handle.SQLITE_TXN_WRITE
+            locked = self._txn_state() == handle.SQLITE_TXN_WRITE
         else:
             locked = cls in ("write", "ddl") or (cls == "begin" and txn.mode != "deferred")
         if not locked:
