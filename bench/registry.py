@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from . import export, handoff, overhead, pipeline
+from . import dashboard, export, handoff, live, load, overhead, pipeline
 from .core import Benchmark
 
 BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark(1, "overhead", "Per-query overhead", overhead.run),
-    Benchmark(2, "load", "Under load (gunicorn)", None, "needs the demo project"),
+    Benchmark(2, "load", "Under load (gunicorn)", load.run),
     Benchmark(3, "pipeline", "Pipeline throughput and drops", pipeline.run),
-    Benchmark(4, "live", "Live latency (capture → dashboard)", None, "needs the dashboard"),
+    Benchmark(4, "live", "Live latency (capture → dashboard)", live.run),
     Benchmark(5, "export", "CSV export of 1M events", export.run),
-    Benchmark(6, "dashboard", "Dashboard query times", None, "needs the dashboard"),
+    Benchmark(6, "dashboard", "Dashboard query times", dashboard.run),
     Benchmark(7, "handoff", "Lock hand-off: busy handler vs SQLite's default", handoff.run),
 )
 
