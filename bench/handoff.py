@@ -21,7 +21,8 @@ from .workers import Worker
 
 TARGET_FACTOR = 5.0
 ALTERNATIVES = {"plain": "SQLite default busy handler (timeout=5)",
-                "lockwatch": "lockwatch BusyHandler (MAX_SLEEP 2 ms)"}  # fmt: skip
+                "lockwatch": "lockwatch BusyHandler, default (SQLite's schedule)",
+                "lockwatch_fast": "lockwatch BusyHandler, FAST_HANDOFF (0.25-2 ms)"}  # fmt: skip
 
 
 def _trial(holder: sqlite3.Connection, waiter: Worker, hold: float) -> dict[str, float]:
@@ -71,7 +72,8 @@ def run(opts: Options) -> Result:
         q1, q3 = quartiles(h)
         fig[name] = {"median_ms": median(h), "q1_ms": q1, "q3_ms": q3, "max_ms": max(h),
                      "commit_ms": median([r["commit_ms"] for r in rs])}  # fmt: skip
-    factor = fig["plain"]["median_ms"] / max(fig["lockwatch"]["median_ms"], 1e-6)
+    # The target is about FAST_HANDOFF; the default follows SQLite's schedule on purpose.
+    factor = fig["plain"]["median_ms"] / max(fig["lockwatch_fast"]["median_ms"], 1e-6)
     res = Result()
     res.method = [
         f"{trials} trials per handler, interleaved (alternating order), each with a random"
@@ -85,10 +87,13 @@ def run(opts: Options) -> Result:
         [[ALTERNATIVES[n], f"{f['median_ms']:.2f}", f"{f['q1_ms']:.2f}–{f['q3_ms']:.2f}",
           fmt(f["max_ms"], 2), f"{f['commit_ms']:.3f}"] for n, f in fig.items()],
     ))  # fmt: skip
-    res.targets.append(Target(f"lockwatch's hand-off ≥ {TARGET_FACTOR:.0f}× faster than the"
-                              " default", ratio(factor, 1), factor >= TARGET_FACTOR))  # fmt: skip
+    res.targets.append(Target(
+        f"lockwatch's FAST_HANDOFF hand-off ≥ {TARGET_FACTOR:.0f}× faster than the default",
+        ratio(factor, 1), factor >= TARGET_FACTOR,
+    ))  # fmt: skip
     res.summary = (
-        f"median hand-off {fig['lockwatch']['median_ms']:.2f} ms with lockwatch vs"
+        f"median hand-off {fig['lockwatch_fast']['median_ms']:.2f} ms with FAST_HANDOFF,"
+        f" {fig['lockwatch']['median_ms']:.2f} ms with lockwatch's default (SQLite's schedule),"
         f" {fig['plain']['median_ms']:.2f} ms with SQLite's default: {factor:.1f}× faster"
     )
     res.data = {"trials": results, "figures": fig, "clock": clock}

@@ -173,6 +173,7 @@ ALTERNATIVES: dict[str, type[Alternative]] = {
     "lockwatch_params": Lockwatch,
     "lockwatch_inline": LockwatchInline,
     "lockwatch_all": Lockwatch,
+    "lockwatch_fast": Lockwatch,
     "toolbar": Toolbar,
     "silk": Silk,
 }

@@ -129,7 +129,7 @@ class Probe:
         if cfg.exact_waits:
             self.handle = handle.raw_handle(conn)
         if self.handle is not None:
-            self.busy = handle.BusyHandler(self.handle, timeout)
+            self.busy = handle.BusyHandler(self.handle, timeout, cfg.fast_handoff)
             self.busy.install()
         mode = "exact" if self.busy is not None else "inferred"
         api = handle.api() if self.handle is not None else None

@@ -109,23 +109,33 @@ def txn_state(handle: int) -> int:
     return a.txn_state(handle, None)
 
 
+# SQLite's own busy-timeout schedule (sqliteDefaultBusyCallback), in seconds.
+SQLITE_DELAYS = (0.001, 0.002, 0.005, 0.010, 0.015, 0.020, 0.025, 0.025, 0.025, 0.050, 0.050)
+SQLITE_MAX_DELAY = 0.100
+
+
 class BusyHandler:
     """Counts SQLite's busy callbacks and times each wait exactly.
 
     SQLite calls the handler with the number of times it has been called for
     the same lock attempt. Sleeping happens in ``time.sleep``, which releases
-    the GIL. Polls start at 0.25 ms and are capped at 2 ms, so a waiter takes
-    the lock within about 2 ms of its release (SQLite's own backoff sleeps up
-    to 100 ms between tries).
+    the GIL. By default it sleeps on SQLite's own schedule, so the app contends
+    exactly as it would without lockwatch: polling faster lets writers slip in
+    between another transaction's read and write, which changes the very error
+    rate being diagnosed. ``fast=True`` (FAST_HANDOFF) polls every 0.25-2 ms
+    instead, so a waiter takes the lock within about 2 ms of its release.
     """
 
     MAX_SLEEP = 0.002
 
-    __slots__ = ("handle", "timeout", "calls", "_start", "_last", "_waited", "gave_up", "_cb")
+    __slots__ = (
+        "handle", "timeout", "fast", "calls", "_start", "_last", "_waited", "gave_up", "_cb",
+    )  # fmt: skip
 
-    def __init__(self, handle: int, timeout: float) -> None:
+    def __init__(self, handle: int, timeout: float, fast: bool = False) -> None:
         self.handle = handle
         self.timeout = timeout
+        self.fast = fast
         self._cb = _BUSY_CALLBACK(self._on_busy)
         self.reset()
 
@@ -154,7 +164,11 @@ class BusyHandler:
                 self._last = now
                 self.gave_up = True
                 return 0
-            time.sleep(min(self.MAX_SLEEP, 0.00025 * (1 << min(count, 3)), remaining))
+            if self.fast:
+                delay = min(self.MAX_SLEEP, 0.00025 * (1 << min(count, 3)))
+            else:
+                delay = SQLITE_DELAYS[count] if count < len(SQLITE_DELAYS) else SQLITE_MAX_DELAY
+            time.sleep(min(delay, remaining))
             self._last = time.perf_counter()
             return 1
         except BaseException:
