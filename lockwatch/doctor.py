@@ -55,20 +55,24 @@ class _Evidence:
             args.append(until)
         self.where = (" AND " + " AND ".join(clauses)) if clauses else ""
         self.args = args
+        self._holds: dict[str, list[float]] | None = None
 
     def all(self, sql: str, *lead: Any) -> list[sqlite3.Row]:
         """Rows of ``sql``; its ``{w}`` takes the time window, after the ``lead`` args."""
         return self.conn.execute(sql.format(w=self.where), (*lead, *self.args)).fetchall()
 
     def holds_p95(self, call_site: str) -> float:
-        rows = self.all(
-            # Transactions, and autocommit writes (a query with its own hold).
-            "SELECT hold_ms FROM events WHERE kind IN ('transaction', 'query')"
-            " AND hold_ms IS NOT NULL AND (lock_call_site = ? OR call_site = ?){w}",
-            call_site,
-            call_site,
-        )
-        return _p95([r[0] for r in rows])
+        if self._holds is None:
+            # One pass over the window for every call site, not one scan per site.
+            self._holds = {}
+            for r in self.all(
+                "SELECT lock_call_site, call_site, hold_ms FROM events"
+                " WHERE kind IN ('transaction', 'query') AND hold_ms IS NOT NULL{w}"
+            ):
+                sites = {r["lock_call_site"], r["call_site"]} - {None}
+                for site in sites:
+                    self._holds.setdefault(site, []).append(r["hold_ms"])
+        return _p95(self._holds.get(call_site, []))
 
 
 def findings(

@@ -19,7 +19,7 @@ from typing import Any
 from . import events
 from .rawsqlite import original_connect
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _EVENT_COLUMNS = [c for c in events.COLUMNS if c.name != "id"]
 
@@ -72,25 +72,39 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX IF NOT EXISTS events_kind_ts_cover"
         " ON events (kind, ts, hold_ms, duration_ms, wait_ms)",
     ],
+    # Blocker attribution: holds that ended after a wait began, and autocommit writes.
+    3: [
+        "CREATE INDEX IF NOT EXISTS holds_db_end ON holds (db, end_ts)",
+        "CREATE INDEX IF NOT EXISTS events_autocommit ON events (db, ts)"
+        " WHERE kind = 'query' AND hold_ms IS NOT NULL",
+    ],
 }
 
 
-# Who held the write lock on a file during [start, end]: transactions' holds, and
-# autocommit writes, which hold it for their own statement and are found among the
-# query events (no hold row is written for them: that would double the flusher's
-# work for every plain save()). A single write is assumed to hold under a minute.
+# Who held the write lock on a file during [start, end]: transactions' holds
+# (open, or ended after the start), and autocommit writes, which hold it for
+# their own statement and are found among the query events (no hold row is
+# written for them: that would double the flusher's work for every plain
+# save()). Every branch is an index range; a single autocommit write is
+# assumed to hold under AUTOCOMMIT_LOOKBACK seconds.
+AUTOCOMMIT_LOOKBACK = 10.0
 _HOLDERS = """
     SELECT pid, conn_id, thread, context, call_site, lock_ts, end_ts FROM holds
-    WHERE db = ?1 AND lock_ts <= ?2 AND (end_ts IS NULL OR end_ts >= ?3)
-        AND NOT (pid = ?4 AND conn_id = ?5)
+        INDEXED BY holds_open
+    WHERE end_ts IS NULL AND db = ?1 AND lock_ts <= ?2 AND NOT (pid = ?4 AND conn_id = ?5)
+    UNION ALL
+    SELECT pid, conn_id, thread, context, call_site, lock_ts, end_ts FROM holds
+        INDEXED BY holds_db_end
+    WHERE db = ?1 AND end_ts >= ?3 AND lock_ts <= ?2 AND NOT (pid = ?4 AND conn_id = ?5)
     UNION ALL
     SELECT pid, conn_id, thread, context, call_site, lock_ts, end_ts FROM (
-        SELECT pid, conn_id, thread, context, call_site, db,
+        SELECT pid, conn_id, thread, context, call_site,
             ts + COALESCE(wait_ms, 0) / 1000.0 AS lock_ts,
             ts + (COALESCE(wait_ms, 0) + hold_ms) / 1000.0 AS end_ts
-        FROM events WHERE kind = 'query' AND hold_ms IS NOT NULL AND ts >= ?6
+        FROM events
+        WHERE kind = 'query' AND hold_ms IS NOT NULL AND db = ?1 AND ts >= ?6 AND ts <= ?2
     )
-    WHERE db = ?1 AND lock_ts <= ?2 AND end_ts >= ?3 AND NOT (pid = ?4 AND conn_id = ?5)
+    WHERE lock_ts <= ?2 AND end_ts >= ?3 AND NOT (pid = ?4 AND conn_id = ?5)
     ORDER BY lock_ts
 """
 
@@ -262,7 +276,8 @@ class Writer:
         updates: list[tuple[Any, ...]] = []
         for p in pending:
             holders = self.conn.execute(
-                _HOLDERS, (p.db, p.end, p.start, p.pid, p.conn_id, p.start - 60.0)
+                _HOLDERS,
+                (p.db, p.end, p.start, p.pid, p.conn_id, p.start - AUTOCOMMIT_LOOKBACK),
             ).fetchall()
             if holders:
                 best = max(holders, key=lambda h: _overlap(h, p))
