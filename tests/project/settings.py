@@ -59,6 +59,9 @@ if os.environ.get("LOCKWATCH_TEST_REDIS"):
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [os.environ["LOCKWATCH_TEST_REDIS"]]},
+            # Longer than channels-redis's 5 s blocking read (redis-py 8 defaults to 5 s).
+            "CONFIG": {
+                "hosts": [{"address": os.environ["LOCKWATCH_TEST_REDIS"], "socket_timeout": 30}]
+            },
         }
     }
