@@ -12,7 +12,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +140,13 @@ class Pending:
     end: float
     stmt_class: str | None
     first_seen: float
+    tries: int = 0
+
+
+# Seconds after first seen to look again for a blocker that was not there yet (its
+# process had not flushed). Backing off keeps an unfindable one (readers, an
+# outside program) to a handful of queries instead of one every flush.
+RETRY_AFTER = (0.0, 0.2, 0.5, 1.0, 2.0)
 
 
 def _create_private(path: Path) -> None:
@@ -275,6 +282,11 @@ class Writer:
         still: list[Pending] = []
         updates: list[tuple[Any, ...]] = []
         for p in pending:
+            due = RETRY_AFTER[p.tries] if p.tries < len(RETRY_AFTER) else grace
+            if now - p.first_seen < min(due, grace):
+                still.append(p)  # not due yet
+                continue
+            p = replace(p, tries=p.tries + 1)
             holders = self.conn.execute(
                 _HOLDERS,
                 (p.db, p.end, p.start, p.pid, p.conn_id, p.start - AUTOCOMMIT_LOOKBACK),
