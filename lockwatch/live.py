@@ -149,12 +149,14 @@ class LayerPublisher:
         if isinstance(why, BaseException):
             self.counters.log_once("live publish", why)
 
-    def close(self, timeout: float = 2.0) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Send what is queued (at exit: a short command's last batch), within ``timeout``."""
+        deadline = time.monotonic() + timeout
         try:
             self._queue.put(None, timeout=timeout)
         except queue.Full:
             return
-        self._thread.join(timeout)
+        self._thread.join(max(deadline - time.monotonic(), 0.0))
 
     def _run(self) -> None:
         from channels.layers import get_channel_layer
