@@ -114,4 +114,9 @@ def _after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork)
-atexit.register(shutdown)
+# Flush at exit while threads can still start: Python 3.12+ refuses new threads
+# once atexit runs, and the live publisher may need one (a DNS lookup for Redis).
+try:
+    threading._register_atexit(shutdown)  # type: ignore[attr-defined]
+except (AttributeError, RuntimeError):
+    atexit.register(shutdown)

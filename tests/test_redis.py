@@ -31,20 +31,28 @@ def _env(lw, tmp_path: Path, redis: Redis) -> dict[str, str]:
 def _layer(url: str):
     from channels_redis.core import RedisChannelLayer
 
-    return RedisChannelLayer(hosts=[url])
+    # Longer than channels-redis's 5 s blocking read (redis-py 8 defaults to 5 s).
+    return RedisChannelLayer(hosts=[{"address": url, "socket_timeout": 30}])
 
 
 async def _collect(layer, seconds: float, until=None) -> list[dict]:
-    """Batches from the targets' group for ``seconds``, or until ``until(batches)``."""
+    """Batches from the targets' group for ``seconds``, or until ``until(batches)``.
+
+    One receive runs at a time and is cancelled only at the end: cancelling
+    channels-redis's receive mid-read can lose the message it was reading.
+    """
     channel = await layer.new_channel()
     await layer.group_add(live.TARGETS_GROUP, channel)
     got: list[dict] = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not (until and until(got)):
-        try:
-            got.append(await asyncio.wait_for(layer.receive(channel), 0.2))
-        except TimeoutError:
-            pass
+
+    async def gather() -> None:
+        while not (until and until(got)):
+            got.append(await layer.receive(channel))
+
+    try:
+        await asyncio.wait_for(gather(), seconds)
+    except TimeoutError:
+        pass
     return got
 
 
