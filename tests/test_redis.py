@@ -36,23 +36,16 @@ def _layer(url: str):
 
 
 async def _collect(layer, seconds: float, until=None) -> list[dict]:
-    """Batches from the targets' group for ``seconds``, or until ``until(batches)``.
-
-    One receive runs at a time and is cancelled only at the end: cancelling
-    channels-redis's receive mid-read can lose the message it was reading.
-    """
+    """Batches from the targets' group for ``seconds``, or until ``until(batches)``."""
     channel = await layer.new_channel()
     await layer.group_add(live.TARGETS_GROUP, channel)
     got: list[dict] = []
-
-    async def gather() -> None:
-        while not (until and until(got)):
-            got.append(await layer.receive(channel))
-
-    try:
-        await asyncio.wait_for(gather(), seconds)
-    except TimeoutError:
-        pass
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not (until and until(got)):
+        try:
+            got.append(await asyncio.wait_for(layer.receive(channel), 0.2))
+        except TimeoutError:
+            pass
     return got
 
 
