@@ -19,7 +19,7 @@ from typing import Any
 from . import events
 from .rawsqlite import original_connect
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _EVENT_COLUMNS = [c for c in events.COLUMNS if c.name != "id"]
 
@@ -64,6 +64,10 @@ _SCHEMA_V1 = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
 ]
 
+# The end of an autocommit write's hold; the attribution query repeats this
+# expression exactly, so SQLite can use the index built on it.
+_AUTOCOMMIT_END = "ts + (COALESCE(wait_ms, 0) + hold_ms) / 1000.0"
+
 MIGRATIONS: dict[int, list[str]] = {
     1: _SCHEMA_V1,
     # The dashboard's per-kind aggregates read these columns straight from the index.
@@ -78,6 +82,13 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX IF NOT EXISTS events_autocommit ON events (db, ts)"
         " WHERE kind = 'query' AND hold_ms IS NOT NULL",
     ],
+    # Autocommit writes by the end of their hold: a wait's candidates are then the
+    # writes that ended after it began, not every write of the lookback.
+    4: [
+        "DROP INDEX IF EXISTS events_autocommit",
+        f"CREATE INDEX IF NOT EXISTS events_autocommit_end ON events (db, {_AUTOCOMMIT_END})"
+        " WHERE kind = 'query' AND hold_ms IS NOT NULL",
+    ],
 }
 
 
@@ -85,10 +96,8 @@ MIGRATIONS: dict[int, list[str]] = {
 # (open, or ended after the start), and autocommit writes, which hold it for
 # their own statement and are found among the query events (no hold row is
 # written for them: that would double the flusher's work for every plain
-# save()). Every branch is an index range; a single autocommit write is
-# assumed to hold under AUTOCOMMIT_LOOKBACK seconds.
-AUTOCOMMIT_LOOKBACK = 10.0
-_HOLDERS = """
+# save()). Every branch is an index range over holds that ended after the start.
+_HOLDERS = f"""
     SELECT pid, conn_id, thread, context, call_site, lock_ts, end_ts FROM holds
         INDEXED BY holds_open
     WHERE end_ts IS NULL AND db = ?1 AND lock_ts <= ?2 AND NOT (pid = ?4 AND conn_id = ?5)
@@ -99,12 +108,12 @@ _HOLDERS = """
     UNION ALL
     SELECT pid, conn_id, thread, context, call_site, lock_ts, end_ts FROM (
         SELECT pid, conn_id, thread, context, call_site,
-            ts + COALESCE(wait_ms, 0) / 1000.0 AS lock_ts,
-            ts + (COALESCE(wait_ms, 0) + hold_ms) / 1000.0 AS end_ts
-        FROM events
-        WHERE kind = 'query' AND hold_ms IS NOT NULL AND db = ?1 AND ts >= ?6 AND ts <= ?2
+            ts + COALESCE(wait_ms, 0) / 1000.0 AS lock_ts, {_AUTOCOMMIT_END} AS end_ts
+        FROM events INDEXED BY events_autocommit_end
+        WHERE kind = 'query' AND hold_ms IS NOT NULL AND db = ?1
+            AND {_AUTOCOMMIT_END} >= ?3 AND ts <= ?2
     )
-    WHERE lock_ts <= ?2 AND end_ts >= ?3 AND NOT (pid = ?4 AND conn_id = ?5)
+    WHERE lock_ts <= ?2 AND NOT (pid = ?4 AND conn_id = ?5)
     ORDER BY lock_ts
 """
 
@@ -289,7 +298,7 @@ class Writer:
             p = replace(p, tries=p.tries + 1)
             holders = self.conn.execute(
                 _HOLDERS,
-                (p.db, p.end, p.start, p.pid, p.conn_id, p.start - AUTOCOMMIT_LOOKBACK),
+                (p.db, p.end, p.start, p.pid, p.conn_id),
             ).fetchall()
             if holders:
                 best = max(holders, key=lambda h: _overlap(h, p))
