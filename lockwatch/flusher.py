@@ -155,7 +155,7 @@ class Flusher(threading.Thread):
             self._pending.append(
                 Pending(
                     event_id, row["db"], row["pid"], row["conn_id"], start, end,
-                    row["stmt_class"], now,
+                    row["stmt_class"], now, row["outcome"] == "acquired",
                 )
             )  # fmt: skip
         stored = [row for row in rows if row["id"] is not None]

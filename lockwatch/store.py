@@ -96,7 +96,9 @@ MIGRATIONS: dict[int, list[str]] = {
 # (open, or ended after the start), and autocommit writes, which hold it for
 # their own statement and are found among the query events (no hold row is
 # written for them: that would double the flusher's work for every plain
-# save()). Every branch is an index range over holds that ended after the start.
+# save()). Every branch is an index range over holds that ended after the start
+# and, for a wait that got the lock, before its end (?6): the holder let go
+# first, so a late retry does not scan every write since.
 _HOLDERS = f"""
     SELECT pid, conn_id, thread, context, call_site, lock_ts, end_ts FROM holds
         INDEXED BY holds_open
@@ -104,14 +106,15 @@ _HOLDERS = f"""
     UNION ALL
     SELECT pid, conn_id, thread, context, call_site, lock_ts, end_ts FROM holds
         INDEXED BY holds_db_end
-    WHERE db = ?1 AND end_ts >= ?3 AND lock_ts <= ?2 AND NOT (pid = ?4 AND conn_id = ?5)
+    WHERE db = ?1 AND end_ts >= ?3 AND end_ts <= ?6 AND lock_ts <= ?2
+        AND NOT (pid = ?4 AND conn_id = ?5)
     UNION ALL
     SELECT pid, conn_id, thread, context, call_site, lock_ts, end_ts FROM (
         SELECT pid, conn_id, thread, context, call_site,
             ts + COALESCE(wait_ms, 0) / 1000.0 AS lock_ts, {_AUTOCOMMIT_END} AS end_ts
         FROM events INDEXED BY events_autocommit_end
         WHERE kind = 'query' AND hold_ms IS NOT NULL AND db = ?1
-            AND {_AUTOCOMMIT_END} >= ?3 AND ts <= ?2
+            AND {_AUTOCOMMIT_END} >= ?3 AND {_AUTOCOMMIT_END} <= ?6 AND ts <= ?2
     )
     WHERE lock_ts <= ?2 AND NOT (pid = ?4 AND conn_id = ?5)
     ORDER BY lock_ts
@@ -149,8 +152,14 @@ class Pending:
     end: float
     stmt_class: str | None
     first_seen: float
+    acquired: bool = False  # a wait that got the lock: its blocker let go by ``end``
     tries: int = 0
 
+
+# Clock slack between a holder's end and its waiter's, both from time.time()
+# plus perf_counter durations.
+_END_SLACK = 0.25
+_FOREVER = float("inf")
 
 # Seconds after first seen to look again for a blocker that was not there yet (its
 # process had not flushed). Backing off keeps an unfindable one (readers, an
@@ -296,9 +305,9 @@ class Writer:
                 still.append(p)  # not due yet
                 continue
             p = replace(p, tries=p.tries + 1)
+            ended_by = p.end + _END_SLACK if p.acquired else _FOREVER
             holders = self.conn.execute(
-                _HOLDERS,
-                (p.db, p.end, p.start, p.pid, p.conn_id),
+                _HOLDERS, (p.db, p.end, p.start, p.pid, p.conn_id, ended_by)
             ).fetchall()
             if holders:
                 best = max(holders, key=lambda h: _overlap(h, p))
@@ -331,14 +340,15 @@ class Writer:
     def resolve_orphans(self, grace: float, now: float, limit: int = 500) -> None:
         """Attribute waits left behind, e.g. by a process that exited first."""
         rows = self.conn.execute(
-            "SELECT id, db, pid, conn_id, ts, duration_ms, stmt_class FROM events"
+            "SELECT id, db, pid, conn_id, ts, duration_ms, stmt_class, outcome FROM events"
             " WHERE blocker_context IS NULL AND kind IN ('wait', 'busy') AND ts < ?"
             " ORDER BY ts LIMIT ?",
             (now - grace, limit),
         ).fetchall()
         pending = [
             Pending(r["id"], r["db"], r["pid"], r["conn_id"], r["ts"],
-                    r["ts"] + (r["duration_ms"] or 0.0) / 1000.0, r["stmt_class"], r["ts"])
+                    r["ts"] + (r["duration_ms"] or 0.0) / 1000.0, r["stmt_class"], r["ts"],
+                    r["outcome"] == "acquired")
             for r in rows
         ]  # fmt: skip
         self.attribute(pending, grace, now)
