@@ -31,9 +31,9 @@ def _insert(names: Sequence[str]) -> str:
 
 
 _INSERT_EVENT = _insert([c.name for c in _EVENT_COLUMNS])
-# Per kind: the insert binds only the columns that kind can fill.
+# Per kind: the insert binds the id and only the columns that kind can fill.
 _BY_KIND = {
-    kind: (_insert(names), operator.itemgetter(*names))
+    kind: (_insert(("id", *names)), operator.itemgetter("id", *names))
     for kind, names in events.KIND_COLUMNS.items()
 }
 
@@ -263,35 +263,29 @@ class Writer:
                     'UPDATE holds SET end_ts = ?, "end" = ? WHERE key = ?',
                     [(end_ts, end, key) for key, end_ts, end in closed],
                 )
-            # Runs of one kind go in one executemany; ids keep the capture order.
-            run: list[dict[str, Any]] = []
+            # Ids are given here, in capture order, under our write lock: each kind's
+            # rows then go in one executemany however the kinds interleave.
+            (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
+            by_kind: dict[str, list[dict[str, Any]]] = {}
             for index, row in enumerate(rows):
+                top += 1
+                row["id"] = top
                 kind = row["kind"]
-                if run and kind != run[0]["kind"]:
-                    self._insert_run(run)
-                    run = []
+                run = by_kind.get(kind)
+                if run is None:
+                    run = by_kind[kind] = []
+                run.append(row)
                 if kind in pending_kinds:
-                    insert, values = _BY_KIND[kind]
-                    row["id"] = int(conn.execute(insert, values(row)).lastrowid or 0)
-                    need.append((index, row["id"]))
-                else:
-                    run.append(row)
-            if run:
-                self._insert_run(run)
+                    need.append((index, top))
+            for kind, run in by_kind.items():
+                insert, values = _BY_KIND[kind]
+                conn.executemany(insert, [values(row) for row in run])
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         return need
-
-    def _insert_run(self, run: list[dict[str, Any]]) -> None:
-        insert, values = _BY_KIND[run[0]["kind"]]
-        self.conn.executemany(insert, [values(row) for row in run])
-        # Under our write lock, one executemany takes consecutive rowids.
-        (last,) = self.conn.execute("SELECT last_insert_rowid()").fetchone()
-        for offset, row in enumerate(run):
-            row["id"] = last - len(run) + 1 + offset
 
     def attribute(self, pending: list[Pending], grace: float, now: float) -> list[Pending]:
         """Name the blockers of pending waits; return those still unresolved."""
