@@ -114,6 +114,11 @@ def test_redis_down_and_back(lw, tmp_path, redis):
             "--progress-file", str(progress), cwd=ROOT, env=env, stdout=subprocess.PIPE,
         )  # fmt: skip
         before = await _collect(layer, 1.5)
+        # On a loaded machine the writer may still be starting: kill Redis mid-writes.
+        for _ in range(100):
+            if written() > 0:
+                break
+            await asyncio.sleep(0.1)
         redis.kill()
         down_from = written()
         await asyncio.sleep(1.5)
