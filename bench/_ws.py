@@ -1,9 +1,9 @@
 """A minimal RFC 6455 websocket client for the dashboard (there is no websockets package).
 
-Enough to speak to ``/ws/`` as the page does: a handshake with a token header,
-text frames in, the server's pings answered. A reader thread stamps each frame
-with ``time.time()`` the moment its last byte arrives, so the latency figures do
-not include the benchmark's own processing.
+Enough to speak to ``/ws/`` as the page does: a handshake with a token header or a
+session cookie, text frames in, the server's pings answered. A reader thread stamps
+each frame with ``time.time()`` the moment its last byte arrives, so the latency
+figures do not include the benchmark's own processing. The tests use it too.
 """
 
 from __future__ import annotations
@@ -19,15 +19,26 @@ from typing import Any
 
 
 class Client:
-    def __init__(self, port: int, token: str, path: str = "/ws/", timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        port: int,
+        token: str | None = None,
+        *,
+        cookie: str | None = None,
+        path: str = "/ws/",
+        timeout: float = 10.0,
+    ) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
+        auth = f"Authorization: Token {token}\r\n" if token is not None else ""
+        if cookie is not None:
+            auth += f"Cookie: {cookie}\r\n"
         self.sock.sendall(
             (
                 f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                 f"Sec-WebSocket-Version: 13\r\nOrigin: http://127.0.0.1:{port}\r\n"
-                f"Authorization: Token {token}\r\n\r\n"
+                f"{auth}\r\n"
             ).encode()
         )
         head = b""
@@ -42,6 +53,7 @@ class Client:
         self.sock.settimeout(None)  # the reader thread blocks until a frame or close
         self.frames: list[tuple[float, dict[str, Any]]] = []  # (received at, frame)
         self.error: BaseException | None = None
+        self._taken = 0  # frames already returned by next()
         self._send_lock = threading.Lock()
         self._thread = threading.Thread(target=self._reader, name="ws-reader", daemon=True)
         self._thread.start()
@@ -84,6 +96,7 @@ class Client:
                 data = self._read(n)
                 opcode = first & 0x0F
                 if opcode == 0x8:
+                    self.error = ConnectionError(f"closed by the server: {data!r}")
                     return
                 if opcode == 0x9:
                     self._send(0xA, data)  # answer the server's keep-alive ping
@@ -106,6 +119,24 @@ class Client:
                 raise ConnectionError(f"websocket reader stopped: {self.error!r}")
             time.sleep(0.02)
         raise TimeoutError(f"no {kind} frame within {timeout} s")
+
+    def next(self, kind: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
+        """The next frame not returned yet (skipping those of other types, if kind is given).
+
+        Raises ConnectionError once the connection is gone and every frame was taken.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            while self._taken < len(self.frames):
+                frame = self.frames[self._taken][1]
+                self._taken += 1
+                if kind is None or frame.get("type") == kind:
+                    return frame
+            if self.error is not None:
+                raise ConnectionError(f"websocket reader stopped: {self.error!r}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {kind or 'new'} frame within {timeout} s")
+            time.sleep(0.01)
 
     def close(self) -> None:
         try:

@@ -8,11 +8,8 @@ the server is down. test_browser.py covers a clean stop and restart.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -25,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from bench._ws import Client
 from tests.conftest import ROOT, free_port
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, STATUS_LIVE, TOKEN, Server, _require_browser
 from tests.test_dashboard_support import story
@@ -98,79 +96,6 @@ def get(server: Server, path: str, cookie: str) -> int:
         conn.close()
 
 
-class Socket:
-    """A minimal RFC 6455 client, enough to speak to the dashboard like the page does."""
-
-    def __init__(self, port: int, cookie: str) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                f"GET /ws/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                f"Sec-WebSocket-Version: 13\r\nOrigin: http://127.0.0.1:{port}\r\n"
-                f"Cookie: {cookie}\r\n\r\n"
-            ).encode()
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = self.sock.recv(4096)
-            assert chunk, f"closed during the handshake: {head!r}"
-            head += chunk
-        assert head.startswith(b"HTTP/1.1 101"), head
-        self.buffer = head.split(b"\r\n\r\n", 1)[1]
-
-    def _read(self, n: int) -> bytes:
-        while len(self.buffer) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("the server went away")
-            self.buffer += chunk
-        out, self.buffer = self.buffer[:n], self.buffer[n:]
-        return out
-
-    def _send(self, opcode: int, data: bytes) -> None:
-        mask = os.urandom(4)
-        n = len(data)
-        size = bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack("!H", n)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-        self.sock.sendall(bytes([0x80 | opcode]) + size + mask + masked)
-
-    def send(self, message: dict[str, Any]) -> None:
-        self._send(0x1, json.dumps(message).encode())
-
-    def receive(self) -> dict[str, Any]:
-        message = b""
-        while True:
-            first, second = self._read(2)
-            n = second & 0x7F
-            if n == 126:
-                n = struct.unpack("!H", self._read(2))[0]
-            elif n == 127:
-                n = struct.unpack("!Q", self._read(8))[0]
-            data = self._read(n)
-            opcode = first & 0x0F
-            if opcode == 0x8:
-                raise ConnectionError(f"closed by the server: {data!r}")
-            if opcode == 0x9:
-                self._send(0xA, data)  # answer the server's keep-alive ping
-                continue
-            message += data
-            if first & 0x80 and opcode in (0x0, 0x1):
-                return json.loads(message)
-
-    def receive_type(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            frame = self.receive()
-            if frame["type"] == kind:
-                return frame
-        raise AssertionError(f"no {kind} frame within {timeout} s")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 class Poller(threading.Thread):
     """Asks for the header partial every 50 ms, with the session cookie, until stopped."""
 
@@ -192,16 +117,16 @@ class Poller(threading.Thread):
 def test_a_client_catches_up_on_what_was_written_while_the_server_was_down(dashboard):
     server = dashboard
     cookie = login(server)
-    ws = Socket(server.port, cookie)
-    assert ws.receive_type("hello")["last_id"] == 7
+    ws = Client(server.port, cookie=cookie)
+    assert ws.next("hello")["last_id"] == 7
     live_ids = write_elsewhere(server.store, 3, "jobs/before.py:1 in run")
-    batch = ws.receive_type("batch")
+    batch = ws.next("batch")
     assert (batch["first_id"], batch["last_id"], batch["count"]) == (8, 10, 3)
     last_seen = batch["last_id"]
 
     kill9(server)
     with pytest.raises(ConnectionError):
-        ws.receive()  # the socket died with the server
+        ws.next()  # the socket died with the server
     ws.close()
     down_ids = write_elsewhere(server.store, 5, DOWN_SITE)
     assert down_ids == list(range(live_ids[-1] + 1, live_ids[-1] + 6))
@@ -209,12 +134,12 @@ def test_a_client_catches_up_on_what_was_written_while_the_server_was_down(dashb
     server.wait_ready()
 
     # Reconnect as lockwatch.js does: the login survives; hello with after = the last id seen.
-    ws = Socket(server.port, cookie)
+    ws = Client(server.port, cookie=cookie)
     try:
-        hello = ws.receive_type("hello")
+        hello = ws.next("hello")
         assert hello["last_id"] == down_ids[-1]
         ws.send({"type": "hello", "after": last_seen})
-        catch_up = ws.receive_type("batch")
+        catch_up = ws.next("batch")
         assert catch_up["catch_up"] is True
         assert (catch_up["first_id"], catch_up["last_id"]) == (down_ids[0], down_ids[-1])
         assert catch_up["count"] == len(down_ids) and catch_up["busy"] == {"timeout": 5}
@@ -222,7 +147,7 @@ def test_a_client_catches_up_on_what_was_written_while_the_server_was_down(dashb
         assert {e["call_site"] for e in catch_up["events"]} == {DOWN_SITE}
         # And it is live again: a new event arrives as a normal batch.
         (after_id,) = write_elsewhere(server.store, 1, "jobs/after.py:1 in run")
-        batch = ws.receive_type("batch")
+        batch = ws.next("batch")
         assert batch["last_id"] == after_id and "catch_up" not in batch
     finally:
         ws.close()
