@@ -130,6 +130,9 @@ class LayerPublisher:
         self.alias = alias
         self.counters = counters
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(self.QUEUE)
+        # The batch being sent; whoever takes it (sender or close) accounts for it.
+        self._sending: dict[str, Any] | None = None
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="lockwatch-live", daemon=True)
         self._thread.start()
 
@@ -150,13 +153,37 @@ class LayerPublisher:
             self.counters.log_once("live publish", why)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Send what is queued (at exit: a short command's last batch), within ``timeout``."""
+        """Send what is queued (at exit: a short command's last batch), within ``timeout``.
+
+        What is still unsent when time is up counts as missed, the batch being
+        sent included: nothing confirms it arrived.
+        """
         deadline = time.monotonic() + timeout
         try:
             self._queue.put(None, timeout=timeout)
         except queue.Full:
-            return
+            pass
         self._thread.join(max(deadline - time.monotonic(), 0.0))
+        if not self._thread.is_alive():
+            return
+        with self._lock:
+            unsent, self._sending = [self._sending], None
+        while True:
+            try:
+                unsent.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        self._queue.put_nowait(None)  # the sender stops once its send returns
+        for message in unsent:
+            if message is not None:
+                self._missed(message, "not sent before exit")
+
+    def _take(self, message: dict[str, Any]) -> bool:
+        """True if ``message`` was still ours to account for (close did not take it)."""
+        with self._lock:
+            mine = self._sending is message
+            self._sending = None
+        return mine
 
     def _run(self) -> None:
         from channels.layers import get_channel_layer
@@ -168,12 +195,15 @@ class LayerPublisher:
                 message = self._queue.get()
                 if message is None:
                     return
+                self._sending = message
                 try:
                     loop.run_until_complete(
                         asyncio.wait_for(layer.group_send(TARGETS_GROUP, message), self.TIMEOUT)
                     )
+                    self._take(message)
                 except Exception as exc:  # Redis down, slow or refusing
-                    self._missed(message, exc)
+                    if self._take(message):
+                        self._missed(message, exc)
         except Exception as exc:
             self.counters.live_errors += 1
             self.counters.log_once("live publisher", exc)
