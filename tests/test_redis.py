@@ -61,7 +61,8 @@ def test_target_batches_arrive_through_redis(lw, tmp_path, redis):
         await asyncio.sleep(0.5)
         ready = tmp_path / "ready"
         holder = subprocess.Popen(
-            [sys.executable, str(MANAGE), "hold_lock", "--seconds", "1.0",
+            # Long enough for the waiter's Django to start on a loaded machine.
+            [sys.executable, str(MANAGE), "hold_lock", "--seconds", "4.0",
              "--ready-file", str(ready)], cwd=ROOT, env=env,
         )  # fmt: skip
         while not ready.exists():
