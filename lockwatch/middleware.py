@@ -34,7 +34,8 @@ def _dashboard_prefix() -> str | None:
 
 
 def _context(request: HttpRequest) -> Context:
-    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex[:16]
+    # META, not request.headers: that builds every header's name once per request.
+    request_id = request.META.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex[:16]
     prefix = _dashboard_prefix()
     return Context(
         quiet=bool(prefix) and request.path.startswith(prefix),  # lockwatch's own requests

@@ -7,6 +7,7 @@ so ``_commit``, ``_rollback`` and ``close`` are hooked here too. Savepoints and
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -18,8 +19,11 @@ from ..rawsqlite import suppressed
 
 
 class LockwatchCursor(SQLiteCursorWrapper):
-    """Each connection gets a subclass with its probe as a class attribute, so
-    making a cursor (once per query in Django) costs nothing extra."""
+    """Django's cursor, with its connection's probe set on each instance.
+
+    (A subclass per connection would save that one attribute per cursor, but
+    costs more than it saves: Django opens a connection per request by default.)
+    """
 
     _lockwatch: Probe | None = None
 
@@ -36,6 +40,7 @@ class LockwatchCursor(SQLiteCursorWrapper):
         return probe.run(super().executemany, query, param_list, many=True)
 
 
+@functools.lru_cache(maxsize=64)
 def _db_path(name: Any) -> str:
     text = os.fspath(name)
     if text.startswith("file:"):
@@ -53,22 +58,17 @@ class LockwatchWrapperMixin:
     settings_dict: Mapping[str, Any]
 
     _lockwatch: Probe | None = None
-    _cursor_class: type = LockwatchCursor
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         with suppressed():  # this backend instruments it; instrument_sqlite3 must not
             conn = super().get_new_connection(conn_params)  # type: ignore[misc]
-        probe = attach(conn, self.alias, _db_path(self.settings_dict["NAME"]))
-        self._lockwatch = probe
-        self._cursor_class = (
-            LockwatchCursor
-            if probe is None
-            else type("LockwatchCursor", (LockwatchCursor,), {"_lockwatch": probe})
-        )
+        self._lockwatch = attach(conn, self.alias, _db_path(self.settings_dict["NAME"]))
         return conn
 
     def create_cursor(self, name: str | None = None) -> Any:
-        return self.connection.cursor(factory=self._cursor_class)
+        cursor = self.connection.cursor(factory=LockwatchCursor)
+        cursor._lockwatch = self._lockwatch
+        return cursor
 
     def _commit(self) -> None:
         probe = self._lockwatch
