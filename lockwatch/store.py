@@ -16,10 +16,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import events
+from . import events, rollup
 from .rawsqlite import original_connect
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _EVENT_COLUMNS = [c for c in events.COLUMNS if c.name != "id"]
 
@@ -89,6 +89,9 @@ MIGRATIONS: dict[int, list[str]] = {
         f"CREATE INDEX IF NOT EXISTS events_autocommit_end ON events (db, {_AUTOCOMMIT_END})"
         " WHERE kind = 'query' AND hold_ms IS NOT NULL",
     ],
+    # Long windows: hold and duration histograms per minute and hour (lockwatch.rollup),
+    # filled from the events already stored; waits and busy errors by their blocker.
+    5: [*rollup.SCHEMA, *rollup.BACKFILL, rollup.WAITS_INDEX],
 }
 
 
@@ -280,6 +283,7 @@ class Writer:
             for kind, run in by_kind.items():
                 insert, values = _BY_KIND[kind]
                 conn.executemany(insert, [values(row) for row in run])
+            rollup.apply(conn, rows)  # same transaction: the rollup never disagrees
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -362,7 +366,7 @@ class Writer:
         names = [c.name for c in _EVENT_COLUMNS]
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            reaped = 0
+            reaped: list[dict[str, Any]] = []
             for r in dead:
                 cur = self.conn.execute(
                     "UPDATE holds SET end_ts = ?, \"end\" = 'abandoned'"
@@ -371,7 +375,6 @@ class Writer:
                 )
                 if not cur.rowcount:
                     continue  # another process reaped it first
-                reaped += 1
                 row = events.row(
                     kind="transaction", ts=r["lock_ts"], end="abandoned", db=r["db"],
                     pid=r["pid"], conn_id=r["conn_id"], thread=r["thread"],
@@ -382,12 +385,14 @@ class Writer:
                     duration_ms=round((now - r["lock_ts"]) * 1000.0, 3),
                 )  # fmt: skip
                 self.conn.execute(_INSERT_EVENT, [row[n] for n in names])
+                reaped.append(row)
+            rollup.apply(self.conn, reaped)
             self.conn.execute("COMMIT")
         except BaseException:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise
-        return reaped
+        return len(reaped)
 
     def report(self, pid: int, started: float, program: str, mode: str, figures: dict) -> None:
         self.conn.execute(
@@ -424,11 +429,23 @@ class Writer:
         return removed
 
     def _delete_batch(self, where: str, args: tuple[Any, ...], batch: int) -> int:
-        cur = self.conn.execute(
-            f"DELETE FROM events WHERE id IN (SELECT id FROM events WHERE {where} LIMIT ?)",
-            (*args, batch),
-        )
-        return cur.rowcount
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # The rows themselves, so the rollup loses exactly what the events lose.
+            rows = conn.execute(
+                "SELECT id, kind, ts, hold_ms, duration_ms, lock_call_site, call_site"
+                f" FROM events WHERE {where} LIMIT ?",
+                (*args, batch),
+            ).fetchall()
+            rollup.apply(conn, rows, sign=-1)
+            conn.executemany("DELETE FROM events WHERE id = ?", [(r[0],) for r in rows])
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return len(rows)
 
 
 def _overlap(hold: sqlite3.Row, p: Pending) -> float:
