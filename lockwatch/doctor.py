@@ -3,19 +3,28 @@
 Every number in a finding is computed from the store's events. Findings are
 ranked by impact: an estimate of the time the app lost (failed requests count
 as the time they waited, plus a second each for the retry a user makes).
+
+Over a window whose events span more than an hour, hold times come from the
+store's rollup (``lockwatch.rollup``): counts and totals exact, a p95 hold
+estimated within its 1-2-5 bin and shown with "≈". LONG_HOLD_P95_MS is a bin
+edge, so whether a p95 reaches it is still decided exactly.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import rollup
 
 FAILED_REQUEST_COST_MS = 1000.0
 # Waits below these are the normal hand-off of a busy but healthy database.
 HIDDEN_WAIT_TOTAL_MS = 1000.0
 HIDDEN_WAIT_P95_MS = 100.0
 LONG_HOLD_P95_MS = 1000.0
+_WAITS = rollup.WAITS  # waits and busy errors: their covering index's own WHERE
 
 
 @dataclass(frozen=True)
@@ -32,20 +41,47 @@ class Finding:
         return f"{self.title}: {self.change}"
 
 
+def _rank(count: int) -> int:
+    """The (1-based) rank the doctor's p95 takes among count values."""
+    return min(count - 1, int(round(0.95 * (count - 1)))) + 1
+
+
 def _p95(values: list[float]) -> float:
     if not values:
         return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return sorted(values)[_rank(len(values)) - 1]
 
 
 def _seconds(ms: float) -> str:
     return f"{ms / 1000.0:.1f} s" if ms >= 1000 else f"{ms:.0f} ms"
 
 
+@dataclass(frozen=True)
+class _Times:
+    """One call site's hold (or wait) times in the window."""
+
+    count: int = 0
+    total_ms: float = 0.0
+    p95_ms: float = 0.0
+    estimated: bool = False  # p95 from a 1-2-5 histogram (a window over an hour)
+
+    @classmethod
+    def exact(cls, values: list[float]) -> _Times:
+        return cls(len(values), sum(values), _p95(values))
+
+    @classmethod
+    def binned(cls, hist: rollup.Hist) -> _Times:
+        return cls(hist.count, hist.sum_ms, hist.quantile(_rank(hist.count)) or 0.0, True)
+
+    def p95(self) -> str:
+        """The p95 as text; "≈" marks an estimate."""
+        return f"{'≈ ' if self.estimated else ''}{_seconds(self.p95_ms)}"
+
+
 class _Evidence:
     def __init__(self, conn: sqlite3.Connection, since: float | None, until: float | None) -> None:
         self.conn = conn
+        self.since, self.until = since, until
         clauses, args = [], []
         if since is not None:
             clauses.append("ts >= ?")
@@ -55,24 +91,69 @@ class _Evidence:
             args.append(until)
         self.where = (" AND " + " AND ".join(clauses)) if clauses else ""
         self.args = args
-        self._holds: dict[str, list[float]] | None = None
+        self._long: tuple[float, float] | None = None
+        self._long_known = False
+        self._holds: tuple[dict[str, _Times], dict[str, _Times]] | None = None
 
     def all(self, sql: str, *lead: Any) -> list[sqlite3.Row]:
         """Rows of ``sql``; its ``{w}`` takes the time window, after the ``lead`` args."""
         return self.conn.execute(sql.format(w=self.where), (*lead, *self.args)).fetchall()
 
-    def holds_p95(self, call_site: str) -> float:
+    def tuples(self, sql: str, *lead: Any) -> list[tuple[Any, ...]]:
+        """As ``all``, as plain tuples: for many rows, a Row each costs twice the time."""
+        cur = self.conn.cursor()
+        cur.row_factory = None
+        return cur.execute(sql.format(w=self.where), (*lead, *self.args)).fetchall()
+
+    def long(self) -> tuple[float, float] | None:
+        """The window's first and last event when they span over an hour (p95s are then
+        estimated from histograms), else None (everything exact, from the events)."""
+        if not self._long_known:
+            self._long = rollup.long_window(self.conn, self.since, self.until)
+            self._long_known = True
+        return self._long
+
+    def holds(self, transactions_only: bool = False) -> dict[str, _Times]:
+        """Per call site where the lock was taken (as a blocker is named): every hold
+        (transactions and autocommit writes), or the transactions' only."""
         if self._holds is None:
-            # One pass over the window for every call site, not one scan per site.
-            self._holds = {}
-            for r in self.all(
-                "SELECT lock_call_site, call_site, hold_ms FROM events"
-                " WHERE kind IN ('transaction', 'query') AND hold_ms IS NOT NULL{w}"
-            ):
-                sites = {r["lock_call_site"], r["call_site"]} - {None}
-                for site in sites:
-                    self._holds.setdefault(site, []).append(r["hold_ms"])
-        return _p95(self._holds.get(call_site, []))
+            long = self.long()
+            self._holds = self._exact_holds() if long is None else self._rollup_holds(long)
+        return self._holds[transactions_only]
+
+    def _exact_holds(self) -> tuple[dict[str, _Times], dict[str, _Times]]:
+        # One pass over the window for every call site, not one scan per site.
+        every: dict[str, list[float]] = {}
+        txn: dict[str, list[float]] = {}
+        for is_txn, site, ms in self.tuples(
+            f"SELECT kind = 'transaction', {rollup.HOLD_SITE}, hold_ms FROM events"
+            " WHERE kind IN ('transaction', 'query') AND hold_ms IS NOT NULL{w}"
+        ):
+            every.setdefault(site or "unknown", []).append(ms)
+            if is_txn:
+                txn.setdefault(site or "unknown", []).append(ms)
+
+        def summary(by_site: dict[str, list[float]]) -> dict[str, _Times]:
+            return {site: _Times.exact(v) for site, v in by_site.items()}
+
+        return summary(every), summary(txn)
+
+    def _rollup_holds(
+        self, long: tuple[float, float]
+    ) -> tuple[dict[str, _Times], dict[str, _Times]]:
+        every: dict[str, rollup.Hist] = {}
+        txn: dict[str, rollup.Hist] = {}
+        for (series, site), hist in rollup.histograms(
+            self.conn, *long, (rollup.TXN, rollup.WRITE)
+        ).items():
+            every.setdefault(site or "unknown", rollup.Hist()).add(hist)
+            if series == rollup.TXN:
+                txn.setdefault(site or "unknown", rollup.Hist()).add(hist)
+
+        def summary(by_site: dict[str, rollup.Hist]) -> dict[str, _Times]:
+            return {site: _Times.binned(h) for site, h in by_site.items()}
+
+        return summary(every), summary(txn)
 
 
 def findings(
@@ -95,7 +176,7 @@ def findings(
 def _by_call_site(ev: _Evidence, classification: str, evidence: str, change: str) -> list[Finding]:
     out = []
     for r in ev.all(
-        "SELECT call_site, count(*) AS n FROM events WHERE kind = 'busy'"
+        f"SELECT call_site, count(*) AS n FROM events WHERE {_WAITS} AND kind = 'busy'"
         " AND classification = ?{w} GROUP BY call_site ORDER BY n DESC",
         classification,
     ):
@@ -127,7 +208,7 @@ def _upgrades(ev: _Evidence) -> list[Finding]:
 def _timeouts(ev: _Evidence) -> list[Finding]:
     rows = ev.all(
         "SELECT blocker_call_site, count(*) AS n, sum(wait_ms) AS waited FROM events"
-        " WHERE kind = 'busy' AND classification = 'timeout'{w}"
+        f" WHERE {_WAITS} AND kind = 'busy' AND classification = 'timeout'{{w}}"
         " GROUP BY blocker_call_site ORDER BY n DESC"
     )
     total = sum(r["n"] for r in rows)
@@ -150,13 +231,14 @@ def _timeouts(ev: _Evidence) -> list[Finding]:
             )
         ]
     site = top["blocker_call_site"]
-    p95 = ev.holds_p95(site)
+    holds = ev.holds().get(site, _Times())
+    p95 = holds.p95_ms
     return [
         Finding(
             code="timeout",
             title=(
                 f"{total} `timeout` busy errors, {top['n']} of them blocked by `{site}`, "
-                f"which holds the write lock for p95 {_seconds(p95)}"
+                f"which holds the write lock for p95 {holds.p95()}"
             ),
             evidence=f"they waited {_seconds(waited)} in total before giving up",
             change=(
@@ -165,7 +247,12 @@ def _timeouts(ev: _Evidence) -> list[Finding]:
             ),
             impact_ms=waited + total * FAILED_REQUEST_COST_MS,
             call_site=site,
-            figures={"busy": total, "blocked_by_top": top["n"], "p95_hold_ms": p95},
+            figures={
+                "busy": total,
+                "blocked_by_top": top["n"],
+                "p95_hold_ms": p95,
+                "p95_estimated": holds.estimated,
+            },
         )
     ]
 
@@ -183,7 +270,7 @@ def _snapshots(ev: _Evidence) -> list[Finding]:
 def _commit_waits(ev: _Evidence) -> list[Finding]:
     (r,) = ev.all(
         "SELECT count(*) AS n, coalesce(sum(wait_ms), 0) AS waited FROM events"
-        " WHERE kind = 'wait' AND stmt_class = 'commit'{w}"
+        f" WHERE {_WAITS} AND kind = 'wait' AND stmt_class = 'commit'{{w}}"
     )
     if not r["n"] or r["waited"] < HIDDEN_WAIT_P95_MS:
         return []
@@ -204,8 +291,8 @@ def _commit_waits(ev: _Evidence) -> list[Finding]:
 
 def _locked(ev: _Evidence) -> list[Finding]:
     (r,) = ev.all(
-        "SELECT count(*) AS n, max(call_site) AS site FROM events WHERE kind = 'busy'"
-        " AND classification = 'locked'{w}"
+        f"SELECT count(*) AS n, max(call_site) AS site FROM events WHERE {_WAITS}"
+        " AND kind = 'busy' AND classification = 'locked'{w}"
     )
     if not r["n"]:
         return []
@@ -223,30 +310,36 @@ def _locked(ev: _Evidence) -> list[Finding]:
 
 
 def _hidden_waits(ev: _Evidence) -> list[Finding]:
-    rows = ev.all(
-        "SELECT blocker_call_site AS site, wait_ms FROM events WHERE kind = 'wait'"
-        " AND outcome = 'acquired' AND stmt_class != 'commit'{w}"
-    )
-    by_site: dict[str, list[float]] = {}
-    for r in rows:
-        by_site.setdefault(r["site"] or "unknown", []).append(r["wait_ms"] or 0.0)
+    # Exact at any window: waits are a small share of the events, read index-only
+    # (rollup.WAITS) as plain tuples; measured, that is cheaper than binning them in
+    # a GROUP BY (which sorts every row).
+    values: defaultdict[str, list[float]] = defaultdict(list)
+    for site, ms in ev.tuples(
+        "SELECT blocker_call_site, COALESCE(wait_ms, 0) FROM events"
+        f" WHERE {_WAITS} AND kind = 'wait' AND outcome = 'acquired'"
+        " AND stmt_class != 'commit'{w}"
+    ):
+        values[site or "unknown"].append(ms)
     out = []
-    for site, waits in by_site.items():
-        total = sum(waits)
-        if total < HIDDEN_WAIT_TOTAL_MS and _p95(waits) < HIDDEN_WAIT_P95_MS:
+    for site, times in values.items():
+        waits = _Times.exact(times)
+        total = waits.total_ms
+        if total < HIDDEN_WAIT_TOTAL_MS and waits.p95_ms < HIDDEN_WAIT_P95_MS:
             continue
-        blocker, figures = "", {"waits": len(waits), "waited_ms": total}
+        blocker, figures = "", {"waits": waits.count, "waited_ms": total}
         if site != "unknown":
-            figures["p95_hold_ms"] = ev.holds_p95(site)
-            blocker = f", behind `{site}` (p95 hold {_seconds(figures['p95_hold_ms'])})"
+            holds = ev.holds().get(site, _Times())
+            figures["p95_hold_ms"] = holds.p95_ms
+            figures["p95_estimated"] = holds.estimated
+            blocker = f", behind `{site}` (p95 hold {holds.p95()})"
         out.append(
             Finding(
                 code="hidden-waits",
                 title=(
-                    f"{len(waits)} statements waited {_seconds(total)} in total "
+                    f"{waits.count} statements waited {_seconds(total)} in total "
                     f"for the lock{blocker}"
                 ),
-                evidence=f"no error was raised, but p95 wait was {_seconds(_p95(waits))}",
+                evidence=f"no error was raised, but p95 wait was {waits.p95()}",
                 change=(
                     "keep write transactions short: take the lock late (write last), and move "
                     "slow work out of atomic()"
@@ -260,27 +353,23 @@ def _hidden_waits(ev: _Evidence) -> list[Finding]:
 
 
 def _long_holds(ev: _Evidence, seen: set[str | None]) -> list[Finding]:
-    rows = ev.all(
-        "SELECT coalesce(lock_call_site, call_site) AS site, hold_ms FROM events"
-        " WHERE kind = 'transaction' AND hold_ms IS NOT NULL{w}"
-    )
-    by_site: dict[str, list[float]] = {}
-    for r in rows:
-        by_site.setdefault(r["site"] or "unknown", []).append(r["hold_ms"])
     out = []
-    for site, holds in by_site.items():
-        p95 = _p95(holds)
-        if p95 < LONG_HOLD_P95_MS or site in seen:
+    for site, holds in ev.holds(transactions_only=True).items():
+        if holds.p95_ms < LONG_HOLD_P95_MS or site in seen:
             continue
         out.append(
             Finding(
                 code="long-hold",
-                title=f"`{site}` holds the write lock for p95 {_seconds(p95)}",
-                evidence=f"{len(holds)} transactions held it {_seconds(sum(holds))} in total",
+                title=f"`{site}` holds the write lock for p95 {holds.p95()}",
+                evidence=f"{holds.count} transactions held it {_seconds(holds.total_ms)} in total",
                 change="every other writer waits meanwhile: commit in smaller batches",
-                impact_ms=sum(holds) / 10.0,
+                impact_ms=holds.total_ms / 10.0,
                 call_site=site,
-                figures={"transactions": len(holds), "p95_hold_ms": p95},
+                figures={
+                    "transactions": holds.count,
+                    "p95_hold_ms": holds.p95_ms,
+                    "p95_estimated": holds.estimated,
+                },
             )
         )
     return out

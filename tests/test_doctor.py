@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import random
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +17,7 @@ from django.core import checks
 from django.db import OperationalError, transaction
 from django.test import override_settings
 
-from lockwatch import doctor
+from lockwatch import doctor, events, rollup, store
 from tests.conftest import ROOT, line_of, run_threads
 from tests.project.shop.models import Item
 from tests.scenarios import commit_behind_reader, hold_then_write
@@ -181,3 +184,82 @@ def test_unwritable_store_is_an_error(tmp_path):
     with override_settings(LOCKWATCH={"STORE": str(blocker / "store.sqlite3")}):
         ids = {m.id for m in checks.run_checks(tags=["lockwatch"])}
     assert "lockwatch.E005" in ids
+
+
+def _long_store(path, now: float) -> None:
+    """Three hours of transactions around the 1 s long-hold line, waits and timeouts."""
+    rng = random.Random(5)
+    medians = {"app/a.py:1 in a": 300.0, "app/b.py:2 in b": 700.0, "app/c.py:3 in c": 1300.0}
+    constant = {"app/edge.py:4 in e": 1000.0, "app/under.py:5 in u": 999.99}
+    rows = []
+    for i in range(3000):
+        ts = now - 3 * 3600 + i * 3.6 + rng.random()
+        site = rng.choice([*medians, *constant])
+        hold = constant.get(site) or round(rng.lognormvariate(math.log(medians[site]), 0.6), 3)
+        rows.append(
+            events.row(kind="transaction", ts=ts, hold_ms=hold, duration_ms=hold + 1.0,
+                       call_site=site, lock_call_site=site, pid=1)
+        )  # fmt: skip
+        if i % 3 == 0:  # autocommit writes hold the lock too, but are no transactions
+            rows.append(
+                events.row(kind="query", ts=ts, hold_ms=5.0, duration_ms=5.0, pid=1,
+                           stmt_class="write", call_site=rng.choice([*medians, *constant]))
+            )  # fmt: skip
+        if i % 5 == 0:
+            wait = round(rng.lognormvariate(math.log(60.0), 1.0), 3)
+            rows.append(
+                events.row(kind="wait", ts=ts, wait_ms=wait, duration_ms=wait, pid=2,
+                           outcome="acquired", stmt_class="write", call_site="app/w.py:9 in w",
+                           blocker_call_site=rng.choice(list(medians)))
+            )  # fmt: skip
+        if i % 50 == 0:
+            rows.append(
+                events.row(kind="busy", ts=ts, classification="timeout", wait_ms=5000.0,
+                           pid=2, call_site="app/w.py:9 in w",
+                           blocker_call_site="app/c.py:3 in c")
+            )  # fmt: skip
+    writer = store.Writer(path)
+    writer.write(rows, [], [], pending_kinds=frozenset())
+    writer.close()
+
+
+def test_a_long_window_estimates_p95s_and_decides_exactly(tmp_path):
+    now = time.time()
+    path = tmp_path / "long.sqlite3"
+    _long_store(path, now)
+    # The same events without a rollup: the doctor reads them all, exactly.
+    exact_path = tmp_path / "exact.sqlite3"
+    shutil.copy(path, exact_path)
+    with sqlite3.connect(exact_path) as raw:
+        raw.execute("DROP TABLE rollup")
+    since, until = now - 3 * 3600 + 17.3, now - 12.7  # mid-minute edges
+    got = doctor.findings(sqlite3.connect(path), since, until)
+    exact = doctor.findings(sqlite3.connect(exact_path), since, until)
+
+    def key(f: doctor.Finding) -> tuple:
+        return (f.code, f.call_site)
+
+    assert sorted(map(key, got)) == sorted(map(key, exact))
+    long_holds = {f.call_site for f in got if f.code == "long-hold"}
+    # p95 >= 1 s exactly: the site that holds 1000 ms is in, 999.99 ms is not.
+    assert "app/edge.py:4 in e" in long_holds and "app/under.py:5 in u" not in long_holds
+    assert {f.code for f in got} >= {"timeout", "hidden-waits", "long-hold"}
+    by_key = {key(f): f for f in exact}
+    for f in got:
+        e = by_key[key(f)]
+        assert f.impact_ms == pytest.approx(e.impact_ms)
+        for name, value in e.figures.items():
+            if name == "p95_hold_ms":  # estimated in its 1-2-5 bin
+                assert rollup.bin_of(f.figures[name]) == rollup.bin_of(value)
+                assert f.figures["p95_estimated"] and not e.figures["p95_estimated"]
+                assert "≈ " in f.title and "≈" not in e.title
+            elif name != "p95_estimated":
+                assert f.figures[name] == pytest.approx(value), name
+        if f.code == "hidden-waits":
+            assert f.evidence == e.evidence  # the wait p95 stays exact
+    # The window's edges matter: a minute less at each end changes the counts.
+    inner = doctor.findings(sqlite3.connect(path), since + 60, until - 60)
+    inner_exact = doctor.findings(sqlite3.connect(exact_path), since + 60, until - 60)
+    assert [f.figures.get("transactions") for f in sorted(inner, key=key)] == [
+        f.figures.get("transactions") for f in sorted(inner_exact, key=key)
+    ]

@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lockwatch import doctor, events, rollup, store
+from lockwatch.dashboard import queries
 
 EDGES = rollup.EDGES
 SITES = ["shop/views.py:10 in checkout", "shop/tasks.py:7 in sync", "", None]
@@ -161,6 +162,7 @@ def test_the_doctors_thresholds_are_bin_edges():
     # So "p95 >= threshold" is decided from counts alone, exactly.
     for threshold in (doctor.LONG_HOLD_P95_MS, doctor.HIDDEN_WAIT_P95_MS):
         assert threshold in EDGES
+    assert queries.EDGES is rollup.EDGES
 
 
 # -- the table agrees with the events -------------------------------------------------
@@ -318,3 +320,72 @@ def test_quantile_estimate_is_in_the_bin_of_the_exact_value(values, data):
     if len(same_bin) == 1:  # alone in its bin: exact
         assert estimate == pytest.approx(exact, rel=1e-9, abs=1e-12)
     assert hist.quantile(len(values) + 1) is None
+
+
+# -- the dashboard over a long window ---------------------------------------------------
+
+
+def nearest_rank_p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(math.ceil(0.95 * len(ordered)), 1) - 1]
+
+
+def test_call_sites_and_durations_over_a_long_window_match_the_events(long_store):
+    path, now = long_store
+    conn = store.connect(path, readonly=True)
+    for since, until in [(now - 4 * 3600 - 17.25, now - 29.5), (now - 86400, now)]:
+        holds: dict[str, list[float]] = defaultdict(list)
+        durations = [0] * rollup.BINS
+        hold_bins = [0] * rollup.BINS
+        for row in all_events(conn):
+            if not since <= row["ts"] <= until:
+                continue
+            if row["kind"] in ("transaction", "query") and row["hold_ms"] is not None:
+                holds[hold_site(row) or events.UNKNOWN].append(row["hold_ms"])
+                hold_bins[ref_bin(row["hold_ms"])] += 1
+            if row["kind"] == "transaction" and row["duration_ms"] is not None:
+                durations[ref_bin(row["duration_ms"])] += 1
+        sites = {cs.site: cs for cs in queries.call_sites(conn, since, until, limit=100)}
+        assert {s for s, cs in sites.items() if cs.holds} == set(holds)
+        for site, values in holds.items():
+            cs = sites[site]
+            assert cs.p95_estimated
+            assert cs.holds == len(values)
+            assert cs.hold_ms == pytest.approx(sum(values), rel=1e-9, abs=1e-6)
+            assert ref_bin(cs.p95_hold_ms) == ref_bin(nearest_rank_p95(values))
+        hist = queries.durations(conn, since, until)
+        assert (hist.durations, hist.holds) == (durations, hold_bins)
+    # An hour or less: every figure straight from the events, the p95 exact.
+    since, until = now - 1800.5, now
+    values = [
+        r["hold_ms"]
+        for r in all_events(conn)
+        if since <= r["ts"] <= until
+        and r["kind"] in ("transaction", "query")
+        and r["hold_ms"] is not None
+        and hold_site(r) == SITES[0]
+    ]
+    (cs,) = [c for c in queries.call_sites(conn, since, until, limit=100) if c.site == SITES[0]]
+    assert not cs.p95_estimated
+    assert (cs.holds, cs.p95_hold_ms) == (len(values), nearest_rank_p95(values))
+    conn.close()
+
+
+def test_timeline_keeps_the_longest_holds(long_store):
+    path, now = long_store
+    conn = store.connect(path, readonly=True)
+    since, until = now - 4 * 3600, now
+    longest = sorted(
+        (
+            r["hold_ms"]
+            for r in all_events(conn)
+            if since <= r["ts"] <= until
+            and r["kind"] in ("transaction", "query")
+            and r["hold_ms"] is not None
+        ),
+        reverse=True,
+    )[:50]
+    tl = queries.timeline(conn, since, until, max_holds=50)
+    assert [h["hold_ms"] for h in tl.holds] == longest
+    assert tl.holds_cut
+    conn.close()

@@ -3,7 +3,9 @@
 Every function takes a read-only ``sqlite3.Connection`` and a time range, and
 returns plain Python data (no plotly, no Django). Each query is bounded by the
 ``events(kind, ts)`` or ``events(ts)`` index, and heavy results are cut to a
-fixed size here, so a page stays fast on a store of a million events.
+fixed size here, so a page stays fast on a store of a million events. Hold and
+duration histograms over windows longer than an hour come from the store's rollup
+(``lockwatch.rollup``): counts and totals exact, a p95 estimated within its bin.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import events
+from .. import events, rollup
 from ..filters import Filters
 from ..live import PAYLOAD, payload
 
@@ -31,7 +33,7 @@ assert not _missing, f"not event columns: {_missing}"
 
 _COLS = ", ".join(f'"{name}"' for name in PAYLOAD)
 # Where a hold's lock was taken: a transaction's first write, or the autocommit write itself.
-HOLD_SITE = "COALESCE(lock_call_site, call_site)"
+HOLD_SITE = rollup.HOLD_SITE
 HOLD_START = "COALESCE(lock_ts, ts + COALESCE(wait_ms, 0) / 1000.0)"
 HOLD_KINDS = "kind IN ('transaction', 'query') AND hold_ms IS NOT NULL"
 
@@ -187,15 +189,8 @@ def wait_percentiles(
 
 # -- durations -------------------------------------------------------------------
 
-# 1-2-5 edges in ms, from 10 µs to 10 minutes: fixed, so the binning is one CASE in SQL.
-EDGES: tuple[float, ...] = tuple(
-    m * 10.0**e for e in range(-2, 6) for m in (1, 2, 5) if m * 10.0**e <= 600_000
-)
-
-
-def _bin_case(column: str) -> str:
-    whens = " ".join(f"WHEN {column} < {edge!r} THEN {i}" for i, edge in enumerate(EDGES))
-    return f"CASE {whens} ELSE {len(EDGES)} END"
+EDGES = rollup.EDGES  # one definition of the bins, shared with the store's rollup
+_bin_case = rollup.bin_case
 
 
 @dataclass(frozen=True)
@@ -229,6 +224,15 @@ def _ms(value: float) -> str:
 
 
 def durations(conn: sqlite3.Connection, since: float, until: float) -> Histogram:
+    long = rollup.long_window(conn, since, until)
+    if long is not None:
+        hists = rollup.histograms(conn, *long, (rollup.DURATION, rollup.TXN, rollup.WRITE), False)
+        empty = rollup.Hist()
+        holds = rollup.Hist()
+        holds.add(hists.get((rollup.TXN, ""), empty))
+        holds.add(hists.get((rollup.WRITE, ""), empty))
+        return Histogram(EDGES, hists.get((rollup.DURATION, ""), empty).n, holds.n)
+
     def counts(sql: str) -> list[int]:
         out = [0] * (len(EDGES) + 1)
         for b, n in conn.execute(sql, (since, until)):
@@ -290,8 +294,11 @@ def timeline(
         dict(r)
         for r in conn.execute(
             f"SELECT {_COLS}, {HOLD_START} AS start, {HOLD_SITE} AS site,"
-            " COALESCE(lock_sql, sql) AS lock_statement FROM events"
-            f" WHERE {HOLD_KINDS} AND ts >= ? AND ts <= ? ORDER BY hold_ms DESC LIMIT ?",
+            " COALESCE(lock_sql, sql) AS lock_statement FROM events WHERE id IN"
+            # The longest holds' ids from the covering (kind, ts, hold_ms) index first:
+            # only those rows are read, not every hold of a long window.
+            f" (SELECT id FROM events WHERE {HOLD_KINDS} AND ts >= ? AND ts <= ?"
+            " ORDER BY hold_ms DESC LIMIT ?) ORDER BY hold_ms DESC",
             (since, until, max_holds),
         )
     ]
@@ -324,6 +331,9 @@ class CallSite:
     hold_ms: float = 0.0
     holds: int = 0
     p95_hold_ms: float | None = None
+    # Over a window longer than an hour the p95 is estimated from the rollup's 1-2-5
+    # histogram: within the bin of the exact value, e.g. between 1 and 2 s.
+    p95_estimated: bool = False
     waits_caused: int = 0
     busy_caused: int = 0
     busy_suffered: int = 0
@@ -347,31 +357,47 @@ def call_sites(
         return sites[key]
 
     window = (since, until)
-    holds: dict[str, list[float]] = defaultdict(list)
-    for site, ms in conn.execute(
-        f"SELECT {HOLD_SITE}, hold_ms FROM events WHERE {HOLD_KINDS} AND ts >= ? AND ts <= ?",
+    long = rollup.long_window(conn, since, until)
+    if long is None:
+        holds: dict[str, list[float]] = defaultdict(list)
+        for site, ms in conn.execute(
+            f"SELECT {HOLD_SITE}, hold_ms FROM events WHERE {HOLD_KINDS} AND ts >= ? AND ts <= ?",
+            window,
+        ):
+            holds[site or events.UNKNOWN].append(ms)
+        for site, values in holds.items():
+            values.sort()
+            cs = get(site)
+            cs.holds = len(values)
+            cs.hold_ms = sum(values)
+            cs.p95_hold_ms = percentile(values, 95)
+    else:
+        merged: dict[str, rollup.Hist] = {}  # transactions' and autocommit writes' holds
+        for (_, site), hist in rollup.histograms(conn, *long, (rollup.TXN, rollup.WRITE)).items():
+            merged.setdefault(site or events.UNKNOWN, rollup.Hist()).add(hist)
+        for site, hist in merged.items():
+            cs = get(site)
+            cs.holds = hist.count
+            cs.hold_ms = hist.sum_ms
+            cs.p95_hold_ms = hist.quantile(rollup.nearest_rank(hist.count, 95))
+            cs.p95_estimated = True
+    # Waits and busy errors through their covering index (rollup.WAITS).
+    for site, n in conn.execute(
+        f"SELECT blocker_call_site, count(*) FROM events WHERE {rollup.WAITS}"
+        " AND kind = 'wait' AND ts >= ? AND ts <= ? GROUP BY blocker_call_site",
         window,
     ):
-        holds[site or events.UNKNOWN].append(ms)
-    for site, values in holds.items():
-        values.sort()
-        cs = get(site)
-        cs.holds = len(values)
-        cs.hold_ms = sum(values)
-        cs.p95_hold_ms = percentile(values, 95)
-    for kind, column, attr in (
-        ("wait", "blocker_call_site", "waits_caused"),
-        ("busy", "blocker_call_site", "busy_caused"),
-        ("busy", "call_site", "busy_suffered"),
+        if site is not None:  # else not attributed yet
+            get(site).waits_caused += n
+    for blocker, site, n in conn.execute(
+        f"SELECT blocker_call_site, call_site, count(*) FROM events WHERE {rollup.WAITS}"
+        " AND kind = 'busy' AND ts >= ? AND ts <= ? GROUP BY blocker_call_site, call_site",
+        window,
     ):
-        for site, n in conn.execute(
-            f'SELECT "{column}", count(*) FROM events WHERE kind = ? AND ts >= ? AND ts <= ?'
-            f' GROUP BY "{column}"',
-            (kind, *window),
-        ):
-            if site is None:
-                continue  # not attributed yet
-            setattr(get(site), attr, getattr(get(site), attr) + n)
+        if blocker is not None:
+            get(blocker).busy_caused += n
+        if site is not None:
+            get(site).busy_suffered += n
 
     def key(cs: CallSite) -> Any:
         value = getattr(cs, sort)
