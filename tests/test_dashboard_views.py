@@ -249,6 +249,21 @@ def test_call_sites_table(client, ids):
     assert WAITER in body.split("<tr>")[2]
 
 
+def test_call_sites_table_marks_an_estimated_p95(client, ids, store_path):
+    from tests.test_dashboard_support import insert
+
+    # A second hold two hours back: the 24 h window spans more than an hour of events,
+    # so its p95 comes from the histogram; the 5 minute window stays exact.
+    earlier = __import__("time").time() - 7200
+    insert(store_path, [dict(ts=earlier, kind="transaction", duration_ms=90.0, hold_ms=80.0,
+                             call_site=HOLDER, lock_call_site=HOLDER, lock_ts=earlier,
+                             db="/srv/app/db.sqlite3", pid=100, conn_id=1)])  # fmt: skip
+    long = client.get("/partials/callsites/?window=24h").content.decode()
+    short = client.get("/partials/callsites/?window=5m").content.decode()
+    assert "&asymp;" in long.split("<tr>")[2]
+    assert "&asymp;" not in short
+
+
 def test_doctor_panel(client, ids):
     body = client.get("/partials/doctor/").content.decode()
     assert "1 `timeout` busy errors, 1 of them blocked by `" + HOLDER in body

@@ -351,7 +351,7 @@ CALLSITE_COLUMNS = (
     ("waits_caused", "waits caused", "lock waits by others while it held the lock"),
     ("busy_caused", "busy caused", "busy errors in others while it held the lock"),
     ("busy_suffered", "busy suffered", "busy errors raised at this call site"),
-    ("p95_hold_ms", "p95 hold", "95th percentile of its hold times, ms"),
+    ("p95_hold_ms", "p95 hold", "95th percentile of its hold times, ms (≈: estimated)"),
 )
 
 
