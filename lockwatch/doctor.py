@@ -375,6 +375,20 @@ def _long_holds(ev: _Evidence, seen: set[str | None]) -> list[Finding]:
     return out
 
 
+# lockwatch's own health, from the processes table: (figure, title, evidence, change).
+_HEALTH = (
+    ("dropped", "lockwatch dropped {n} events from a full buffer",
+     "capture never blocks the app, so overflow is dropped and counted",
+     'raise LOCKWATCH["BUFFER_SIZE"], or lower FLUSH_INTERVAL'),
+    ("lost", "lockwatch could not store {n} events",
+     "the store was unwritable for a while",
+     'check LOCKWATCH["STORE"]: its folder must be writable and have space'),
+    ("inferred", "some processes infer lock waits from timings",
+     "the exact busy handler could not be installed there",
+     "run CPython with a dynamically linked SQLite for exact waits"),
+)  # fmt: skip
+
+
 def _health(conn: sqlite3.Connection) -> list[Finding]:
     try:
         r = conn.execute(
@@ -383,35 +397,9 @@ def _health(conn: sqlite3.Connection) -> list[Finding]:
         ).fetchone()
     except sqlite3.Error:
         return []
-    out = []
-    if r["dropped"]:
-        out.append(
-            Finding(
-                code="dropped",
-                title=f"lockwatch dropped {r['dropped']} events from a full buffer",
-                evidence="capture never blocks the app, so overflow is dropped and counted",
-                change='raise LOCKWATCH["BUFFER_SIZE"], or lower FLUSH_INTERVAL',
-                impact_ms=0.0,
-            )
-        )
-    if r["lost"]:
-        out.append(
-            Finding(
-                code="lost",
-                title=f"lockwatch could not store {r['lost']} events",
-                evidence="the store was unwritable for a while",
-                change='check LOCKWATCH["STORE"]: its folder must be writable and have space',
-                impact_ms=0.0,
-            )
-        )
-    if r["inferred"]:
-        out.append(
-            Finding(
-                code="inferred",
-                title="some processes infer lock waits from timings",
-                evidence="the exact busy handler could not be installed there",
-                change="run CPython with a dynamically linked SQLite for exact waits",
-                impact_ms=0.0,
-            )
-        )
-    return out
+    return [
+        Finding(code=figure, title=title.format(n=r[figure]), evidence=evidence, change=change,
+                impact_ms=0.0)
+        for figure, title, evidence, change in _HEALTH
+        if r[figure]
+    ]  # fmt: skip

@@ -263,3 +263,21 @@ def test_a_long_window_estimates_p95s_and_decides_exactly(tmp_path):
     assert [f.figures.get("transactions") for f in sorted(inner, key=key)] == [
         f.figures.get("transactions") for f in sorted(inner_exact, key=key)
     ]
+
+
+def test_health_findings_come_from_the_processes_counters(tmp_path):
+    w = store.Writer(tmp_path / "store.sqlite3")
+    figures = dict.fromkeys(
+        ("accepted", "dropped", "capture_errors", "store_errors", "lost", "live_errors",
+         "live_missed"), 0
+    )  # fmt: skip
+    w.report(1, 1.0, "program:a", "exact", {**figures, "accepted": 10})
+    conn = store.connect(tmp_path / "store.sqlite3", readonly=True)
+    assert doctor.findings(conn) == []
+    w.report(2, 2.0, "program:b", "inferred", {**figures, "dropped": 7, "lost": 3})
+    found = {f.code: f for f in doctor.findings(conn)}
+    assert set(found) == {"dropped", "lost", "inferred"}
+    assert found["dropped"].title == "lockwatch dropped 7 events from a full buffer"
+    assert found["lost"].title == "lockwatch could not store 3 events"
+    assert "BUFFER_SIZE" in found["dropped"].change
+    w.close()
