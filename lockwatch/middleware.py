@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,7 +35,7 @@ def _dashboard_prefix() -> str | None:
 
 def _context(request: HttpRequest) -> Context:
     # META, not request.headers: that builds every header's name once per request.
-    request_id = request.META.get("HTTP_X_REQUEST_ID") or uuid.uuid4().hex[:16]
+    request_id = request.META.get("HTTP_X_REQUEST_ID") or os.urandom(8).hex()
     prefix = _dashboard_prefix()
     return Context(
         quiet=bool(prefix) and request.path.startswith(prefix),  # lockwatch's own requests
