@@ -21,7 +21,10 @@ RawSite = tuple[str, int, str]
 _LIBRARY_PREFIXES: tuple[str, ...] = ()
 _INCLUDE: tuple[str, ...] = ()
 _ROOT = os.getcwd()
-_is_library: dict[CodeType, bool] = {}
+# Keyed by id(code): hashing a code object hashes its bytecode and constants,
+# about 0.3 µs a frame. The entry holds the code, so its id cannot be reused.
+_is_library: dict[int, tuple[CodeType, bool]] = {}
+_CACHE_MAX = 50_000
 
 
 def _default_prefixes() -> tuple[str, ...]:
@@ -60,10 +63,10 @@ def _classify(code: CodeType) -> bool:
     return name.startswith(_LIBRARY_PREFIXES)
 
 
-def find(depth: int = 2, stop: frozenset[CodeType] = frozenset()) -> RawSite | None:
+def find(depth: int = 2, stop: frozenset[int] = frozenset()) -> RawSite | None:
     """The first non-library frame above the caller, or None.
 
-    Crossing a frame whose code is in ``stop`` first also gives None.
+    Crossing a frame whose code's id is in ``stop`` first also gives None.
     """
     try:
         frame = sys._getframe(depth)
@@ -72,21 +75,28 @@ def find(depth: int = 2, stop: frozenset[CodeType] = frozenset()) -> RawSite | N
     cache = _is_library
     while frame is not None:
         code = frame.f_code
-        if stop and code in stop:
+        key = id(code)
+        if stop and key in stop:
             return None
-        lib = cache.get(code)
-        if lib is None:
-            lib = cache[code] = _classify(code)
+        entry = cache.get(key)
+        if entry is not None and entry[0] is code:
+            lib = entry[1]
+        else:
+            if len(cache) >= _CACHE_MAX:  # code made at run time, e.g. by exec()
+                cache.clear()
+            lib = _classify(code)
+            cache[key] = (code, lib)
         if not lib:
             return (code.co_filename, frame.f_lineno, code.co_name)
         frame = frame.f_back
     return None
 
 
-def _handler_codes() -> frozenset[CodeType]:
+def _handler_codes() -> frozenset[int]:
     from django.core.handlers.base import BaseHandler
 
-    return frozenset({BaseHandler._get_response.__code__})
+    # By id: a module function's code lives as long as the process.
+    return frozenset({id(BaseHandler._get_response.__code__)})
 
 
 # Django's request handler: a BEGIN reached from it without passing through

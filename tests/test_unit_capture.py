@@ -1,4 +1,5 @@
 import sqlite3
+import types
 
 import pytest
 
@@ -55,6 +56,21 @@ def test_call_site_is_the_first_user_frame():
     site = helper_frame()
     assert site[0] == __file__
     assert site[2] == "helper_frame"
+
+
+def test_call_sites_of_code_made_at_run_time_are_classified_by_their_own_file():
+    # Code objects made and freed in a loop may reuse each other's ids: the cache must
+    # still classify each by its own file (the library's frame is skipped, the user's not).
+    library = callsite._LIBRARY_PREFIXES[0] + "generated.py"
+    for i in range(300):
+        filename = library if i % 2 else "/srv/app/generated.py"
+        code = compile("def f(find):\n    return find(1)\n", filename, "exec").co_consts[0]
+        site = types.FunctionType(code, {})(callsite.find)
+        del code
+        if i % 2:
+            assert site[0] == __file__  # past the library frame, to this test
+        else:
+            assert site == (filename, 2, "f")
 
 
 def test_call_site_format_is_relative_to_the_project(tmp_path):
