@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import rollup
+from .filters import Filters
 
 FAILED_REQUEST_COST_MS = 1000.0
 # Waits below these are the normal hand-off of a busy but healthy database.
@@ -82,15 +83,8 @@ class _Evidence:
     def __init__(self, conn: sqlite3.Connection, since: float | None, until: float | None) -> None:
         self.conn = conn
         self.since, self.until = since, until
-        clauses, args = [], []
-        if since is not None:
-            clauses.append("ts >= ?")
-            args.append(since)
-        if until is not None:
-            clauses.append("ts <= ?")
-            args.append(until)
-        self.where = (" AND " + " AND ".join(clauses)) if clauses else ""
-        self.args = args
+        clause, self.args = Filters(since=since, until=until).where()
+        self.where = f" AND {clause}" if clause else ""
         self._long: tuple[float, float] | None = None
         self._long_known = False
         self._holds: tuple[dict[str, _Times], dict[str, _Times]] | None = None

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .filters import Filters
+
 # 1-2-5 edges in ms, from 10 µs to 10 minutes: fixed, so the binning is one CASE in SQL.
 # Bin i is [EDGES[i-1], EDGES[i]); bin 0 is everything below the first edge and the
 # last bin everything from the last edge up.
@@ -264,14 +266,8 @@ def long_window(
 
     Narrowing to the stored events keeps a long window over a young store exact.
     """
-    clauses, args = [], []
-    if since is not None:
-        clauses.append("ts >= ?")
-        args.append(since)
-    if until is not None:
-        clauses.append("ts <= ?")
-        args.append(until)
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    clause, args = Filters(since=since, until=until).where()
+    where = f" WHERE {clause}" if clause else ""
     # Both through the events(ts) index: one row each.
     first = conn.execute(f"SELECT ts FROM events{where} ORDER BY ts LIMIT 1", args).fetchone()
     last = conn.execute(f"SELECT ts FROM events{where} ORDER BY ts DESC LIMIT 1", args).fetchone()
