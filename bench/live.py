@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ._ws import Client
-from .core import Options, Result, Table, Target
+from .core import Options, Result, Table, Target, free_port
 from .stats import median, rotate
 from .workers import REPO
 
@@ -44,12 +44,6 @@ PATHS = ("store tail", "redis")
 TARGET_P95_MS = {"store tail": 1000.0, "redis": 250.0}
 TOKEN = "bench-live-token"
 READS_PER_WRITE = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -170,7 +164,7 @@ def _env(store: Path, **extra: str) -> dict[str, str]:
 
 
 def start_redis(workdir: Path) -> tuple[Proc, str]:
-    port = _free_port()
+    port = free_port()
     proc = Proc(
         [
             "redis-server",
@@ -196,7 +190,7 @@ def start_dashboard(path: str, store: Path, workdir: Path, redis_url: str) -> tu
     from lockwatch import store as store_module
 
     store_module.connect(store).close()  # the schema, so the relay starts at the tail
-    port = _free_port()
+    port = free_port()
     tag = path.replace(" ", "-")
     if path == "redis":
         args = [

@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .core import Options, Result, Table, Target, fmt, ratio
+from .core import Options, Result, Table, Target, fmt, free_port, ratio
 from .stats import median, paired_ratios, quartiles, rotate
 from .workers import REPO
 
@@ -51,12 +50,6 @@ CLIENTS = 10
 STRESS_CLIENTS = 50
 TARGET_RATIO = 0.98
 SAMPLE_EVERY = 0.5
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _settings(alternative: str) -> tuple[str, str]:
@@ -179,7 +172,7 @@ class Shop:
     """The demo under gunicorn, on a free port, until stop()."""
 
     def __init__(self, alternative: str, db: Path, store: Path, log: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.env = _env(alternative, db, store)
         self.log = log.open("w")
         self.proc = subprocess.Popen(

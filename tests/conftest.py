@@ -30,6 +30,7 @@ django.setup()
 from django.db import connections  # noqa: E402
 from django.test import override_settings  # noqa: E402
 
+from bench.core import free_port  # noqa: E402
 from lockwatch import conf, pipeline  # noqa: E402
 from tests.project.shop.models import Item  # noqa: E402
 
@@ -172,12 +173,6 @@ def line_of(path: Path, marker: str) -> int:
         if marker in text:
             return n
     raise LookupError(marker)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Redis:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import line_of
+from tests.conftest import free_port, line_of
 
 ROOT = Path(__file__).resolve().parents[1]
 MANAGE = ROOT / "tests" / "project" / "manage.py"
@@ -56,12 +56,6 @@ def _require_browser() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(message)  # CI must run it, never skip it
         pytest.skip(message)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -128,7 +122,7 @@ def world(tmp_path: Path) -> Iterator[tuple[Server, dict[str, str]]]:
         LOCKWATCH_STORE=str(store),
         DJANGO_SETTINGS_MODULE="tests.project.settings",
     )
-    server = Server(store, _free_port(), tmp_path / "serve.log")
+    server = Server(store, free_port(), tmp_path / "serve.log")
     server.start()  # starts while the project migrates
     try:
         subprocess.run(
@@ -286,7 +280,7 @@ def test_the_page_keeps_up_with_5000_events_a_second(tmp_path):
 
     path = tmp_path / "lockwatch.sqlite3"
     store.connect(path).close()
-    server = Server(path, _free_port(), tmp_path / "serve.log")
+    server = Server(path, free_port(), tmp_path / "serve.log")
     server.start()
     stop = threading.Event()
     written = [0]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 DEMO = ROOT / "demo"
 RUNNER = ROOT / "scripts" / "demo.sh"
@@ -71,12 +70,6 @@ def test_readme_points_at_the_runner():
         assert "scripts/demo.sh" in readme.read_text()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rows(store: Path, sql: str) -> list[tuple]:
     conn = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True)
     try:
@@ -123,7 +116,7 @@ def test_the_shop_fails_and_waits_under_load(tmp_path: Path):
         [sys.executable, str(DEMO / "manage.py"), "migrate", "-v0"],
         env=env, check=True, capture_output=True, timeout=60,
     )  # fmt: skip
-    port = _free_port()
+    port = free_port()
     shop = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--chdir", str(DEMO), "demoproject.wsgi", "-w", "2",
          "-b", f"127.0.0.1:{port}", "--graceful-timeout", "5", "--log-level", "warning"],
