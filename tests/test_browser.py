@@ -7,6 +7,7 @@ the busy error must reach the open page through the relay and the websocket.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port, line_of
+from tests.test_dashboard_support import story
 
 ROOT = Path(__file__).resolve().parents[1]
 MANAGE = ROOT / "tests" / "project" / "manage.py"
@@ -101,6 +103,20 @@ class Server:
             except OSError:
                 time.sleep(0.1)
         pytest.fail(f"lockwatch serve did not listen in time:\n{self.log.read_text()}")
+
+    @classmethod
+    @contextlib.contextmanager
+    def with_story(cls, folder: Path) -> Iterator[Server]:
+        """A store in folder with the dashboard story (ids 1 to 7), served until the end."""
+        path = folder / "lockwatch.sqlite3"
+        story(path)
+        server = cls(path, free_port(), folder / "serve.log")
+        server.start()
+        try:
+            server.wait_ready()
+            yield server
+        finally:
+            server.stop()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -23,9 +23,8 @@ from typing import Any
 import pytest
 
 from bench._ws import Client
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, STATUS_LIVE, TOKEN, Server, _require_browser
-from tests.test_dashboard_support import story
 
 DOWN_SITE = "jobs/while_down.py:9 in run"
 # For the record (read it after a run): requests the poller made across the restart.
@@ -58,15 +57,8 @@ def kill9(server: Server) -> None:
 
 @pytest.fixture
 def dashboard(tmp_path: Path) -> Iterator[Server]:
-    path = tmp_path / "lockwatch.sqlite3"
-    story(path)  # ids 1 to 7
-    server = Server(path, free_port(), tmp_path / "serve.log")
-    server.start()
-    try:
-        server.wait_ready()
+    with Server.with_story(tmp_path) as server:  # ids 1 to 7
         yield server
-    finally:
-        server.stop()
 
 
 def login(server: Server) -> str:

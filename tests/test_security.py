@@ -26,7 +26,6 @@ from django.urls import resolve
 
 from lockwatch import urls
 from lockwatch.dashboard import auth
-from tests.conftest import free_port
 from tests.test_browser import TOKEN as SERVE_TOKEN
 from tests.test_browser import Server
 from tests.test_dashboard_consumers import HOST, LAYERS, ORIGIN, application
@@ -303,16 +302,8 @@ def test_mounted_post_without_csrf_is_refused(project, name):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`lockwatch serve` without --host, as a user starts it."""
-    tmp = tmp_path_factory.mktemp("serve")
-    path = tmp / "lockwatch.sqlite3"
-    story(path)
-    server = Server(path, free_port(), tmp / "serve.log")
-    server.start()
-    try:
-        server.wait_ready()
+    with Server.with_story(tmp_path_factory.mktemp("serve")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def listeners(port: int) -> list[str]:
@@ -422,17 +413,10 @@ def test_serve_on_all_addresses_still_needs_the_token(tmp_path):
     addresses = other_addresses()
     if not addresses:
         pytest.skip("this machine has no non-loopback address to connect from")
-    path = tmp_path / "lockwatch.sqlite3"
-    story(path)
-    server = EverywhereServer(path, free_port(), tmp_path / "serve.log")
-    server.start()
-    try:
-        server.wait_ready()
+    with EverywhereServer.with_story(tmp_path) as server:
         conn = HTTPConnection(addresses[0], server.port, timeout=10)
         conn.request("GET", "/partials/header/")
         response = conn.getresponse()
         assert response.status == 403
         assert response.read().startswith(b"lockwatch: not logged in")
         conn.close()
-    finally:
-        server.stop()
