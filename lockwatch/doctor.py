@@ -12,6 +12,7 @@ edge, so whether a p95 reaches it is still decided exactly.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -85,8 +86,6 @@ class _Evidence:
         self.since, self.until = since, until
         clause, self.args = Filters(since=since, until=until).where()
         self.where = f" AND {clause}" if clause else ""
-        self._long: tuple[float, float] | None = None
-        self._long_known = False
         self._holds: tuple[dict[str, _Times], dict[str, _Times]] | None = None
 
     def all(self, sql: str, *lead: Any) -> list[sqlite3.Row]:
@@ -99,19 +98,17 @@ class _Evidence:
         cur.row_factory = None
         return cur.execute(sql.format(w=self.where), (*lead, *self.args)).fetchall()
 
+    @functools.cached_property
     def long(self) -> tuple[float, float] | None:
         """The window's first and last event when they span over an hour (p95s are then
         estimated from histograms), else None (everything exact, from the events)."""
-        if not self._long_known:
-            self._long = rollup.long_window(self.conn, self.since, self.until)
-            self._long_known = True
-        return self._long
+        return rollup.long_window(self.conn, self.since, self.until)
 
     def holds(self, transactions_only: bool = False) -> dict[str, _Times]:
         """Per call site where the lock was taken (as a blocker is named): every hold
         (transactions and autocommit writes), or the transactions' only."""
         if self._holds is None:
-            long = self.long()
+            long = self.long
             self._holds = self._exact_holds() if long is None else self._rollup_holds(long)
         return self._holds[transactions_only]
 
@@ -135,19 +132,16 @@ class _Evidence:
     def _rollup_holds(
         self, long: tuple[float, float]
     ) -> tuple[dict[str, _Times], dict[str, _Times]]:
-        every: dict[str, rollup.Hist] = {}
-        txn: dict[str, rollup.Hist] = {}
-        for (series, site), hist in rollup.histograms(
-            self.conn, *long, (rollup.TXN, rollup.WRITE)
-        ).items():
-            every.setdefault(site or "unknown", rollup.Hist()).add(hist)
-            if series == rollup.TXN:
-                txn.setdefault(site or "unknown", rollup.Hist()).add(hist)
+        holds = (rollup.TXN, rollup.WRITE)
+        hists = rollup.histograms(self.conn, *long, holds)
 
-        def summary(by_site: dict[str, rollup.Hist]) -> dict[str, _Times]:
-            return {site: _Times.binned(h) for site, h in by_site.items()}
+        def summary(names: tuple[str, ...]) -> dict[str, _Times]:
+            return {
+                site: _Times.binned(h)
+                for site, h in rollup.by_site(hists, names, "unknown").items()
+            }
 
-        return summary(every), summary(txn)
+        return summary(holds), summary((rollup.TXN,))
 
 
 def findings(

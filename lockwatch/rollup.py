@@ -245,6 +245,17 @@ class Hist:
         return None
 
 
+def by_site(
+    hists: Mapping[tuple[str, str], Hist], names: Sequence[str], unknown: str
+) -> dict[str, Hist]:
+    """The histograms of the series ``names`` summed per site (no site: ``unknown``)."""
+    out: dict[str, Hist] = {}
+    for (series, site), hist in hists.items():
+        if series in names:
+            out.setdefault(site or unknown, Hist()).add(hist)
+    return out
+
+
 def nearest_rank(count: int, q: float) -> int:
     """The rank of the q-th percentile by nearest rank (the dashboard's definition)."""
     return max(math.ceil(q / 100.0 * count), 1)

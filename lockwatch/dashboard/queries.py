@@ -228,9 +228,7 @@ def durations(conn: sqlite3.Connection, since: float, until: float) -> Histogram
     if long is not None:
         hists = rollup.histograms(conn, *long, (rollup.DURATION, rollup.TXN, rollup.WRITE), False)
         empty = rollup.Hist()
-        holds = rollup.Hist()
-        holds.add(hists.get((rollup.TXN, ""), empty))
-        holds.add(hists.get((rollup.WRITE, ""), empty))
+        holds = rollup.by_site(hists, (rollup.TXN, rollup.WRITE), "").get("", empty)
         return Histogram(EDGES, hists.get((rollup.DURATION, ""), empty).n, holds.n)
 
     def counts(sql: str) -> list[int]:
@@ -372,10 +370,9 @@ def call_sites(
             cs.hold_ms = sum(values)
             cs.p95_hold_ms = percentile(values, 95)
     else:
-        merged: dict[str, rollup.Hist] = {}  # transactions' and autocommit writes' holds
-        for (_, site), hist in rollup.histograms(conn, *long, (rollup.TXN, rollup.WRITE)).items():
-            merged.setdefault(site or events.UNKNOWN, rollup.Hist()).add(hist)
-        for site, hist in merged.items():
+        holds = (rollup.TXN, rollup.WRITE)  # transactions' and autocommit writes' holds
+        hists = rollup.histograms(conn, *long, holds)
+        for site, hist in rollup.by_site(hists, holds, events.UNKNOWN).items():
             cs = get(site)
             cs.holds = hist.count
             cs.hold_ms = hist.sum_ms
