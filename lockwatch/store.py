@@ -7,6 +7,7 @@ module, so its queries never pass through lockwatch's capture.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import os
 import sqlite3
@@ -124,6 +125,19 @@ _HOLDERS = f"""
 """
 
 
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction, its lock taken at BEGIN; rolled back if anything fails."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 class StoreError(Exception):
     pass
 
@@ -203,18 +217,13 @@ def migrate(conn: sqlite3.Connection) -> None:
         return
     if version > SCHEMA_VERSION:
         raise StoreError(f"store schema {version} is newer than this lockwatch ({SCHEMA_VERSION})")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _immediate(conn):
         # Read again under the write lock: another process may have migrated meanwhile.
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         for step in range(version + 1, SCHEMA_VERSION + 1):
             for stmt in MIGRATIONS[step]:
                 conn.execute(stmt)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 class Writer:
@@ -249,8 +258,7 @@ class Writer:
         """
         conn = self.conn
         need: list[tuple[int, int]] = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             if opened:
                 conn.executemany(
                     "INSERT OR IGNORE INTO holds (key, db, pid, conn_id, thread, context,"
@@ -284,11 +292,6 @@ class Writer:
                 insert, values = _BY_KIND[kind]
                 conn.executemany(insert, [values(row) for row in run])
             rollup.apply(conn, rows)  # same transaction: the rollup never disagrees
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return need
 
     def attribute(self, pending: list[Pending], grace: float, now: float) -> list[Pending]:
@@ -320,19 +323,13 @@ class Writer:
                 context = "readers" if p.stmt_class == "commit" else events.UNKNOWN
                 updates.append((None, events.UNKNOWN, context, None, None, 0, p.id))
         if updates:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(self.conn):
                 self.conn.executemany(
                     "UPDATE events SET blocker_pid = ?, blocker_call_site = ?,"
                     " blocker_context = ?, blocker_thread = ?, blocker_held_ms = ?,"
                     " blockers = ? WHERE id = ?",
                     updates,
                 )
-                self.conn.execute("COMMIT")
-            except BaseException:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                raise
         return still
 
     def resolve_orphans(self, grace: float, now: float, limit: int = 500) -> None:
@@ -364,8 +361,7 @@ class Writer:
         if not dead:
             return 0
         names = [c.name for c in _EVENT_COLUMNS]
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(self.conn):
             reaped: list[dict[str, Any]] = []
             for r in dead:
                 cur = self.conn.execute(
@@ -387,11 +383,6 @@ class Writer:
                 self.conn.execute(_INSERT_EVENT, [row[n] for n in names])
                 reaped.append(row)
             rollup.apply(self.conn, reaped)
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
         return len(reaped)
 
     def report(self, pid: int, started: float, program: str, mode: str, figures: dict) -> None:
@@ -430,8 +421,7 @@ class Writer:
 
     def _delete_batch(self, where: str, args: tuple[Any, ...], batch: int) -> int:
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             # The rows themselves, so the rollup loses exactly what the events lose.
             rows = conn.execute(
                 "SELECT id, kind, ts, hold_ms, duration_ms, lock_call_site, call_site"
@@ -440,11 +430,6 @@ class Writer:
             ).fetchall()
             rollup.apply(conn, rows, sign=-1)
             conn.executemany("DELETE FROM events WHERE id = ?", [(r[0],) for r in rows])
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return len(rows)
 
 
