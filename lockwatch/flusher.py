@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import context, live
+from . import callsite, context, live
 from .buffer import Buffer
 from .conf import get_config
-from .records import Limits, Lock, Transaction, to_row
+from .records import Limits, Lock, Transaction, _label, to_row
 from .store import Hold, Pending, Writer
 
 Sink = Callable[[list[dict[str, Any]]], None]
@@ -169,9 +169,6 @@ class Flusher(threading.Thread):
 
     @staticmethod
     def _hold(key: str, rec: Any, start: float, sql: str, site: Any) -> Hold:
-        from . import callsite
-        from .records import _label
-
         return Hold(
             key=key,
             db=rec.origin.db,
