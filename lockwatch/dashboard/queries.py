@@ -42,8 +42,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     """Nearest-rank percentile of an already sorted list."""
     if not sorted_values:
         return None
-    rank = max(math.ceil(q / 100.0 * len(sorted_values)), 1)
-    return sorted_values[rank - 1]
+    return sorted_values[rollup.nearest_rank(len(sorted_values), q) - 1]
 
 
 # -- header figures ------------------------------------------------------------
