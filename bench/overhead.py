@@ -23,8 +23,9 @@ ALTERNATIVES: dict[str, tuple[str, str]] = {
     "lockwatch_all": ("lockwatch_all", "lockwatch + CAPTURE_QUERIES='all'"),
     "toolbar": ("toolbar", "django-debug-toolbar SQL panel"),
     "silk": ("silk", "django-silk SQL recording"),
-    # Diagnosis: capture alone, no flusher (not a configuration anyone would run).
+    # Diagnosis: capture alone, no flusher; and without call sites (nobody would run these).
     "lockwatch_inline": ("lockwatch", "(lockwatch capture path only, flusher off)"),
+    "lockwatch_nosite": ("lockwatch", "(capture path only, call sites not looked up)"),
 }
 
 # op -> (statements per op, description)
@@ -187,9 +188,12 @@ def _result(
     for op in OPS:
         f = figures[op]
         inline = f["lockwatch_inline"]["cpu_added"]
+        nosite = f["lockwatch_nosite"]["cpu_added"]
         res.notes.append(
             f"Where lockwatch's {op} cost goes (CPU µs/op over plain): capture path"
-            f" {inline:+.1f} (flusher off), the flusher thread"
+            f" {inline:+.1f} (flusher off), of which finding call sites"
+            f" {inline - nosite:+.1f} (capture path minus its run without them), the"
+            " flusher thread"
             f" {f['lockwatch']['cpu_added'] - inline:+.1f} (everything on minus that);"
             " recording every statement (CAPTURE_QUERIES='all')"
             f" {f['lockwatch_all']['cpu_added']:+.1f} in all."

@@ -113,6 +113,18 @@ class LockwatchInline(Lockwatch):
         pipeline.buffer().drain()
 
 
+class LockwatchNoSite(LockwatchInline):
+    """Diagnosis only: the capture path alone, as above, with every call site a constant
+    instead of a frame walk: the difference from LockwatchInline is what call sites cost."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from lockwatch import callsite
+
+        site = ("bench.py", 1, "bench")
+        callsite.find = lambda depth=2, stop=frozenset(): site  # type: ignore[assignment]
+
+
 class Toolbar(Alternative):
     """A fresh DebugToolbar per round with its SQL panel's instrumentation on, as the
     toolbar does for each request (``enable_instrumentation`` → ``wrap_cursor``)."""
@@ -172,6 +184,7 @@ ALTERNATIVES: dict[str, type[Alternative]] = {
     "lockwatch": Lockwatch,
     "lockwatch_params": Lockwatch,
     "lockwatch_inline": LockwatchInline,
+    "lockwatch_nosite": LockwatchNoSite,
     "lockwatch_all": Lockwatch,
     "lockwatch_fast": Lockwatch,
     "toolbar": Toolbar,
