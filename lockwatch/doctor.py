@@ -44,8 +44,8 @@ class Finding:
 
 
 def _rank(count: int) -> int:
-    """The (1-based) rank the doctor's p95 takes among count values."""
-    return min(count - 1, int(round(0.95 * (count - 1)))) + 1
+    """The (1-based) rank of the p95 among count values: nearest rank, as on the dashboard."""
+    return rollup.nearest_rank(count, 95)
 
 
 def _p95(values: list[float]) -> float:

@@ -18,6 +18,7 @@ from django.db import OperationalError, transaction
 from django.test import override_settings
 
 from lockwatch import doctor, events, rollup, store
+from lockwatch.dashboard import queries
 from tests.conftest import ROOT, line_of, run_threads
 from tests.project.shop.models import Item
 from tests.scenarios import commit_behind_reader, hold_then_write
@@ -263,6 +264,24 @@ def test_a_long_window_estimates_p95s_and_decides_exactly(tmp_path):
     assert [f.figures.get("transactions") for f in sorted(inner, key=key)] == [
         f.figures.get("transactions") for f in sorted(inner_exact, key=key)
     ]
+
+
+def test_the_doctor_and_the_dashboard_agree_on_a_p95(tmp_path):
+    # 36 holds: nearest rank takes the 35th; a rank rounded from 0.95 * (n - 1) took the 34th.
+    now = time.time()
+    site = "app/batch.py:7 in run"
+    rows = [
+        events.row(kind="transaction", ts=now - 300 + i, hold_ms=1000.0 + i,
+                   duration_ms=1001.0 + i, call_site=site, lock_call_site=site, pid=1)
+        for i in range(36)
+    ]  # fmt: skip
+    writer = store.Writer(tmp_path / "store.sqlite3")
+    writer.write(rows, [], [], pending_kinds=frozenset())
+    writer.close()
+    conn = store.connect(tmp_path / "store.sqlite3", readonly=True)
+    (hold,) = [f for f in doctor.findings(conn, now - 600, now) if f.code == "long-hold"]
+    (cs,) = queries.call_sites(conn, now - 600, now)
+    assert hold.figures["p95_hold_ms"] == cs.p95_hold_ms == 1034.0
 
 
 def test_health_findings_come_from_the_processes_counters(tmp_path):
