@@ -121,16 +121,21 @@ class Flusher(threading.Thread):
     def _write(self, batch: list[Any]) -> None:
         rows: list[dict[str, Any]] = []
         windows: list[tuple[float, float] | None] = []
-        opened: list[Hold] = []
+        opened: dict[str, Hold] = {}
         closed: list[tuple[str, float, str]] = []
         for rec in batch:
             try:
                 if isinstance(rec, Lock):
-                    opened.append(self._hold(rec.key, rec, rec.wall, rec.sql, rec.site))
+                    opened[rec.key] = self._hold(rec.key, rec, rec.wall, rec.sql, rec.site)
                     continue
                 row = to_row(rec, self.limits)
                 if isinstance(rec, Transaction) and rec.lock_wall is not None:
-                    closed.append((rec.key, rec.wall + rec.dur, rec.end))
+                    end_ts = rec.wall + rec.dur
+                    hold = opened.get(rec.key)
+                    if hold is None:
+                        closed.append((rec.key, end_ts, rec.end))
+                    else:  # taken and let go within this batch: written once, already over
+                        opened[rec.key] = hold._replace(end_ts=end_ts, end=rec.end)
                 origin = getattr(rec, "origin", None)
                 if origin is not None and origin.mode == "inferred":
                     self._mode = "inferred"
@@ -141,7 +146,7 @@ class Flusher(threading.Thread):
                 self.counters.log_once("event conversion", exc)
         self._watched.update(row["db"] for row in rows if row["db"])
         try:
-            ids = self._store().write(rows, opened, closed)
+            ids = self._store().write(rows, list(opened.values()), closed)
         except Exception as exc:
             self.counters.store_errors += 1
             self.counters.lost += len(rows)

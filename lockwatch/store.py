@@ -13,9 +13,8 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import events, rollup
 from .rawsqlite import original_connect
@@ -142,8 +141,9 @@ class StoreError(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class Hold:
+class Hold(NamedTuple):
+    """One write-lock hold (a NamedTuple: the flusher makes one per transaction)."""
+
     key: str
     db: str
     pid: int
@@ -153,12 +153,11 @@ class Hold:
     call_site: str | None
     sql: str | None
     lock_ts: float
-    end_ts: float | None = None  # set for a hold that is already over (an autocommit write)
+    end_ts: float | None = None  # set for a hold already over when it is written
     end: str | None = None
 
 
-@dataclass(frozen=True)
-class Pending:
+class Pending(NamedTuple):
     """A wait or busy event whose blocker is not yet known."""
 
     id: int
@@ -305,7 +304,7 @@ class Writer:
             if now - p.first_seen < min(due, grace):
                 still.append(p)  # not due yet
                 continue
-            p = replace(p, tries=p.tries + 1)
+            p = p._replace(tries=p.tries + 1)
             ended_by = p.end + _END_SLACK if p.acquired else _FOREVER
             holders = self.conn.execute(
                 _HOLDERS, (p.db, p.end, p.start, p.pid, p.conn_id, ended_by)

@@ -199,3 +199,22 @@ def test_later_pragma_busy_timeout_is_honoured(lw, watched):
     (busy,) = lw.events(kind="busy")
     assert busy["classification"] == "timeout"
     assert busy["wait_ms"] == pytest.approx(200, rel=0.15)
+
+
+def test_a_hold_row_is_open_while_the_lock_is_held_and_ends_with_its_transaction(lw, watched):
+    db = watched()
+    holds = 'SELECT context, end_ts, "end" FROM holds WHERE lock_ts > ? ORDER BY lock_ts'
+    start = (time.time(),)  # after the table was made, itself a hold
+    with transaction.atomic(using=db):
+        Item.objects.using(db).create(name="held across a flush")
+        (row,) = lw.rows(holds, start)  # rows() flushes: other processes can see the holder
+        assert row["end_ts"] is None and row["end"] is None
+    with transaction.atomic(using=db):
+        Item.objects.using(db).create(name="taken and let go before the next flush")
+    rows = lw.rows(holds, start)
+    assert [r["end"] for r in rows] == ["commit", "commit"]
+    txns = [t for t in lw.events(kind="transaction") if t["lock_ts"] and t["lock_ts"] > start[0]]
+    assert sorted(r["end_ts"] for r in rows) == pytest.approx(
+        sorted(t["ts"] + t["duration_ms"] / 1000.0 for t in txns), abs=1e-6
+    )
+    assert all(r["context"] == txns[0]["context"] for r in rows)
