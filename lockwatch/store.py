@@ -178,9 +178,10 @@ _END_SLACK = 0.25
 _FOREVER = float("inf")
 
 # Seconds after first seen to look again for a blocker that was not there yet (its
-# process had not flushed). Backing off keeps an unfindable one (readers, an
-# outside program) to a handful of queries instead of one every flush.
-RETRY_AFTER = (0.0, 0.2, 0.5, 1.0, 2.0)
+# process had not flushed), then once more at the grace. Under the demo's load every
+# blocker found was found by the second look, and the unfindable ones (readers, an
+# outside program) were a quarter of the waits but most of the queries.
+RETRY_AFTER = (0.0, 0.2, 1.0)
 
 
 def _create_private(path: Path) -> None:
