@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from . import pipeline
@@ -26,17 +27,17 @@ def _prefix_for(urlconf: str | None) -> str | None:
         return None
 
 
-def _dashboard_prefix() -> str | None:
-    """Where the dashboard is mounted in this project, if it is."""
-    from django.urls import get_urlconf
-
-    return _prefix_for(get_urlconf())
+def _dashboard_prefix(request: HttpRequest) -> str | None:
+    """Where the dashboard is mounted in the urlconf this request resolves with, if it is."""
+    # Not get_urlconf(): its thread-and-task-local lookup costs more than the rest of
+    # _context, and it is settings.ROOT_URLCONF at this point anyway.
+    return _prefix_for(getattr(request, "urlconf", None) or settings.ROOT_URLCONF)
 
 
 def _context(request: HttpRequest) -> Context:
     # META, not request.headers: that builds every header's name once per request.
     request_id = request.META.get("HTTP_X_REQUEST_ID") or os.urandom(8).hex()
-    prefix = _dashboard_prefix()
+    prefix = _dashboard_prefix(request)
     return Context(
         quiet=bool(prefix) and request.path.startswith(prefix),  # lockwatch's own requests
         label=f"request:{request.method} {request.path}",
