@@ -36,7 +36,7 @@ from typing import Any
 
 from .core import Options, Result, Table, Target, fmt, free_port, ratio
 from .stats import median, paired_ratios, quartiles, rotate
-from .workers import REPO
+from .workers import REPO, Child
 
 DEMO = REPO / "demo"
 ALTERNATIVES = {"plain": "bench._demo_plain_settings", "lockwatch": "demoproject.settings"}
@@ -324,15 +324,18 @@ def trial(
 # -- where a worker's time goes (a child process, no server) --------------------------
 
 
-def profile_requests(n: int) -> dict[str, Any]:
-    """CPU per request through Django's test client, split into the request's own thread
-    and the rest (lockwatch's flusher), and a pyinstrument profile of lockwatch's share."""
+def quiet_child() -> None:
+    """``python -m bench.load quiet``: requests through Django's test client, no
+    contention, in rounds the driver asks for; CPU per request split into the request's
+    own thread and the rest (lockwatch's flusher), and a pyinstrument profile on demand."""
+    out, sys.stdout = sys.stdout, sys.stderr  # stdout is the protocol
     import django
 
     django.setup()
     from django.test import Client
 
     import lockwatch
+    from lockwatch import pipeline
 
     from .profiling import package_dir, profile, summary
 
@@ -343,43 +346,59 @@ def profile_requests(n: int) -> dict[str, Any]:
         for i in range(k):
             client.post(paths[i % len(paths)])
 
-    def settle() -> None:
-        from lockwatch import pipeline
+    def answer(reply: dict[str, Any]) -> None:
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
 
-        pipeline.flush(timeout=30)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        n = cmd.get("n", 0)
+        if cmd["cmd"] == "round":
+            p0, t0 = time.process_time(), time.thread_time()
+            requests(n)
+            pipeline.flush(timeout=30)  # the flusher's work for these requests counts
+            p1, t1 = time.process_time(), time.thread_time()
+            answer({"cpu_ms": (p1 - p0) * 1000 / n, "request_thread_ms": (t1 - t0) * 1000 / n})
+        elif cmd["cmd"] == "profile":
+            session = profile(lambda k=n: requests(k), interval=0.0002)
+            import demoproject
 
-    requests(50)
-    settle()
-    p0, t0 = time.process_time(), time.thread_time()
-    requests(n)
-    settle()
-    p1, t1 = time.process_time(), time.thread_time()
-    session = profile(lambda: requests(n // 2), interval=0.0002)
-    import demoproject
+            hosts = (package_dir(django), str(DEMO) + os.sep, package_dir(demoproject))
+            answer({"profile": summary(session, (package_dir(lockwatch),), hosts, n, top=10)})
+        elif cmd["cmd"] == "quit":
+            answer({"bye": True})
+            return
+        else:
+            answer({"error": f"unknown command {cmd['cmd']!r}"})
 
-    hosts = (package_dir(django), str(DEMO) + os.sep, package_dir(demoproject))
+
+def quiet_rounds(workdir: Path, template: Path, n: int, rounds: int) -> dict[str, Any]:
+    """Plain and lockwatch without contention, one process each, rounds interleaved."""
+    children: dict[str, Child] = {}
+    try:
+        for alt in ALTERNATIVES:
+            db = workdir / f"quiet-{alt}.sqlite3"
+            shutil.copyfile(template, db)
+            env = _env(alt, db, workdir / f"quiet-{alt}-store.sqlite3")
+            children[alt] = Child(alt, [sys.executable, "-m", "bench.load", "quiet"], env)
+        samples: dict[str, list[dict[str, float]]] = {alt: [] for alt in children}
+        for child in children.values():  # warm-up: imports, caches, the flusher thread
+            child.ask(cmd="round", n=max(n // 10, 20))
+        for r in range(rounds):
+            for alt in rotate(list(children), r):
+                samples[alt].append(children[alt].ask(cmd="round", n=n))
+        prof = children["lockwatch"].ask(cmd="profile", n=n // 2)["profile"]
+    finally:
+        for child in children.values():
+            child.close()
+    cpu = {alt: [s["cpu_ms"] for s in ss] for alt, ss in samples.items()}
     return {
-        "cpu_ms": (p1 - p0) * 1000 / n,
-        "request_thread_ms": (t1 - t0) * 1000 / n,
-        "profile": summary(session, (package_dir(lockwatch),), hosts, n // 2, top=10),
+        "samples": samples,
+        "cpu_ms": {alt: median(v) for alt, v in cpu.items()},
+        "added_ms": median([a - b for a, b in zip(cpu["lockwatch"], cpu["plain"], strict=True)]),
+        "request_thread_ms": median([s["request_thread_ms"] for s in samples["lockwatch"]]),
+        "profile": prof,
     }
-
-
-def _profile_child(alternative: str, workdir: Path, template: Path, n: int) -> dict[str, Any]:
-    db = workdir / f"profile-{alternative}.sqlite3"
-    store = workdir / f"profile-{alternative}-store.sqlite3"
-    shutil.copyfile(template, db)
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.load", "profile", str(n)],
-        cwd=REPO,
-        env=_env(alternative, db, store),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"profile child failed: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # -- the buffer's memory bound ----------------------------------------------------
@@ -586,20 +605,23 @@ def run(opts: Options) -> Result:
     if opts.profile and not all(t.met for t in res.targets[:2]):
         from . import profiling
 
-        n = 400 if opts.quick else 2000
-        prof = {a: _profile_child(a, opts.workdir, template, n) for a in ALTERNATIVES}
-        lw, pl = prof["lockwatch"], prof["plain"]
+        n, k = (200, 2) if opts.quick else (1000, 5)
+        prof = quiet_rounds(opts.workdir, template, n, k)
+        lw_ms, pl_ms, thread_ms = (
+            prof["cpu_ms"]["lockwatch"], prof["cpu_ms"]["plain"], prof["request_thread_ms"]
+        )  # fmt: skip
         res.notes.append(
-            f"- Without contention (one process, Django's test client, {n} requests):"
-            f" {pl['cpu_ms']:.2f} ms CPU/request plain, {lw['cpu_ms']:.2f} lockwatch, of which"
-            f" {lw['request_thread_ms']:.2f} in the request's thread and"
-            f" {lw['cpu_ms'] - lw['request_thread_ms']:.2f} in the flusher. Under load the"
-            f" workers spend {cpu['lockwatch'] - cpu['plain']:+.2f} ms/request more than plain."
+            f"- Without contention (one process per alternative, Django's test client, {k}"
+            f" interleaved rounds of {n} requests, medians): {pl_ms:.2f} ms CPU/request plain,"
+            f" {lw_ms:.2f} lockwatch (paired difference {prof['added_ms']:+.2f}), of which"
+            f" {thread_ms:.2f} in the request's thread and {lw_ms - thread_ms:.2f} in the"
+            " flusher. Under load the workers spend"
+            f" {cpu['lockwatch'] - cpu['plain']:+.2f} ms/request more than plain."
         )
         res.notes += profiling.render(
-            lw["profile"],
+            prof["profile"],
             "pyinstrument, lockwatch in the request's thread (no contention)",
-            lw["request_thread_ms"] * 1000.0,  # the unprofiled figure
+            thread_ms * 1000.0,  # the unprofiled figure
         )
     res.method = [
         f"The demo shop (`demo/`, Django's defaults) under `gunicorn -w {WORKERS}`:"
@@ -646,5 +668,5 @@ def run(opts: Options) -> Result:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["profile"]:
-        print(json.dumps(profile_requests(int(sys.argv[2]))))
+    if sys.argv[1:2] == ["quiet"]:
+        quiet_child()

@@ -1,4 +1,4 @@
-"""Driver side of ``bench.worker``: start one process per alternative, talk JSON lines."""
+"""Driver side of the benchmarks' child processes: one per alternative, talking JSON lines."""
 
 from __future__ import annotations
 
@@ -16,34 +16,15 @@ class WorkerError(RuntimeError):
     pass
 
 
-class Worker:
-    def __init__(
-        self, alternative: str, settings: str, workdir: Path, db: Path | None = None
-    ) -> None:
-        self.alternative = alternative
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": f"bench.site.settings.{settings}",
-            "BENCH_DB": str(db or workdir / f"{alternative}.sqlite3"),
-            "BENCH_STORE": str(workdir / f"{alternative}-store.sqlite3"),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        }
-        self.db = Path(env["BENCH_DB"])
-        self.store = Path(env["BENCH_STORE"])
-        self._make_wal(self.db)
+class Child:
+    """A child process that answers one JSON line per JSON line it is sent."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.name = name
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker", alternative],
-            cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            argv, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             bufsize=1,
         )  # fmt: skip
-
-    @staticmethod
-    def _make_wal(path: Path) -> None:
-        import sqlite3
-
-        conn = sqlite3.connect(path)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.close()
 
     def send(self, **cmd: Any) -> None:
         assert self.proc.stdin is not None
@@ -54,10 +35,10 @@ class Worker:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
-            raise WorkerError(f"worker {self.alternative} exited ({self.proc.wait()})")
+            raise WorkerError(f"worker {self.name} exited ({self.proc.wait()})")
         reply = json.loads(line)
         if "error" in reply:
-            raise WorkerError(f"worker {self.alternative}: {reply['error']}")
+            raise WorkerError(f"worker {self.name}: {reply['error']}")
         return reply
 
     def ask(self, **cmd: Any) -> dict[str, Any]:
@@ -75,3 +56,31 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class Worker(Child):
+    """``python -m bench.worker ALTERNATIVE`` with its bench site settings."""
+
+    def __init__(
+        self, alternative: str, settings: str, workdir: Path, db: Path | None = None
+    ) -> None:
+        self.alternative = alternative
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": f"bench.site.settings.{settings}",
+            "BENCH_DB": str(db or workdir / f"{alternative}.sqlite3"),
+            "BENCH_STORE": str(workdir / f"{alternative}-store.sqlite3"),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        }
+        self.db = Path(env["BENCH_DB"])
+        self.store = Path(env["BENCH_STORE"])
+        self._make_wal(self.db)
+        super().__init__(alternative, [sys.executable, "-m", "bench.worker", alternative], env)
+
+    @staticmethod
+    def _make_wal(path: Path) -> None:
+        import sqlite3
+
+        conn = sqlite3.connect(path)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.close()
