@@ -36,7 +36,7 @@ from typing import Any
 
 from .core import Options, Result, Table, Target, fmt, free_port, ratio
 from .stats import median, paired_ratios, quartiles, rotate
-from .workers import REPO, Child
+from .workers import REPO, Child, Protocol
 
 DEMO = REPO / "demo"
 ALTERNATIVES = {"plain": "bench._demo_plain_settings", "lockwatch": "demoproject.settings"}
@@ -328,7 +328,7 @@ def quiet_child() -> None:
     """``python -m bench.load quiet``: requests through Django's test client, no
     contention, in rounds the driver asks for; CPU per request split into the request's
     own thread and the rest (lockwatch's flusher), and a pyinstrument profile on demand."""
-    out, sys.stdout = sys.stdout, sys.stderr  # stdout is the protocol
+    protocol = Protocol()  # before django.setup(), which may print
     import django
 
     django.setup()
@@ -346,30 +346,22 @@ def quiet_child() -> None:
         for i in range(k):
             client.post(paths[i % len(paths)])
 
-    def answer(reply: dict[str, Any]) -> None:
-        out.write(json.dumps(reply) + "\n")
-        out.flush()
+    def round_(cmd: dict[str, Any]) -> dict[str, float]:
+        n = cmd["n"]
+        p0, t0 = time.process_time(), time.thread_time()
+        requests(n)
+        pipeline.flush(timeout=30)  # the flusher's work for these requests counts
+        p1, t1 = time.process_time(), time.thread_time()
+        return {"cpu_ms": (p1 - p0) * 1000 / n, "request_thread_ms": (t1 - t0) * 1000 / n}
 
-    for line in sys.stdin:
-        cmd = json.loads(line)
-        n = cmd.get("n", 0)
-        if cmd["cmd"] == "round":
-            p0, t0 = time.process_time(), time.thread_time()
-            requests(n)
-            pipeline.flush(timeout=30)  # the flusher's work for these requests counts
-            p1, t1 = time.process_time(), time.thread_time()
-            answer({"cpu_ms": (p1 - p0) * 1000 / n, "request_thread_ms": (t1 - t0) * 1000 / n})
-        elif cmd["cmd"] == "profile":
-            session = profile(lambda k=n: requests(k), interval=0.0002)
-            import demoproject
+    def profile_(cmd: dict[str, Any]) -> dict[str, Any]:
+        import demoproject
 
-            hosts = (package_dir(django), str(DEMO) + os.sep, package_dir(demoproject))
-            answer({"profile": summary(session, (package_dir(lockwatch),), hosts, n, top=10)})
-        elif cmd["cmd"] == "quit":
-            answer({"bye": True})
-            return
-        else:
-            answer({"error": f"unknown command {cmd['cmd']!r}"})
+        session = profile(lambda: requests(cmd["n"]), interval=0.0002)
+        hosts = (package_dir(django), str(DEMO) + os.sep, package_dir(demoproject))
+        return {"profile": summary(session, (package_dir(lockwatch),), hosts, cmd["n"], top=10)}
+
+    protocol.serve({"round": round_, "profile": profile_})
 
 
 def quiet_rounds(workdir: Path, template: Path, n: int, rounds: int) -> dict[str, Any]:

@@ -8,7 +8,6 @@ alternatives that cannot share a process (each has its own settings and backend)
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -17,10 +16,9 @@ from typing import Any
 
 import django
 
-# The driver reads our stdout as the protocol; keep everything else off it.
-_out = sys.stdout
-sys.stdout = sys.stderr
+from bench.workers import Protocol
 
+_protocol = Protocol()  # before django.setup(), which may print
 django.setup()
 
 from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
@@ -257,32 +255,27 @@ def handoff_wait() -> None:
     _send({"acquired": acquired})
 
 
-def _send(obj: dict[str, Any]) -> None:
-    _out.write(json.dumps(obj) + "\n")
-    _out.flush()
+_send = _protocol.send
 
 
 def main() -> None:
-    name = sys.argv[1]
-    alt = ALTERNATIVES[name]()
+    alt = ALTERNATIVES[sys.argv[1]]()
     offset = 0
-    for line in sys.stdin:
-        cmd = json.loads(line)
-        kind = cmd["cmd"]
-        if kind == "setup":
-            _send({**setup(), "pid": os.getpid()})
-        elif kind == "round":
-            _send(run_round(alt, cmd["op"], cmd["n"], offset))
-            offset += cmd["n"]
-        elif kind == "profile":
-            _send(profile_round(alt, cmd["op"], cmd["n"]))
-        elif kind == "handoff_wait":
-            handoff_wait()
-        elif kind == "quit":
-            _send({"bye": True})
-            return
-        else:
-            _send({"error": f"unknown command {kind!r}"})
+
+    def round_(cmd: dict[str, Any]) -> dict[str, float]:
+        nonlocal offset
+        reply = run_round(alt, cmd["op"], cmd["n"], offset)
+        offset += cmd["n"]
+        return reply
+
+    _protocol.serve(
+        {
+            "setup": lambda cmd: {**setup(), "pid": os.getpid()},
+            "round": round_,
+            "profile": lambda cmd: profile_round(alt, cmd["op"], cmd["n"]),
+            "handoff_wait": lambda cmd: handoff_wait(),  # sends its own two replies
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Driver side of the benchmarks' child processes: one per alternative, talking JSON lines."""
+"""The benchmarks' child processes, one per alternative, talking JSON lines: the driver's
+side (``Child``, ``Worker``) and the child's (``Protocol``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,36 @@ REPO = Path(__file__).resolve().parents[1]
 
 class WorkerError(RuntimeError):
     pass
+
+
+Handler = Callable[[dict[str, Any]], dict[str, Any] | None]
+
+
+class Protocol:
+    """The child's side. Made before anything can print: stdout then carries only the
+    replies, and everything else goes to stderr."""
+
+    def __init__(self) -> None:
+        self._out = sys.stdout
+        sys.stdout = sys.stderr
+
+    def send(self, obj: dict[str, Any]) -> None:
+        self._out.write(json.dumps(obj) + "\n")
+        self._out.flush()
+
+    def serve(self, handlers: Mapping[str, Handler]) -> None:
+        """Answer each command with its handler's reply until "quit" (a handler that
+        returns None has sent its own replies)."""
+        for line in sys.stdin:
+            cmd = json.loads(line)
+            kind = cmd["cmd"]
+            if kind == "quit":
+                self.send({"bye": True})
+                return
+            handler = handlers.get(kind)
+            reply = handler(cmd) if handler else {"error": f"unknown command {kind!r}"}
+            if reply is not None:
+                self.send(reply)
 
 
 class Child:
