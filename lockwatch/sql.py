@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import re
+import threading
 
-_FIRST_WORD = re.compile(r"\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*([A-Za-z]+)", re.S)
+# The first word is looked for in this many characters: leading comments longer than
+# that make the statement "other". Scanning is linear (no backtracking regex).
+_PREFIX = 8192
+_BLANK = re.compile(r"\s*")
+_WORD = re.compile(r"[A-Za-z]+")
+# A CTE that ends in a write. One linear pass, case-insensitive, over the whole text:
+# the write may come after CTEs longer than the prefix.
+_CTE_WRITE = re.compile(r"\)\s*(?:INSERT|UPDATE|DELETE|REPLACE)\b", re.I)
 
 _CLASS_OF_WORD = {
     "SELECT": "read",
@@ -30,22 +38,47 @@ _CLASS_OF_WORD = {
     "PRAGMA": "pragma",
 }
 
+# Statement -> class. capture.py reads it directly (``_cache.get(sql)``) on its hot
+# path, so it stays a plain dict, cleared in place and never rebound. Bounded by
+# count and by the characters of its keys: a statement longer than _ENTRY_MAX is
+# classified again each time (on its prefix), never kept.
 _cache: dict[str, str] = {}
 _CACHE_MAX = 4096
+_CACHE_MAX_CHARS = 2 * 1024 * 1024
+_ENTRY_MAX = 16 * 1024
+_cache_chars = 0
+_cache_lock = threading.Lock()
+
+
+def _first_word(sql: str) -> str | None:
+    """The first word after whitespace and comments, within the prefix, or None."""
+    end = min(len(sql), _PREFIX)
+    space = _BLANK.match
+    i = space(sql, 0, end).end()
+    while i < end:
+        if sql.startswith("--", i):
+            j = sql.find("\n", i + 2, end)  # a line comment needs its newline
+        elif sql.startswith("/*", i):
+            j = sql.find("*/", i + 2, end)
+            j = j + 1 if j >= 0 else j
+        else:
+            break
+        if j < 0:
+            return None
+        i = space(sql, j + 1, end).end()
+    if i >= end:
+        return None
+    m = _WORD.match(sql, i, i + 16)  # no keyword is longer; a longer word is "other"
+    return m.group() if m else None
 
 
 def _classify(sql: str) -> str:
-    m = _FIRST_WORD.match(sql)
-    if not m:
+    word = _first_word(sql)
+    if word is None:
         return "other"
-    word = m.group(1).upper()
+    word = word.upper()
     if word == "WITH":
-        # A CTE may end in a write.
-        body = sql.upper()
-        for verb in ("INSERT", "UPDATE", "DELETE", "REPLACE"):
-            if re.search(rf"\)\s*{verb}\b", body):
-                return "write"
-        return "read"
+        return "write" if _CTE_WRITE.search(sql) else "read"
     return _CLASS_OF_WORD.get(word, "other")
 
 
@@ -53,9 +86,16 @@ def statement_class(sql: str) -> str:
     cls = _cache.get(sql)
     if cls is None:
         cls = _classify(sql)
-        if len(_cache) >= _CACHE_MAX:
-            _cache.clear()
-        _cache[sql] = cls
+        size = len(sql)
+        if size <= _ENTRY_MAX:
+            global _cache_chars
+            with _cache_lock:  # only on a miss: keeps the character count exact
+                if len(_cache) >= _CACHE_MAX or _cache_chars + size > _CACHE_MAX_CHARS:
+                    _cache.clear()
+                    _cache_chars = 0
+                if sql not in _cache:
+                    _cache[sql] = cls
+                    _cache_chars += size
     return cls
 
 
