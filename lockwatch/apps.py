@@ -9,10 +9,7 @@ def _settings_changed(*, setting: str, **kwargs: object) -> None:
         from . import callsite, conf
 
         conf.reset()
-        try:
-            cfg = conf.get_config()
-        except conf.ConfigError:
-            return
+        cfg = conf.get_config()  # never raises: a bad value turns capture off
         callsite.configure(str(cfg.project_root), cfg.call_site_include, cfg.call_site_exclude)
 
 
@@ -25,8 +22,7 @@ class LockwatchConfig(AppConfig):
         from . import callsite, checks, conf  # noqa: F401  (checks registers itself)
 
         setting_changed.connect(_settings_changed)
-        try:
-            cfg = conf.get_config()
-        except conf.ConfigError:
-            return  # the system check reports it
+        # Never raises: a bad LOCKWATCH value turns capture off and the system checks
+        # (lockwatch.E001-E003) name it, so django.setup() still succeeds.
+        cfg = conf.get_config()
         callsite.configure(str(cfg.project_root), cfg.call_site_include, cfg.call_site_exclude)

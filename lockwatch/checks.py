@@ -1,11 +1,14 @@
-"""System checks for lockwatch's own configuration.
+"""System checks.
 
-The doctor's checks on the watched databases' configuration build on these.
+lockwatch's own configuration on every command (a bad value is an error); the watched
+databases' concurrency advice only under ``manage.py check --deploy`` and in
+``lockwatch doctor --settings``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -16,12 +19,26 @@ from . import conf, handle
 
 @checks.register("lockwatch")
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """lockwatch's own configuration: shown on every command, as configuration errors are.
+
+    A bad value is an Error (capture is off until it is fixed); an unwritable store only
+    a Warning, so that ``migrate`` still runs on a read-only filesystem."""
     messages: list[checks.CheckMessage] = []
-    user = getattr(settings, "LOCKWATCH", {}) or {}
-    if not isinstance(user, dict):
-        return [checks.Error("LOCKWATCH must be a dict.", id="lockwatch.E001")]
+    user = getattr(settings, "LOCKWATCH", None)
+    if user is None:
+        user = {}
+    if not isinstance(user, Mapping):
+        return [
+            checks.Error(
+                f"LOCKWATCH must be a dict, got {type(user).__name__}.",
+                hint='For example LOCKWATCH = {"STORE": BASE_DIR / "lockwatch.sqlite3"}. '
+                "lockwatch captures nothing until this is fixed.",
+                id="lockwatch.E001",
+            )
+        ]
     for key in conf.unknown_keys(user):
-        near = [k for k in conf.DEFAULTS if k.replace("_", "") == key.upper().replace("_", "")]
+        spelled = str(key).upper().replace("_", "")
+        near = [k for k in conf.DEFAULTS if k.replace("_", "") == spelled]
         hint = f"Did you mean {near[0]!r}?" if near else f"Known keys: {', '.join(conf.DEFAULTS)}."
         messages.append(
             checks.Error(f"LOCKWATCH has an unknown key {key!r}.", hint=hint, id="lockwatch.E002")
@@ -29,7 +46,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     try:
         cfg = conf.build(user, getattr(settings, "BASE_DIR", None))
     except conf.ConfigError as exc:
-        messages.append(checks.Error(str(exc), id="lockwatch.E003"))
+        for problem in exc.problems:
+            messages.append(
+                checks.Error(
+                    f"{problem}.",
+                    hint="lockwatch captures nothing until this is fixed.",
+                    id="lockwatch.E003",
+                )
+            )
         return messages
     for alias, db in settings.DATABASES.items():
         if db.get("ENGINE") != "lockwatch.db.backends.sqlite3":
@@ -43,6 +67,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     id="lockwatch.E004",
                 )
             )
+    messages += _check_store(cfg)
     if cfg.exact_waits and handle.api() is None:
         messages.append(
             checks.Warning(
@@ -53,6 +78,25 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             )
         )
     return messages
+
+
+def _check_store(cfg: conf.Config) -> list[checks.CheckMessage]:
+    # A Warning, not an Error: a monitoring add-on must not stop migrate or runserver
+    # (a read-only container filesystem is the usual case). Capture runs on and counts
+    # what it cannot store.
+    # os.path, not Path: Path.exists() raises PermissionError under an unreadable folder.
+    folder = cfg.store.parent
+    target = cfg.store if os.path.exists(cfg.store) else folder
+    if os.path.isdir(folder) and os.access(target, os.W_OK):
+        return []
+    return [
+        checks.Warning(
+            f"The lockwatch store {cfg.store} cannot be written: its events are lost.",
+            hint="Point LOCKWATCH['STORE'] (or $LOCKWATCH_STORE) at a file in a writable "
+            "folder. The app runs as before; lockwatch counts what it loses.",
+            id="lockwatch.W005",
+        )
+    ]
 
 
 def _pragma_in(init_command: str, name: str) -> str | None:
@@ -87,9 +131,13 @@ def _journal_mode(path: str) -> str | None:
 MIN_TIMEOUT = 2.0
 
 
-@checks.register("lockwatch", checks.Tags.database)
+@checks.register("lockwatch", checks.Tags.database, deploy=True)
 def check_databases(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """The doctor's configuration checks, for each watched SQLite database."""
+    """The doctor's configuration advice for each SQLite database.
+
+    Advice about concurrency, not a configuration error: shown by ``check --deploy`` (as
+    Django's own production advice is) and ``lockwatch doctor --settings``, not on every
+    command."""
     out: list[checks.CheckMessage] = []
     for alias, db in settings.DATABASES.items():
         if db.get("ENGINE") not in ("lockwatch.db.backends.sqlite3", "django.db.backends.sqlite3"):
@@ -108,7 +156,10 @@ def check_databases(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
                     id="lockwatch.W010",
                 )
             )
-        timeout = float(options.get("timeout", 5.0))
+        try:
+            timeout = float(options.get("timeout", 5.0))
+        except (TypeError, ValueError):
+            timeout = 5.0  # Django's own connection code reports a bad timeout
         replaced = _pragma_in(init, "busy_timeout")
         if replaced is not None:
             out.append(
@@ -157,24 +208,4 @@ def check_databases(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
                     id="lockwatch.I015",
                 )
             )
-    out += _check_store()
     return out
-
-
-def _check_store() -> list[checks.CheckMessage]:
-    try:
-        cfg = conf.get_config()
-    except conf.ConfigError:
-        return []  # check_settings reports it
-    folder = cfg.store.parent
-    target = cfg.store if cfg.store.exists() else folder
-    if not folder.is_dir() or not os.access(target, os.W_OK):
-        return [
-            checks.Error(
-                f"The lockwatch store {cfg.store} cannot be written.",
-                hint="Point LOCKWATCH['STORE'] at a writable folder. Capture keeps running and "
-                "counts what it loses meanwhile.",
-                id="lockwatch.E005",
-            )
-        ]
-    return []

@@ -1,12 +1,24 @@
-"""Settings: one defaults dict, read once, cleared when Django's settings change."""
+"""Settings: one defaults dict, read once, cleared when Django's settings change.
+
+``build`` checks every value and names each bad one (the system checks show them as
+``lockwatch.E001``/``E003``). ``get_config`` never raises: with a bad value it logs once
+and returns the defaults with capture off, so a typo never stops ``django.setup()``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import logging
+import math
 import os
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("lockwatch")
 
 DEFAULTS: dict[str, Any] = {
     # Where events go: a separate SQLite file, never the watched database.
@@ -48,6 +60,24 @@ DEFAULTS: dict[str, Any] = {
     "ACCESS_CHECK": "lockwatch.access.is_staff",
 }
 
+# Whole numbers go into SQL (retention) and comparisons; SQLite's integers stop here.
+_INT_MAX = 2**63 - 1
+# Seconds handed to Event.wait(): past this it raises OverflowError in the flusher.
+_WAIT_MAX = threading.TIMEOUT_MAX
+
+
+_FLAGS = ("ENABLED", "CAPTURE_PARAMS", "EXACT_WAITS", "FAST_HANDOFF")
+_NUMBERS: dict[str, dict[str, Any]] = {
+    "BUFFER_SIZE": {"minimum": 1, "whole": True},
+    "FLUSH_INTERVAL": {"minimum": 0.001, "maximum": _WAIT_MAX},
+    "SLOW_QUERY_MS": {"minimum": 0},
+    "SQL_MAX_LENGTH": {"minimum": 16, "whole": True},
+    "PARAMS_MAX_LENGTH": {"minimum": 16, "whole": True},
+    "RETENTION_MAX_AGE": {"minimum": 1, "allow_none": True},
+    "RETENTION_MAX_ROWS": {"minimum": 1, "whole": True, "allow_none": True},
+    "ATTRIBUTION_GRACE": {"minimum": 0, "maximum": _WAIT_MAX},
+}
+
 
 @dataclass(frozen=True)
 class Config:
@@ -73,86 +103,210 @@ class Config:
 
 
 class ConfigError(ValueError):
-    pass
+    """Bad LOCKWATCH values; ``problems`` has one line per value, each naming it."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems: tuple[str, ...] = problems
 
 
-def _user_settings() -> tuple[dict[str, Any], Path | None]:
+def _user_settings() -> tuple[Any, Any]:
+    """The raw LOCKWATCH setting and BASE_DIR, unchecked: ``build`` judges them."""
     try:
         from django.conf import settings
 
         if not settings.configured:
             return {}, None
-        user = getattr(settings, "LOCKWATCH", {}) or {}
-        base = getattr(settings, "BASE_DIR", None)
-        return dict(user), Path(base) if base else None
+        return getattr(settings, "LOCKWATCH", None), getattr(settings, "BASE_DIR", None)
     except ImportError:
         return {}, None
 
 
-def unknown_keys(user: dict[str, Any]) -> list[str]:
-    return sorted(set(user) - DEFAULTS.keys())
+def unknown_keys(user: Mapping[Any, Any]) -> list[Any]:
+    # Keys may be anything hashable: sort by repr, so 1 and "X" can sit together.
+    return sorted((k for k in user if k not in DEFAULTS), key=repr)
 
 
-def _number(name: str, value: Any, *, minimum: float, allow_none: bool = False) -> Any:
-    if value is None and allow_none:
+class _Checker:
+    """Collects one problem per bad value instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def bad(self, name: str, must: str, value: Any) -> None:
+        self.problems.append(f"LOCKWATCH[{name!r}] must be {must}, got {_shown(value)}")
+
+    def number(
+        self,
+        name: str,
+        value: Any,
+        *,
+        minimum: float,
+        maximum: float = math.inf,
+        whole: bool = False,
+        allow_none: bool = False,
+    ) -> Any:
+        if value is None and allow_none:
+            return None
+        number: float | None = None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                as_float = float(value)
+            except OverflowError:  # an int past float's range
+                as_float = math.inf
+            # NaN fails every comparison, so it would pass a range test: ask isfinite.
+            if math.isfinite(as_float) and (as_float.is_integer() or not whole):
+                number = int(value) if whole else as_float
+        top = min(maximum, _INT_MAX) if whole else maximum
+        if number is None or not minimum <= number <= top:
+            what = "a whole number" if whole else "a finite number"
+            span = f">= {minimum:g}" if maximum == math.inf else f"from {minimum:g} to {maximum:g}"
+            self.bad(name, f"{what} {span}{' or None' if allow_none else ''}", value)
+            return None
+        return number
+
+    def flag(self, name: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            self.bad(name, "True or False", value)
+            return False
+        return value
+
+    def path(self, name: str, value: Any) -> Path | None:
+        """An absolute path from a str or path-like, or None after naming the problem."""
+        try:
+            text = os.fspath(value)
+        except TypeError:
+            text = None
+        if not isinstance(text, str):
+            self.bad(name, "a path (str or pathlib.Path)", value)
+            return None
+        try:
+            return Path(text).expanduser().resolve()
+        except (OSError, ValueError, RuntimeError) as exc:
+            # An embedded NUL byte, ~unknownuser, a vanished working directory.
+            self.problems.append(f"LOCKWATCH[{name!r}] is not a usable path ({exc}): {value!r}")
+            return None
+
+    def paths(self, name: str, value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list | tuple):
+            self.bad(name, "a list of path strings", value)
+            return ()
+        out = []
+        for item in value:
+            path = self.path(name, item)
+            if path is not None:
+                out.append(str(path))
+        return tuple(out)
+
+
+def _shown(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a settings object with a broken __repr__ is still named by type
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _given(value: Any) -> bool:
+    """False for None and "" (both mean the default), without comparing with ==."""
+    return value is not None and not (isinstance(value, str) and not value)
+
+
+def _base(base_dir: Any) -> Path | None:
+    """BASE_DIR when it is a usable path; anything else is Django's business, not ours."""
+    try:
+        return Path(os.fspath(base_dir)) if base_dir else None
+    except TypeError:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise ConfigError(f"LOCKWATCH[{name!r}] must be a number >= {minimum}, got {value!r}")
-    return value
 
 
-def build(user: dict[str, Any], base_dir: Path | None = None) -> Config:
-    """Validate a LOCKWATCH dict. Unknown keys are left to the system check."""
+def build(user: Any, base_dir: Any = None) -> Config:
+    """Validate a LOCKWATCH dict; raise ConfigError naming every bad value.
+
+    Unknown keys are left to the system check (lockwatch.E002)."""
+    if user is None:
+        user = {}
+    if not isinstance(user, Mapping):
+        raise ConfigError(f"LOCKWATCH must be a dict, got {_shown(user)}")
     merged = {**DEFAULTS, **{k: v for k, v in user.items() if k in DEFAULTS}}
-    root = Path(merged["PROJECT_ROOT"] or base_dir or os.getcwd()).resolve()
-    store = merged["STORE"] or os.environ.get("LOCKWATCH_STORE") or root / "lockwatch.sqlite3"
-    for name in ("CALL_SITE_INCLUDE", "CALL_SITE_EXCLUDE"):
-        if isinstance(merged[name], str) or not all(isinstance(p, str) for p in merged[name]):
-            raise ConfigError(f"LOCKWATCH[{name!r}] must be a list of path strings")
-    queries = {True: "all", False: "none"}.get(merged["CAPTURE_QUERIES"], merged["CAPTURE_QUERIES"])
-    if queries not in ("all", "slow", "none"):
-        raise ConfigError(
-            f"LOCKWATCH['CAPTURE_QUERIES'] must be 'all', 'slow' or 'none', got "
-            f"{merged['CAPTURE_QUERIES']!r}"
-        )
-    for name in ("ENABLED", "CAPTURE_PARAMS", "EXACT_WAITS", "FAST_HANDOFF"):
-        if not isinstance(merged[name], bool):
-            raise ConfigError(f"LOCKWATCH[{name!r}] must be True or False, got {merged[name]!r}")
+    c = _Checker()
+    base = _base(base_dir)
+    root: Path | None
+    if _given(merged["PROJECT_ROOT"]):
+        root = c.path("PROJECT_ROOT", merged["PROJECT_ROOT"])
+    else:
+        try:
+            root = (base or Path(os.getcwd())).resolve()
+        except OSError as exc:
+            c.problems.append(f"the project root cannot be found ({exc}); set PROJECT_ROOT")
+            root = None
+    store: Path | None = None
+    if _given(merged["STORE"]):
+        store = c.path("STORE", merged["STORE"])
+    elif os.environ.get("LOCKWATCH_STORE"):
+        store = c.path("STORE", os.environ["LOCKWATCH_STORE"])
+    elif root is not None:
+        store = root / "lockwatch.sqlite3"
+    raw_queries = merged["CAPTURE_QUERIES"]
+    queries = raw_queries
+    if isinstance(raw_queries, bool):
+        queries = "all" if raw_queries else "none"
+    elif not (isinstance(raw_queries, str) and raw_queries in ("all", "slow", "none")):
+        c.bad("CAPTURE_QUERIES", "'all', 'slow' or 'none'", raw_queries)
+    flags = {name: c.flag(name, merged[name]) for name in _FLAGS}
+    numbers = {name: c.number(name, merged[name], **spec) for name, spec in _NUMBERS.items()}
+    include = c.paths("CALL_SITE_INCLUDE", merged["CALL_SITE_INCLUDE"])
+    exclude = c.paths("CALL_SITE_EXCLUDE", merged["CALL_SITE_EXCLUDE"])
+    layer = merged["CHANNEL_LAYER"]
+    if layer is not None and not (isinstance(layer, str) and layer):
+        c.bad("CHANNEL_LAYER", "None or a channel layer alias", layer)
+    access = merged["ACCESS_CHECK"]
+    if not (isinstance(access, str) and "." in access.strip(".")):
+        c.bad("ACCESS_CHECK", "a dotted path to a function, e.g. 'pkg.module.function'", access)
+    if c.problems or store is None or root is None:
+        raise ConfigError(*c.problems)
     return Config(
-        store=Path(store).expanduser().resolve(),
-        enabled=merged["ENABLED"],
-        buffer_size=int(_number("BUFFER_SIZE", merged["BUFFER_SIZE"], minimum=1)),
-        flush_interval=float(_number("FLUSH_INTERVAL", merged["FLUSH_INTERVAL"], minimum=0.001)),
+        store=store,
+        enabled=flags["ENABLED"],
+        buffer_size=numbers["BUFFER_SIZE"],
+        flush_interval=numbers["FLUSH_INTERVAL"],
         capture_queries=queries,
-        slow_query=float(_number("SLOW_QUERY_MS", merged["SLOW_QUERY_MS"], minimum=0)) / 1000.0,
-        capture_params=merged["CAPTURE_PARAMS"],
-        sql_max_length=int(_number("SQL_MAX_LENGTH", merged["SQL_MAX_LENGTH"], minimum=16)),
-        params_max_length=int(
-            _number("PARAMS_MAX_LENGTH", merged["PARAMS_MAX_LENGTH"], minimum=16)
-        ),
-        exact_waits=merged["EXACT_WAITS"],
-        fast_handoff=merged["FAST_HANDOFF"],
+        slow_query=numbers["SLOW_QUERY_MS"] / 1000.0,
+        capture_params=flags["CAPTURE_PARAMS"],
+        sql_max_length=numbers["SQL_MAX_LENGTH"],
+        params_max_length=numbers["PARAMS_MAX_LENGTH"],
+        exact_waits=flags["EXACT_WAITS"],
+        fast_handoff=flags["FAST_HANDOFF"],
         project_root=root,
-        call_site_include=tuple(str(Path(p).resolve()) for p in merged["CALL_SITE_INCLUDE"]),
-        call_site_exclude=tuple(str(Path(p).resolve()) for p in merged["CALL_SITE_EXCLUDE"]),
-        retention_max_age=_number(
-            "RETENTION_MAX_AGE", merged["RETENTION_MAX_AGE"], minimum=1, allow_none=True
-        ),
-        retention_max_rows=_number(
-            "RETENTION_MAX_ROWS", merged["RETENTION_MAX_ROWS"], minimum=1, allow_none=True
-        ),
-        attribution_grace=float(
-            _number("ATTRIBUTION_GRACE", merged["ATTRIBUTION_GRACE"], minimum=0)
-        ),
-        channel_layer=merged["CHANNEL_LAYER"],
-        access_check=str(merged["ACCESS_CHECK"]),
+        call_site_include=include,
+        call_site_exclude=exclude,
+        retention_max_age=numbers["RETENTION_MAX_AGE"],
+        retention_max_rows=numbers["RETENTION_MAX_ROWS"],
+        attribution_grace=numbers["ATTRIBUTION_GRACE"],
+        channel_layer=layer,
+        access_check=access,
     )
+
+
+def _capture_off(base_dir: Any) -> Config:
+    """The defaults with capture off: what a process runs with while a value is bad."""
+    try:
+        cfg = build({}, base_dir)
+    except ConfigError:  # $LOCKWATCH_STORE or the working directory is unusable too
+        cfg = build({"STORE": os.path.join(os.sep, "lockwatch.sqlite3"), "PROJECT_ROOT": os.sep})
+    return dataclasses.replace(cfg, enabled=False)
 
 
 @functools.cache
 def get_config() -> Config:
+    """The settings in force. Never raises: a bad value turns capture off, logged once
+    here and named by the system checks."""
     user, base = _user_settings()
-    return build(user, base)
+    try:
+        return build(user, base)
+    except ConfigError as exc:
+        log.warning("lockwatch: capture is off until LOCKWATCH is fixed: %s", exc)
+        return _capture_off(base)
 
 
 def reset(**kwargs: Any) -> None:
