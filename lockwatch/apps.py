@@ -19,9 +19,10 @@ class LockwatchConfig(AppConfig):
     default_auto_field = "django.db.models.AutoField"
 
     def ready(self) -> None:
-        from . import callsite, checks, conf  # noqa: F401  (checks registers itself)
+        from . import callsite, checks, conf, context  # noqa: F401  (checks registers itself)
 
         setting_changed.connect(_settings_changed)
+        context.install_command_hook()  # every management command tags its events
         # Never raises: a bad LOCKWATCH value turns capture off and the system checks
         # (lockwatch.E001-E003) name it, so django.setup() still succeeds.
         cfg = conf.get_config()

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sys
-from collections.abc import Iterator
-from contextvars import ContextVar
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(eq=False)
@@ -38,14 +40,21 @@ class Context:
 _current: ContextVar[Context | None] = ContextVar("lockwatch_context", default=None)
 
 
+# Programs whose first argument is a management command.
+_COMMAND_RUNNERS = ("manage.py", "django-admin", "django-admin.py")
+
+
 def _program_label(argv: list[str]) -> str:
     prog = os.path.basename(argv[0]) if argv and argv[0] else "python"
-    if prog in ("manage.py", "django-admin", "django-admin.py") and len(argv) > 1:
+    if prog == "__main__.py" and argv:
+        # python -m PACKAGE: argv[0] is PACKAGE/__main__.py; python -m django is django-admin.
+        prog = os.path.basename(os.path.dirname(argv[0])) or prog
+        if prog == "django":
+            prog = "django-admin"
+    if prog in _COMMAND_RUNNERS and len(argv) > 1:
         command = argv[1]
         if not command.startswith("-"):
             return f"command:{command}"
-    if prog == "__main__.py" and argv:
-        prog = os.path.basename(os.path.dirname(argv[0])) or prog
     return f"program:{prog}"
 
 
@@ -56,9 +65,14 @@ def current() -> Context | None:
     return _current.get()
 
 
+def _in_test() -> bool:
+    # A process that a test started inherits PYTEST_CURRENT_TEST: it is not the test.
+    return "PYTEST_CURRENT_TEST" in os.environ and "_pytest" in sys.modules
+
+
 def default_label() -> str:
     test = os.environ.get("PYTEST_CURRENT_TEST")
-    if test:
+    if test and "_pytest" in sys.modules:
         # "tests/test_x.py::test_y (call)" -> the node id.
         return "test:" + test.rsplit(" (", 1)[0]
     return _PROGRAM
@@ -89,6 +103,57 @@ def tag(label: str) -> Iterator[Context]:
 
 
 def set_command(name: str) -> None:
-    """Called for management commands run outside manage.py (call_command)."""
+    """Label the rest of this program command:NAME (commands label themselves anyway)."""
     global _PROGRAM
     _PROGRAM = f"command:{name}"
+
+
+def _command_name(command: object) -> str:
+    # call_command and manage.py load NAME from app.management.commands.NAME.
+    return type(command).__module__.rpartition(".")[2] or type(command).__name__
+
+
+def command_started(command: object) -> Token[Context | None] | None:
+    """Bind command:NAME while a management command runs, however it was started.
+
+    A request, a tag or a test's setup keeps its own label (so does a test, whose
+    node id the pytest plugin looks events up by); an enclosing command gives way
+    to the one it calls. Never raises: the command runs either way.
+    """
+    try:
+        outer = _current.get()
+        if outer is not None and not outer.label.startswith("command:"):
+            return None
+        if outer is None and _in_test():
+            return None
+        return _current.set(Context(label=f"command:{_command_name(command)}", task=task_name()))
+    except Exception:
+        return None
+
+
+def command_ended(token: Token[Context | None] | None) -> None:
+    if token is None:
+        return
+    with contextlib.suppress(Exception):  # e.g. a token from another context
+        _current.reset(token)
+
+
+def install_command_hook() -> None:
+    """Wrap BaseCommand.execute, which manage.py, django-admin, python -m django and
+    call_command() all go through, so each command tags its own events. Idempotent."""
+    from django.core.management.base import BaseCommand
+
+    original: Callable[..., Any] = BaseCommand.execute
+    if getattr(original, "_lockwatch_command_hook", False):
+        return
+
+    @functools.wraps(original)
+    def execute(self: BaseCommand, *args: Any, **options: Any) -> Any:
+        token = command_started(self)
+        try:
+            return original(self, *args, **options)
+        finally:
+            command_ended(token)
+
+    execute._lockwatch_command_hook = True  # type: ignore[attr-defined]
+    BaseCommand.execute = execute  # type: ignore[method-assign]
