@@ -320,37 +320,37 @@ def _runtests(outcomes_path: str, runtests: str, args: list[str]) -> None:
                 item["detail"] = text
             out.write(json.dumps(item) + "\n")
 
-        def addSuccess(self, test):  # noqa: N802 - unittest's names
+        def addSuccess(self, test):
             super().addSuccess(test)
             self._record(test, "success")
 
-        def addError(self, test, err):  # noqa: N802
+        def addError(self, test, err):
             super().addError(test, err)
             self._record(test, "error", detail(err))
 
-        def addFailure(self, test, err):  # noqa: N802
+        def addFailure(self, test, err):
             super().addFailure(test, err)
             self._record(test, "failure", detail(err))
 
-        def addSkip(self, test, reason):  # noqa: N802
+        def addSkip(self, test, reason):
             super().addSkip(test, reason)
             self._record(test, "skip", str(reason)[:400])
 
-        def addExpectedFailure(self, test, err):  # noqa: N802
+        def addExpectedFailure(self, test, err):
             super().addExpectedFailure(test, err)
             self._record(test, "expected_failure")
 
-        def addUnexpectedSuccess(self, test):  # noqa: N802
+        def addUnexpectedSuccess(self, test):
             super().addUnexpectedSuccess(test)
             self._record(test, "unexpected_success")
 
-        def addSubTest(self, test, subtest, err):  # noqa: N802
+        def addSubTest(self, test, subtest, err):
             super().addSubTest(test, subtest, err)
             if err is not None:  # the parallel runner replays failed subtests only
                 kind = "failure" if issubclass(err[0], test.failureException) else "error"
                 self._record(subtest, kind, detail(err))
 
-        def stopTestRun(self):  # noqa: N802
+        def stopTestRun(self):
             super().stopTestRun()
             out.write(json.dumps({"done": True, "tests_run": self.testsRun}) + "\n")
 

@@ -2,6 +2,11 @@
 # The whole test suite, as README gives it and as CI runs it.
 #   Python 3.11 + Django 5.2, and Python 3.13 + the newest Django: everything
 #   (capture, dashboard, browser, Redis, gunicorn); ruff once.
+#   Then, on Python 3.11 + Django 5.2 only, Django's own test suite (33 labels)
+#   under Django's sqlite3 backend and under lockwatch's, compared test by test,
+#   with a check that lockwatch's store lost nothing (scripts/django_suite.py;
+#   about 2 minutes here; it fetches Django's source distribution once, into
+#   .venv/django-src/). Skipped when arguments are given for pytest.
 # Installs what it needs: Debian's chromium and redis-server (as root, with
 # apt-get), and two virtualenvs under .venv/.
 set -euo pipefail
@@ -50,10 +55,17 @@ py313=$(find_python 3.13)
 venv .venv/py311 "$py311" "django>=5.2,<5.3"
 venv .venv/py313 "$py313" "django>=6"
 
-.venv/py311/bin/ruff check lockwatch tests bench demo
-.venv/py311/bin/ruff format --check lockwatch tests bench demo
+.venv/py311/bin/ruff check lockwatch tests bench demo scripts
+.venv/py311/bin/ruff format --check lockwatch tests bench demo scripts
 
 echo "== Python 3.13, $(.venv/py313/bin/python -c 'import django; print("Django", django.get_version())'): the whole suite"
 .venv/py313/bin/python -m pytest tests -q "$@"
 echo "== Python 3.11, $(.venv/py311/bin/python -c 'import django; print("Django", django.get_version())'): the whole suite"
 .venv/py311/bin/python -m pytest tests -q "$@"
+if (($#)); then
+    echo "== Django's own tests under lockwatch: skipped (pytest arguments given);" \
+        "run: .venv/py311/bin/python scripts/django_suite.py"
+else
+    echo "== Python 3.11, Django 5.2: Django's own tests, plain and under lockwatch's backend"
+    .venv/py311/bin/python scripts/django_suite.py
+fi
