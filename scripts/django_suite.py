@@ -272,11 +272,18 @@ def check_store(path: Path) -> list[str]:
     print(f"   {len(txns):,} transactions took the write lock: {len(txns) - lacking:,} with"
           f" their hold, {lacking:,} without; {wrong_end:,} holds with another"
           f" end; {orphans:,} holds with no transaction")  # fmt: skip
+    if not txns:
+        problems.append("no transaction took the write lock: was lockwatch capturing at all?")
     if missing:
         problems.append(
             f"{lacking:,} of {len(txns):,} transactions that took the write lock"
             f" have no hold row, on {len(missing)} connections (db, pid, conn_id):"
             + "".join(f"\n      {k}: {n:,} missing" for k, n in missing.most_common(8))
+            + "\n    A known cause: a hold's key is pid:conn_id:sequence, taken from the"
+            " connection; the parallel runner's forked workers inherit the parent's in-memory"
+            " connections and so write the same keys, and the store keeps the first hold of"
+            " each key (INSERT OR IGNORE), which a later transaction of that key may end"
+            " (UPDATE by key)."
         )
     if wrong_end:
         problems.append(
