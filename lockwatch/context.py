@@ -131,7 +131,8 @@ def command_started(command: object) -> Token[Context | None] | None:
         return None
 
 
-def command_ended(token: Token[Context | None] | None) -> None:
+def restore(token: Token[Context | None] | None) -> None:
+    """Undo _current.set(): what command_started() or a setup binding did. Never raises."""
     if token is None:
         return
     with contextlib.suppress(Exception):  # e.g. a token from another context
@@ -153,7 +154,7 @@ def install_command_hook() -> None:
         try:
             return original(self, *args, **options)
         finally:
-            command_ended(token)
+            restore(token)
 
     execute._lockwatch_command_hook = True  # type: ignore[attr-defined]
     BaseCommand.execute = execute  # type: ignore[method-assign]

@@ -44,6 +44,31 @@ def pytest_configure(config: pytest.Config) -> None:
     config._lockwatch_started = time.time()  # type: ignore[attr-defined]
 
 
+SETUP_LABEL = "test:setup"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: Any) -> Generator:
+    """A session, package, module or class fixture's setup is shared by the tests
+    that use it: its events are test:setup (pytest-django's test database and its
+    migrations among them), not the first test that happened to need it."""
+    token = None
+    if fixturedef.scope != "function":
+        try:
+            from lockwatch.context import Context, _current
+
+            token = _current.set(Context(label=SETUP_LABEL))
+        except Exception:
+            token = None
+    try:
+        yield
+    finally:
+        if token is not None:
+            from lockwatch.context import restore
+
+            restore(token)
+
+
 def _store_conn() -> sqlite3.Connection | None:
     from lockwatch import store
     from lockwatch.conf import get_config

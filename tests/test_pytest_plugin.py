@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from tests.conftest import ROOT
@@ -9,6 +11,8 @@ from tests.conftest import ROOT
 pytest_plugins = ["pytester"]
 
 CLASSIC = """
+import sqlite3
+
 import sqlite3
 
 import pytest
@@ -98,3 +102,46 @@ def test_off_unless_asked(run):
     result.assert_outcomes(passed=1, failed=2)
     assert "lockwatch: database is locked" not in result.stdout.str()
     assert "database is locked" in result.stdout.str()
+
+
+SETUP = """
+import sqlite3
+
+import pytest
+
+from tests.project.shop.models import Item
+
+
+@pytest.mark.django_db
+def test_first():
+    Item.objects.create(name="first")  # FIRST-WRITE
+
+
+@pytest.mark.django_db
+def test_second():
+    Item.objects.create(name="second")
+"""
+
+
+def test_database_setup_is_test_setup_not_the_first_test(run, pytester, tmp_path):
+    pytester.makepyfile(test_setup_label=SETUP)
+    result = run("test_setup_label.py")  # without --lockwatch: labels do not need it
+    result.assert_outcomes(passed=2)
+    conn = sqlite3.connect(tmp_path / "store.sqlite3")
+    try:
+        rows = conn.execute(
+            "SELECT context, coalesce(lock_sql, sql) FROM events"
+            " WHERE kind IN ('transaction', 'query') ORDER BY id"
+        ).fetchall()
+    finally:
+        conn.close()
+    first = "test:test_setup_label.py::test_first"
+    by_context: dict[str, list[str]] = {}
+    for context, sql in rows:
+        by_context.setdefault(context, []).append(sql or "")
+    # pytest-django's test database: its migrations create the tables.
+    assert any(s.startswith('CREATE TABLE "shop_item"') for s in by_context.get("test:setup", []))
+    assert not [s for s in by_context.get(first, []) if s.startswith("CREATE")]
+    # The tests keep their own writes.
+    assert any(s.startswith('INSERT INTO "shop_item"') for s in by_context.get(first, []))
+    assert "test:test_setup_label.py::test_second" in by_context
