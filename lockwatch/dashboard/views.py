@@ -255,8 +255,11 @@ def header(request: HttpRequest, v: params.View, conn: sqlite3.Connection | None
 
 
 def _window_label(w: params.Window) -> str:
-    if w.live:
-        return {"5m": "last 5 minutes", "1h": "last hour", "24h": "last 24 hours"}.get(w.name, "")
+    named = {"5m": "last 5 minutes", "1h": "last hour", "24h": "last 24 hours"}
+    if w.live and w.name in named:
+        return named[w.name]
+    if w.live:  # a custom range given only its start: it runs up to now
+        return f"since {when(w.since)} UTC"
     return f"{when(w.since)} – {when(w.until)} UTC"
 
 
