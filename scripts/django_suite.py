@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib.util
 import json
 import os
 import shutil
@@ -54,11 +55,17 @@ LABELS = [
 ]
 # fmt: on
 
-# Tests whose outcome is not compared, by id, each with its reason. They still run, and
-# a difference in them is printed as a note. Only tests that measure wall-clock time
-# against a ratio belong here (they flake on a loaded machine), never one that fails
-# under lockwatch for another reason.
-EXCLUDED: dict[str, str] = {}
+# Tests whose outcome is not compared, by id (their subtests with them), each with its
+# reason. They still run, and a difference in them is printed as a note. Only tests that
+# measure wall-clock time against a ratio belong here (they flake on a loaded machine),
+# never one that fails under lockwatch for another reason.
+EXCLUDED: dict[str, str] = {
+    "serializers.test_deserialization.TestDeserializer.test_crafted_xml_performance": (
+        "times XML deserialization at several sizes and asserts the time ratio is at most 2;"
+        " it touches no database. On this 2-core machine under other work it failed in a"
+        " plain run (ratio 13.0) and in a lockwatch run (2.14), and passed in others"
+    ),
+}
 
 LOCKWATCH_ENGINE = "lockwatch.db.backends.sqlite3"
 PLAIN_ENGINE = "django.db.backends.sqlite3"
@@ -156,15 +163,22 @@ def run_suite(
     if outcomes_path.exists():
         for line in outcomes_path.read_text().splitlines():
             item = json.loads(line)
-            if "done" in item:
-                summary = item
+            if "id" not in item:
+                summary.update(item)
             else:
                 outcomes[item["id"]].append(item)
-    tail = log_path.read_text(errors="replace").splitlines()[-3:]
     status = "timed out" if rc is None else f"exit {rc}"
-    print(f"   {status} after {wall:.0f} s; " + " / ".join(t.strip() for t in tail if t.strip()))
-    if not summary:
-        print(f"{name}: the run did not complete; its log:\n", file=sys.stderr)
+    print(f"   {status} after {wall:.0f} s: {summary.get('tests_run', 0):,} of"
+          f" {summary.get('found', '?')} tests run", flush=True)  # fmt: skip
+    # runtests.py exits 1 when a test fails, in either run; only an unfinished run is fatal.
+    if (
+        rc is None
+        or "crashed" in summary
+        or "tests_run" not in summary
+        or summary["tests_run"] != summary.get("found")
+    ):
+        print(f"{name}: the run did not complete ({summary.get('crashed', status)});"
+              f" the end of its log ({log_path}):\n", file=sys.stderr)  # fmt: skip
         print("\n".join(log_path.read_text(errors="replace").splitlines()[-60:]), file=sys.stderr)
         sys.exit(2)
     return outcomes, summary, wall
@@ -172,6 +186,11 @@ def run_suite(
 
 def counts(outcomes: dict[str, list[dict]]) -> collections.Counter[str]:
     return collections.Counter(o["outcome"] for items in outcomes.values() for o in items)
+
+
+def excluded(test: str) -> str | None:
+    """Why this test (or its subtest: "id [msg] (params)") is not compared, or None."""
+    return EXCLUDED.get(test.split(" ", 1)[0])
 
 
 def compare(plain: dict[str, list[dict]], watched: dict[str, list[dict]]) -> int:
@@ -182,7 +201,7 @@ def compare(plain: dict[str, list[dict]], watched: dict[str, list[dict]]) -> int
         b = sorted(o["outcome"] for o in watched.get(test, []))
         if a == b:
             continue
-        reason = EXCLUDED.get(test)
+        reason = excluded(test)
         tag = f"excluded ({reason})" if reason else "DIFFERENT"
         differ += reason is None
         print(f"{tag}: {test}")
@@ -359,9 +378,15 @@ def _runtests(outcomes_path: str, runtests: str, args: list[str]) -> None:
 
         def stopTestRun(self):
             super().stopTestRun()
-            out.write(json.dumps({"done": True, "tests_run": self.testsRun}) + "\n")
+            out.write(json.dumps({"tests_run": self.testsRun}) + "\n")
 
     default = django_runner.DiscoverRunner.get_resultclass
+    build_suite = django_runner.DiscoverRunner.build_suite
+
+    def build_and_count(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        suite = build_suite(self, *args, **kwargs)
+        out.write(json.dumps({"found": suite.countTestCases()}) + "\n")
+        return suite
 
     def get_resultclass(self):  # type: ignore[no-untyped-def]
         if default(self) is not None:
@@ -369,9 +394,16 @@ def _runtests(outcomes_path: str, runtests: str, args: list[str]) -> None:
         return Recorder
 
     django_runner.DiscoverRunner.get_resultclass = get_resultclass
+    django_runner.DiscoverRunner.build_suite = build_and_count
     sys.path[0] = os.path.dirname(runtests)  # as if runtests.py were run directly
     sys.argv = [runtests, *args]
-    runpy.run_path(runtests, run_name="__main__")
+    try:
+        runpy.run_path(runtests, run_name="__main__")
+    except SystemExit:
+        raise
+    except BaseException as exc:  # e.g. a worker's result that could not be sent back
+        out.write(json.dumps({"crashed": repr(exc)[:400]}) + "\n")
+        raise
 
 
 # -- main -----------------------------------------------------------------------------
@@ -391,6 +423,10 @@ def main() -> int:
 
     import django
 
+    if importlib.util.find_spec("tblib") is None:
+        # Django's test requirements include it: without it, a failing subtest in a
+        # parallel worker cannot send its traceback back, and the whole run aborts.
+        sys.exit(f"{sys.executable} -m pip install tblib: Django's parallel runner needs it")
     version = django.get_version()
     source = django_source(version, opts.cache)
     tests_dir = source / "tests"

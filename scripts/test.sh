@@ -52,7 +52,8 @@ venv() {  # venv DIR PYTHON PACKAGES...
 
 py311=$(find_python 3.11)
 py313=$(find_python 3.13)
-venv .venv/py311 "$py311" "django>=5.2,<5.3"
+# tblib: Django's parallel runner needs it to report a failure (scripts/django_suite.py).
+venv .venv/py311 "$py311" "django>=5.2,<5.3" tblib
 venv .venv/py313 "$py313" "django>=6"
 
 .venv/py311/bin/ruff check lockwatch tests bench demo scripts
