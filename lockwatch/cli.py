@@ -1,4 +1,5 @@
-"""The ``lockwatch`` command: ``lockwatch export``, and more as they land."""
+"""lockwatch: export the store's events as CSV, ask the doctor what to change, or serve the
+live dashboard."""
 
 from __future__ import annotations
 
@@ -59,23 +60,58 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _project(settings_module: str) -> tuple[Path, list[str]]:
+    """Set up the Django project (from the current folder, as manage.py does): its store,
+    and lockwatch's checks on it, the deploy advice included (``check --deploy``)."""
+    sys.path.insert(0, os.getcwd())
+    os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
+    import django
+    from django.core import checks
+
+    django.setup()
+    from . import conf
+
+    found = checks.run_checks(tags=["lockwatch"], include_deployment_checks=True)
+    lines = []
+    for m in sorted(found, key=lambda m: (-m.level, m.id or "")):
+        lines.append(f"- {m.id}: {m.msg}")
+        if m.hint:
+            lines.append(f"  {m.hint}")
+    return conf.get_config().store, lines
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from . import doctor, store
     from .filters import FilterError, parse_time
 
+    advice: list[str] | None = None
+    project_store: Path | None = None
+    if args.settings:
+        try:
+            project_store, advice = _project(args.settings)
+        except Exception as exc:  # the project's own import error, shown in one line
+            print(f"lockwatch doctor: error: cannot load {args.settings}: {exc!r}", file=sys.stderr)
+            return 2
+    path = _store_path(args.store) if args.store or project_store is None else project_store
     try:
         since = parse_time("since", args.since) if args.since else None
-        conn = store.connect(_store_path(args.store), readonly=True)
+        conn = (
+            None if advice is not None and not path.exists() else store.connect(path, readonly=True)
+        )
     except (FilterError, store.StoreError) as exc:
         print(f"lockwatch doctor: error: {exc}", file=sys.stderr)
         return 2
-    found = doctor.findings(conn, since)
-    if not found:
+    found = doctor.findings(conn, since) if conn is not None else []
+    if conn is None:
+        print(f"No events yet: no store at {path}.")
+    elif not found:
         print("No findings: nothing in the store points at a change.")
-        return 0
     for n, f in enumerate(found, 1):
         print(f"{n}. {f.title}: {f.change}.")
         print(f"   Evidence: {f.evidence}.")
+    if advice is not None:
+        print(f"\nConfiguration ({args.settings}):")
+        print("\n".join(advice) if advice else "- nothing to change.")
     return 0
 
 
@@ -93,10 +129,10 @@ def _serve(args: argparse.Namespace) -> int:
     )
     try:
         from daphne.cli import CommandLineInterface
-    except ImportError:
+    except ImportError as exc:  # daphne is a dependency: only a broken install lacks it
         print(
-            "lockwatch serve: error: the dashboard needs its extras: "
-            "pip install 'lockwatch[dashboard]'",
+            f"lockwatch serve: error: {exc}; the dashboard needs channels, daphne and plotly, "
+            "which pip install lockwatch installs with it",
             file=sys.stderr,
         )
         return 2
@@ -144,8 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     doc = sub.add_parser("doctor", help="say what to change, from the evidence in the store")
-    doc.add_argument("--store", help="the store file (default $LOCKWATCH_STORE)")
+    doc.add_argument(
+        "--store",
+        help="the store file (default $LOCKWATCH_STORE or ./lockwatch.sqlite3; with --settings, "
+        "the project's store)",
+    )
     doc.add_argument("--since", help="ISO-8601 time or an age: 15m, 2h, 1d")
+    doc.add_argument(
+        "--settings",
+        metavar="MODULE",
+        help="also check this Django project's configuration (e.g. mysite.settings, run from "
+        "its folder), as manage.py check --deploy does",
+    )
     doc.set_defaults(func=_doctor)
     return parser
 

@@ -35,7 +35,11 @@ class Counters:
         key = f"{what}:{type(exc).__name__}"
         if key not in self._logged:
             self._logged.add(key)
-            log.warning("lockwatch: %s failed: %r (logged once; counted from now on)", what, exc)
+            # str(), not repr(): an OSError's str names its file, its repr does not.
+            log.warning(
+                "lockwatch: %s failed: %s: %s (logged once; counted from now on)",
+                what, type(exc).__name__, exc,
+            )  # fmt: skip
 
 
 _lock = threading.Lock()

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from django.core import checks
@@ -219,3 +220,17 @@ def test_django_setup_survives_a_bad_value_in_a_fresh_process(tmp_path, value, n
     assert out["enabled"] is False
     assert len(out["found"]) == 1 and named in out["found"][0][1]
     assert "capture is off" in done.stderr  # logged once, for processes that run no checks
+
+
+def test_a_logged_failure_names_the_file(caplog):
+    from lockwatch.pipeline import Counters
+
+    try:
+        Path("/proc/x/store").mkdir(parents=True)
+    except OSError as exc:
+        error = exc
+    with caplog.at_level("WARNING", logger="lockwatch"):
+        Counters().log_once("store write", error)
+    (record,) = caplog.records
+    assert "store write failed: FileNotFoundError: " in record.getMessage()
+    assert "'/proc/x'" in record.getMessage()
