@@ -180,8 +180,8 @@ def build(path: Path, n: int, now: float) -> float:
                 _event(rng, kind, ts, db)
                 for kind, ts in zip(rng.choices(kinds, weights, k=k), stamps, strict=True)
             ]
-            # No pending kinds: every row goes in by executemany (these are attributed).
-            writer.write(rows, (), (), pending_kinds=frozenset())
+            # Every row goes in by executemany.
+            writer.write(rows, (), ())
             done += k
         writer.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:

@@ -8,19 +8,23 @@ is counted and logged once, and the app's own exception is re-raised untouched.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from . import callsite, handle, pipeline
+from . import callsite, handle, holders, pipeline
+from .callsite import RawSite
 from .conf import get_config
 from .context import _current, default_label, task_name
-from .records import Busy, Lock, Origin, Query, Transaction, Wait, Who
+from .records import Blocker, Busy, Lock, Origin, Query, Transaction, Wait, Who
 from .sql import _cache as _classes
 from .sql import begin_mode, statement_class
 
@@ -37,6 +41,57 @@ _current_thread = threading.current_thread
 _tuple_new = tuple.__new__
 # Statements that change nothing lockwatch tracks once a transaction holds the lock.
 _IN_TRANSACTION = frozenset({"write", "ddl", "begin", "commit", "rollback"})
+
+
+# Statements that may take the write lock: the holder table hears of them first.
+_MAY_TAKE = frozenset({"write", "ddl", "other"})
+_LOCKING_BEGIN = frozenset({"immediate", "exclusive"})
+_READERS = Blocker(holders.READERS, None, None, None, None, holders.READERS, holders.READERS,
+                   None, False)  # fmt: skip
+_OUTSIDE = Blocker(holders.OUTSIDE, None, None, None, None, holders.OUTSIDE, holders.OUTSIDE,
+                   None, False)  # fmt: skip
+# Every spelling: PRAGMA busy_timeout = N, PRAGMA main.busy_timeout(N), ...
+_BUSY_TIMEOUT_SET = re.compile(r"busy_timeout\s*[=(]", re.IGNORECASE)
+# Live probes, so a forked child can give its inherited connections a new identity.
+_probes: weakref.WeakSet[Probe] = weakref.WeakSet()
+_site_cache: dict[RawSite | None, bytes] = {}
+
+
+def _site_bytes(site: RawSite | None) -> bytes:
+    data = _site_cache.get(site)
+    if data is None:
+        if len(_site_cache) >= 4096:
+            _site_cache.clear()
+        text = callsite.format(site) or ""
+        data = _site_cache[site] = text.encode("utf-8", "backslashreplace")[:128]
+    return data
+
+
+def _blocker(h: holders.Holder, same_thread: bool) -> Blocker:
+    return Blocker(
+        "holder", h.pid, h.conn_id, h.txn, h.thread or None, h.context or None,
+        h.call_site or None, h.since, same_thread,
+    )  # fmt: skip
+
+
+def _sets_busy_timeout(sql: str) -> bool:
+    return "busy_timeout" in sql.lower() and _BUSY_TIMEOUT_SET.search(sql) is not None
+
+
+class _Returning(NamedTuple):
+    """A write that still holds the lock after execute() (INSERT ... RETURNING)."""
+
+    origin: Origin
+    who: Who
+    wall: float
+    dur: float
+    sql: str
+    params: Any
+    cls: str
+    site: RawSite | None
+    waited: float
+    lock_start: float  # perf_counter
+    lock_wall: float
 
 
 def _may_lock(cls: str, sql: str, mode: str) -> bool:
@@ -130,6 +185,7 @@ class Probe:
             self.handle = handle.raw_handle(conn)
         if self.handle is not None:
             self.busy = handle.BusyHandler(self.handle, timeout, cfg.fast_handoff)
+            self.busy.watch = self
             self.busy.install()
         mode = "exact" if self.busy is not None else "inferred"
         api = handle.api() if self.handle is not None else None
@@ -138,6 +194,20 @@ class Probe:
         self.txn: _Txn | None = None
         self._txn_seq = 0
         self._last_who: Who | None = None
+        # The live holder table: this connection's slot says what it does to the lock.
+        self.table = None if db == ":memory:" else holders.table_for(cfg.store)
+        if self.table is None and db != ":memory:":
+            pipeline.capture_failed(OSError(f"no holder table for the store {cfg.store}"))
+        self.key = holders.db_key(db)
+        self.slot: holders.Slot | None = None
+        self._marked = False  # the slot says this connection may hold the lock
+        self._marks = 0
+        # The current wait, as the busy handler saw it.
+        self._seen: Blocker | None = None
+        self._split: dict[tuple[Any, ...], list[Any]] = {}
+        self._reader_wait = 0.0  # seconds this connection held the lock and waited for readers
+        self._returning: _Returning | None = None
+        _probes.add(self)
 
     def _txn_state(self) -> int:
         return self._txn_state_fn(self.handle, None) if self._txn_state_fn else -1
@@ -149,21 +219,41 @@ class Probe:
         ctx = _current.get()
         if ctx is not None and ctx.quiet:
             return execute(sql, arg)
+        if self._returning is not None:
+            self._safe(self._settle_returning, None)
         params = None if many or not arg else arg
         busy = self.busy
         if busy is not None and busy.calls:
             busy.reset()
+            self._new_wait()
+        site = None
+        txn = self.txn
+        if self.table is not None and (txn is None or txn.lock_wall is None):
+            # A statement that may take the write lock says so first, so a waiter
+            # in any process sees who is about to hold it (or is holding it).
+            try:
+                site = self._mark(sql, ctx)
+            except Exception as exc:
+                pipeline.capture_failed(exc)
         wall = _wall()
         t0 = _perf()
         try:
             result = execute(sql, arg)
         except BaseException as exc:
-            self._safe(self._after, sql, params, wall, t0, _perf(), exc)
+            interrupt = self._interrupt(busy)
+            self._safe(
+                self._after, sql, params, wall, t0, _perf(), interrupt or exc, None, None, site
+            )
+            if interrupt is not None:
+                raise interrupt.with_traceback(interrupt.__traceback__) from None
             raise
         t1 = _perf()
         # Most statements need only counting: quick reads that did not wait, and
         # quick statements of a transaction that already holds the write lock.
-        if self.fast_reads and t1 - t0 < self.slow and (busy is None or not busy.calls):
+        if (
+            self.fast_reads and t1 - t0 < self.slow and (busy is None or not busy.calls)
+            and not self._marked
+        ):  # fmt: skip
             cls = _classes.get(sql)
             txn = self.txn
             if cls == "read" or (
@@ -178,7 +268,7 @@ class Probe:
                 if txn is not None:
                     txn.statements += 1
                 return result
-        self._safe(self._after, sql, params, wall, t0, t1, None, None, result)
+        self._safe(self._after, sql, params, wall, t0, t1, None, None, result, site)
         return result
 
     def commit(self, do: Callable[[], None]) -> None:
@@ -187,9 +277,17 @@ class Probe:
     def rollback(self, do: Callable[[], None]) -> None:
         self._end_through(do, "ROLLBACK", "rollback")
 
+    def fetched(self, exc: BaseException | None = None) -> None:
+        """A cursor fetched: a statement that held the lock past execute() may be over."""
+        if self._returning is not None:
+            self._safe(self._settle_returning, exc)
+
     def closing(self) -> None:
         """The connection is closing: an open transaction never ended."""
+        if self._returning is not None:
+            self._safe(self._settle_returning, None)
         self._safe(self._close_txn, "abandoned")
+        self._safe(self._release_slot)
 
     # -- internals ------------------------------------------------------------
 
@@ -198,6 +296,17 @@ class Probe:
             fn(*args)
         except Exception as exc:  # lockwatch's own failure: never the app's
             pipeline.capture_failed(exc)
+
+    @staticmethod
+    def _interrupt(busy: handle.BusyHandler | None) -> BaseException | None:
+        """Ctrl-C or sys.exit() during a wait: that is raised, not 'database is locked'."""
+        if busy is None or busy.interrupted is None:
+            return None
+        interrupt, busy.interrupted = busy.interrupted, None
+        return interrupt
+
+    def failed(self) -> None:
+        pipeline.counters.capture_errors += 1
 
     def _who(self) -> Who:
         ctx: Any = _current.get()
@@ -212,15 +321,21 @@ class Probe:
         return who
 
     def _end_through(self, do: Callable[[], None], sql: str, end: str) -> None:
+        if self._returning is not None:
+            self._safe(self._settle_returning, None)
         busy = self.busy
         if busy is not None and busy.calls:
             busy.reset()
+            self._new_wait()
         wall = _wall()
         t0 = _perf()
         try:
             do()
         except BaseException as exc:
-            self._safe(self._after, sql, None, wall, t0, _perf(), exc)
+            interrupt = self._interrupt(busy)
+            self._safe(self._after, sql, None, wall, t0, _perf(), interrupt or exc)
+            if interrupt is not None:
+                raise interrupt.with_traceback(interrupt.__traceback__) from None
             raise
         self._safe(self._after, sql, None, wall, t0, _perf(), None, end)
 
@@ -230,13 +345,150 @@ class Probe:
             return 0.0, False, 0
         return busy.waited(), busy.gave_up, busy.calls
 
+    # -- the holder table -----------------------------------------------------
+
+    def _mark(self, sql: str, ctx: Any) -> RawSite | None:
+        """Fill this connection's slot before a statement that may take the lock."""
+        cls = _classes.get(sql) or statement_class(sql)
+        if cls not in _MAY_TAKE and not (cls == "begin" and begin_mode(sql) in _LOCKING_BEGIN):
+            return None
+        site = callsite.find(2)
+        self._fill(holders.RUNNING, _wall(), sql, ctx, site)
+        return site
+
+    def _fill(self, state: int, since: float, sql: str, ctx: Any, site: RawSite | None) -> None:
+        slot = self.slot
+        if slot is None:
+            table = self.table
+            slot = self.slot = table.claim() if table is not None else None
+            if slot is None:
+                self.table = None  # full: this connection goes without
+                pipeline.capture_failed(RuntimeError("the holder table is full"))
+                return
+        thread = _current_thread()
+        label = ctx.label if ctx is not None else default_label()
+        self._marks += 1
+        slot.fill(
+            state, self.key, self.origin.conn_id, thread.ident or 0, self._marks, since,
+            label.encode("utf-8", "backslashreplace")[:96], _site_bytes(site),
+            thread.name.encode("utf-8", "backslashreplace")[:40],
+            sql[:176].encode("utf-8", "backslashreplace")[:176],
+        )  # fmt: skip
+        self._marked = True
+
+    def _slot_after(self, lock_wall: float | None = None) -> None:
+        """After a statement: the slot says holding, or idle."""
+        slot = self.slot
+        if slot is None or not self._marked:
+            return
+        state = self._txn_state()
+        if state < 0:  # no handle: a transaction that took the lock holds it
+            held = self.txn is not None and self.txn.lock_wall is not None
+        else:
+            held = state == handle.SQLITE_TXN_WRITE
+        if held:
+            if lock_wall is not None:
+                slot.set_since(holders.HOLDING, lock_wall)
+            else:
+                slot.set_state(holders.HOLDING)
+        else:
+            slot.set_state(holders.IDLE)
+            self._marked = False
+
+    def _release_slot(self) -> None:
+        slot, self.slot = self.slot, None
+        self._marked = False
+        if slot is not None:
+            slot.table.release(slot)
+
+    def _new_wait(self) -> None:
+        self._seen = None
+        self._split = {}
+        self._reader_wait = 0.0
+
+    def poll(self, delay: float) -> None:
+        """From the busy handler, before it sleeps: who is in the way right now?"""
+        now = _wall()
+        if self._txn_state() == handle.SQLITE_TXN_WRITE:
+            # This connection holds the lock and waits (a COMMIT, or a statement
+            # spilling its cache) for read transactions to finish.
+            self._seen = _READERS
+            if not self._marked and self.table is not None:
+                self._fill(holders.COMMITTING, now, "", _current.get(), callsite.find(2))
+            if self._marked and self.slot is not None:
+                self.slot.waiting(holders.COMMITTING, now + delay)
+            return
+        self._seen = self._look()
+        if self._marked and self.slot is not None:
+            self.slot.waiting(holders.WAITING, now + delay)
+
+    def charge(self, seconds: float) -> None:
+        """From the busy handler, after it slept: that time goes to what was in the way."""
+        seen = self._seen
+        if seen is None:
+            # Nobody held it when the wait was seen: whoever took it since, or let
+            # go since, kept this connection waiting; else another program did.
+            seen = self._look() or self._recent_writer(_wall() - seconds - 0.002) or _OUTSIDE
+        entry = self._split.get(seen.key)
+        if entry is None:
+            self._split[seen.key] = [seen, seconds]
+        else:
+            entry[1] += seconds
+        if seen is _READERS:
+            self._reader_wait += seconds
+
+    def _look(self) -> Blocker | None:
+        """The holder of this database's write lock now, from the table."""
+        table = self.table
+        if table is None:
+            return None
+        slot = self.slot
+        h, index = table.holder(self.key, slot.index if slot is not None else None)
+        if h is None or index is None:
+            return None
+        table.mark_waited_on(index)
+        same = h.pid == self.origin.pid and h.thread_ident == (_current_thread().ident or 0)
+        return _blocker(h, same)
+
+    def _recent_writer(self, since: float) -> Blocker | None:
+        """The database's last writer, if it let go of the lock after ``since``."""
+        table = self.table
+        found = table.last_writer(self.key) if table is not None else None
+        if found is None or found[1] < since:
+            return None
+        h = found[0]
+        if h.pid == self.origin.pid and h.conn_id == self.origin.conn_id:
+            return None
+        same = h.pid == self.origin.pid and h.thread_ident == (_current_thread().ident or 0)
+        return _blocker(h, same)
+
+    def _blame(self, now: float | None) -> tuple[Blocker | None, tuple[tuple[Blocker, float], ...]]:
+        """The blocker (the largest share of the wait) and the whole split.
+
+        With no wait to split (SQLite skipped the busy handler), ``now`` asks the
+        table: the holder now, or one that let go in the instant since.
+        """
+        split = tuple((b, s) for b, s in self._split.values())
+        if split:
+            return max(split, key=lambda e: e[1])[0], split
+        if self._seen is not None:
+            return self._seen, ()
+        if now is not None:
+            return self._look() or self._recent_writer(now - 0.05) or _OUTSIDE, ()
+        return None, ()
+
+    # -- after a statement ----------------------------------------------------
+
     def _after(
         self, sql: str, params: Any, wall: float, t0: float, t1: float,
         exc: BaseException | None, end: str | None = None, result: Any = None,
+        site0: RawSite | None = None,
     ) -> None:  # fmt: skip
         cls = statement_class(sql)
         dur = t1 - t0
         waited, gave_up, calls = self._waited()
+        # Waiting for readers happens with the lock held: it is part of the hold.
+        before_lock = max(waited - self._reader_wait, 0.0)
         ctx = _current.get()
         if ctx is not None:
             ctx.queries += 1
@@ -244,31 +496,26 @@ class Probe:
             ctx.wait_time += waited
         # The call site is found only when something is recorded: walking frames
         # for every statement of a transaction would cost more than the rest.
-        found: list[Any] = []
+        found: list[Any] = [] if site0 is None else [site0]
 
         def site() -> Any:
             if not found:
                 found.append(callsite.find(2))
             return found[0]
 
-        txn = self.txn
-        who: Who | None = None
-
-        if cls == "begin" and txn is None and exc is None and sql.lstrip()[:5].upper() == "BEGIN":
-            txn = self._open_txn(wall, t0, begin_mode(sql) or "deferred")
-        elif txn is None and exc is None and self.conn.in_transaction:
-            # The sqlite3 module began a transaction implicitly.
-            txn = self._open_txn(wall, t0, "deferred")
+        txn = self._txn_for(sql, cls, wall, t0, exc)
         if txn is not None:
             txn.statements += 1
             txn.wait += waited
 
+        who: Who | None = None
         if waited > 0.0:
             who = self._who()
+            blocker, split = self._blame(None)
             pipeline.emit(
                 Wait(
                     self.origin, who, wall, waited, "gave_up" if gave_up else "acquired",
-                    sql, cls, site(), (wall, wall + dur),
+                    sql, cls, site(), blocker, split, wall + waited,
                 )
             )  # fmt: skip
 
@@ -276,38 +523,99 @@ class Probe:
             exc = sqlite_error(exc)
         if exc is not None and is_lock_error(exc):
             who = who or self._who()
-            code = getattr(exc, "sqlite_errorcode", None)
-            if self.handle is not None:
-                read_txn = self._txn_state() == handle.SQLITE_TXN_READ
-            else:
-                read_txn = txn is not None and txn.lock_wall is None and self.conn.in_transaction
-            classification = classify(
-                code, gave_up=gave_up, calls=calls, read_txn=read_txn, dur=dur,
-                timeout=self.timeout, exact=self.busy is not None,
-            )  # fmt: skip
-            if ctx is not None:
-                ctx.busy += 1
-            window = (wall, wall + dur)
-            if classification == "snapshot" and txn is not None:
-                window = (txn.wall, wall + dur)
-            pipeline.emit(
-                Busy(
-                    self.origin, who, wall, dur, waited, classification, code,
-                    getattr(exc, "sqlite_errorname", None), str(exc), sql, cls, site(), window,
-                )
-            )  # fmt: skip
+            self._busy(exc, txn, sql, cls, site, wall, dur, waited, gave_up, calls, who, ctx)
 
         hold = None
         if txn is not None:
             if txn.lock_wall is None and exc is None and _may_lock(cls, sql, txn.mode):
-                self._maybe_locked(txn, sql, cls, site, wall, t0, waited, who)
+                self._maybe_locked(txn, sql, cls, site, wall, t0, before_lock, who)
         elif exc is None and cls in ("write", "ddl"):
-            hold = max(dur - waited, 0.0)
+            if self._txn_state() == handle.SQLITE_TXN_WRITE:
+                # INSERT ... RETURNING: the lock stays held until the statement is
+                # reset, when its rows are fetched; the hold is recorded then.
+                self._returning = _Returning(
+                    self.origin, who or self._who(), wall, dur, sql,
+                    params if self.capture_params else None, cls, site(), waited,
+                    t0 + before_lock, wall + before_lock,
+                )  # fmt: skip
+                if self._marked and self.slot is not None:
+                    self.slot.set_since(holders.HOLDING, wall + before_lock)
+                if self.busy is not None and self.busy.calls:
+                    # This wait is recorded; a wait inside the fetch is a new one.
+                    self.busy.reset()
+                    self._new_wait()
+            else:
+                hold = max(dur - before_lock, 0.0)
+                if self._marked and self.slot is not None and self.table is not None:
+                    self.table.wrote(self.slot)
 
+        self._record_query(sql, params, wall, dur, cls, exc, waited, hold, result, site, who)
+
+        if cls == "pragma" and exc is None and _sets_busy_timeout(sql):
+            self.busy_timeout_changed()
+
+        if self._returning is None:
+            self._slot_after(txn.lock_wall if txn is not None else None)
+
+        if self.txn is not None and not self.conn.in_transaction:
+            if end is None:
+                end = "rollback" if cls == "rollback" else ("error" if exc else "commit")
+            self._close_txn(end, t1)
+
+    def _txn_for(
+        self, sql: str, cls: str, wall: float, t0: float, exc: BaseException | None
+    ) -> _Txn | None:
+        txn = self.txn
+        if cls == "begin" and txn is None and exc is None and sql.lstrip()[:5].upper() == "BEGIN":
+            return self._open_txn(wall, t0, begin_mode(sql) or "deferred")
+        if txn is None and exc is None and self.conn.in_transaction:
+            # The sqlite3 module began a transaction implicitly.
+            return self._open_txn(wall, t0, "deferred")
+        return txn
+
+    def _busy(
+        self, exc: BaseException, txn: _Txn | None, sql: str, cls: str, site: Callable[[], Any],
+        wall: float, dur: float, waited: float, gave_up: bool, calls: int, who: Who, ctx: Any,
+    ) -> None:  # fmt: skip
+        code = getattr(exc, "sqlite_errorcode", None)
+        if self.handle is not None:
+            read_txn = self._txn_state() == handle.SQLITE_TXN_READ
+        else:
+            read_txn = txn is not None and txn.lock_wall is None and self.conn.in_transaction
+        classification = classify(
+            code, gave_up=gave_up, calls=calls, read_txn=read_txn, dur=dur,
+            timeout=self.timeout, exact=self.busy is not None,
+        )  # fmt: skip
+        if ctx is not None:
+            ctx.busy += 1
+        if classification == "snapshot":
+            blocker, split = self._last_writer(txn), ()
+        else:
+            blocker, split = self._blame(wall)
+        pipeline.emit(
+            Busy(
+                self.origin, who, wall, dur, waited, classification, code,
+                getattr(exc, "sqlite_errorname", None), str(exc), sql, cls, site(),
+                blocker, split, wall + dur,
+            )
+        )  # fmt: skip
+
+    def _last_writer(self, txn: _Txn | None) -> Blocker:
+        """A stale WAL snapshot: whoever committed after this transaction read."""
+        since = txn.wall if txn is not None else _wall() - 1.0
+        return self._recent_writer(since) or self._look() or _OUTSIDE
+
+    def _record_query(
+        self, sql: str, params: Any, wall: float, dur: float, cls: str,
+        exc: BaseException | None, waited: float, hold: float | None, result: Any,
+        site: Callable[[], Any], who: Who | None,
+    ) -> None:  # fmt: skip
         mode = self.capture_queries
         if hold is not None or (
             mode != "none" and (mode == "all" or exc is not None or waited or dur >= self.slow)
         ):
+            if self._returning is not None and exc is None and hold is None:
+                return  # recorded when the statement lets go of the lock
             who = who or self._who()
             rows = None
             # RETURNING rows are counted only as they are fetched, after this.
@@ -322,13 +630,38 @@ class Probe:
                 ))
             )  # fmt: skip
 
-        if cls == "pragma" and exc is None and "busy_timeout" in sql.lower() and "=" in sql:
-            self.busy_timeout_changed()
-
-        if self.txn is not None and not self.conn.in_transaction:
-            if end is None:
-                end = "rollback" if cls == "rollback" else ("error" if exc else "commit")
-            self._close_txn(end, t1)
+    def _settle_returning(self, exc: BaseException | None) -> None:
+        """A statement that kept the lock after execute(): has it let go?"""
+        r = self._returning
+        if r is None:
+            return
+        if exc is None and self._txn_state() == handle.SQLITE_TXN_WRITE:
+            return  # rows still to fetch: still held
+        self._returning = None
+        t = _perf()
+        waited, gave_up, calls = self._waited()
+        if waited > 0.0:
+            # Its COMMIT waited for readers, inside the fetch.
+            blocker, split = self._blame(None)
+            pipeline.emit(
+                Wait(
+                    r.origin, r.who, _wall() - waited, waited,
+                    "gave_up" if gave_up else "acquired", "COMMIT", "commit", r.site,
+                    blocker, split, _wall(),
+                )
+            )  # fmt: skip
+            if self.busy is not None:
+                self.busy.reset()
+            self._new_wait()
+        pipeline.emit(
+            _tuple_new(Query, (
+                r.origin, r.who, r.wall, r.dur, r.sql, r.params, r.cls, None, r.site,
+                r.waited, max(t - r.lock_start, 0.0),
+            ))
+        )  # fmt: skip
+        if self._marked and self.slot is not None and self.table is not None:
+            self.table.wrote(self.slot)
+        self._slot_after()
 
     def _open_txn(self, wall: float, t0: float, mode: str) -> _Txn:
         view = getattr(_current.get(), "view_func", None)
@@ -345,7 +678,7 @@ class Probe:
 
     def _maybe_locked(
         self, txn: _Txn, sql: str, cls: str, site: Callable[[], Any], wall: float, t0: float,
-        waited: float, who: Who | None,
+        before_lock: float, who: Who | None,
     ) -> None:  # fmt: skip
         if self.handle is not None:
             locked = self._txn_state() == handle.SQLITE_TXN_WRITE
@@ -353,8 +686,8 @@ class Probe:
             locked = cls in ("write", "ddl") or (cls == "begin" and txn.mode != "deferred")
         if not locked:
             return
-        txn.lock_start = t0 + waited
-        txn.lock_wall = wall + waited
+        txn.lock_start = t0 + before_lock
+        txn.lock_wall = wall + before_lock
         txn.lock_sql = sql
         txn.lock_site = site()
         pipeline.emit(
@@ -374,14 +707,66 @@ class Probe:
                 end, txn.lock_wall, hold, txn.lock_sql, txn.lock_site, txn.statements, txn.wait,
             )
         )  # fmt: skip
+        if self.table is not None and txn.lock_wall is not None and self.slot is not None:
+            self.table.wrote(self.slot)
+
+    def _forked(self) -> None:
+        """In a forked child: this inherited connection is a new one here."""
+        o = self.origin
+        self.origin = Origin(os.getpid(), o.alias, o.db, next(_conn_ids), o.mode)
+        self._txn_seq = 0
+        self.slot = None
+        self._marked = False
+        self._returning = None
+        txn = self.txn
+        if txn is not None:
+            self._txn_seq += 1
+            txn.key = f"{self.origin.pid}:{self.origin.conn_id}:{self._txn_seq}"
 
     def busy_timeout_changed(self) -> None:
-        """A ``PRAGMA busy_timeout = N`` replaced our handler: adopt N and reinstall."""
+        """A ``PRAGMA busy_timeout`` replaced our handler: adopt its value and reinstall."""
         ms = sqlite3.Connection.execute(self.conn, "PRAGMA busy_timeout").fetchone()[0]
         self.timeout = ms / 1000.0
         if self.busy is not None:
             self.busy.timeout = self.timeout
             self.busy.install()
+
+
+class FetchWatch:
+    """Cursor methods that tell the probe when a statement holding the lock is reset.
+
+    INSERT ... RETURNING keeps the write lock after execute(): SQLite resets the
+    statement, and an autocommit write commits, inside the fetch of its last row.
+    """
+
+    _lockwatch: Probe | None = None
+
+    def _fetching(self, fetch: Callable[..., T], *args: Any) -> T:
+        probe = self._lockwatch
+        if probe is None or probe._returning is None:
+            return fetch(*args)
+        try:
+            out = fetch(*args)
+        except BaseException as exc:
+            probe.fetched(exc)
+            raise
+        probe.fetched()
+        return out
+
+    def fetchone(self) -> Any:
+        return self._fetching(super().fetchone)  # type: ignore[misc]
+
+    def fetchmany(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fetching(functools.partial(super().fetchmany, *args, **kwargs))  # type: ignore[misc]
+
+    def fetchall(self) -> Any:
+        return self._fetching(super().fetchall)  # type: ignore[misc]
+
+    def close(self) -> None:
+        super().close()  # type: ignore[misc]
+        probe = self._lockwatch
+        if probe is not None and probe._returning is not None:
+            probe.fetched()
 
 
 def effective_timeout(conn: sqlite3.Connection) -> float:
@@ -399,3 +784,11 @@ def attach(conn: sqlite3.Connection, alias: str, db: str) -> Probe | None:
     except Exception as exc:
         pipeline.capture_failed(exc)
         return None
+
+
+def _after_fork() -> None:
+    for probe in list(_probes):
+        probe._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork)

@@ -43,8 +43,12 @@ COLUMNS: tuple[Column, ...] = (
     Column("thread", "TEXT", "thread name"),
     Column("db", "TEXT", "absolute path of the watched database file"),
     Column("blocker_pid", "INTEGER", "wait/busy: pid of the transaction holding the write lock"),
-    Column("blocker_call_site", "TEXT", "wait/busy: where the blocker took the lock, or unknown"),
-    Column("blocker_context", "TEXT", "wait/busy: the blocker's context, or unknown"),
+    Column(
+        "blocker_call_site",
+        "TEXT",
+        "wait/busy: where the blocker took the lock; outside (another program) or readers",
+    ),
+    Column("blocker_context", "TEXT", "wait/busy: the blocker's context; outside or readers"),
     # Extra columns.
     Column("id", "INTEGER", "the store's row id"),
     Column("thread_id", "INTEGER", "thread ident"),
@@ -76,8 +80,22 @@ COLUMNS: tuple[Column, ...] = (
     Column("busy_count", "INTEGER", "request: busy errors"),
     Column("blocker_thread", "TEXT", "wait/busy: the blocker's thread"),
     Column("blocker_held_ms", "REAL", "wait/busy: how long the blocker had held the lock"),
-    Column("blockers", "INTEGER", "wait/busy: how many holders overlapped the wait"),
+    Column("blockers", "INTEGER", "wait/busy: how many holders the wait was behind"),
+    # Schema 6: the holder table.
+    Column(
+        "blocker_split",
+        "TEXT",
+        "wait/busy: JSON list of what the wait was behind and for how long, largest first:"
+        " [{blocker, kind (holder, readers or outside), pid, ms}]",
+    ),
+    Column(
+        "blocker_same_thread",
+        "INTEGER",
+        "wait/busy: 1 when the blocker is the waiter's own thread (it cannot succeed)",
+    ),
 )
+# The columns of the first schema; later ones are added by migrations.
+V1_NAMES = frozenset(c.name for c in COLUMNS[: [c.name for c in COLUMNS].index("blockers") + 1])
 
 NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 CSV_HEADER: tuple[str, ...] = NAMES
@@ -85,6 +103,9 @@ FIXED_CSV_HEADER: tuple[str, ...] = NAMES[:15]
 INDEX: dict[str, int] = {name: i for i, name in enumerate(NAMES)}
 
 UNKNOWN = "unknown"
+# What a wait can be behind, besides an instrumented holder.
+OUTSIDE = "outside"  # another program holds the file
+READERS = "readers"  # the waiter's own COMMIT holds the lock and waits for read transactions
 
 _COMMON = (
     "ts", "kind", "duration_ms", "context", "pid", "thread", "thread_id", "task",
@@ -94,7 +115,7 @@ _ON_CONNECTION = ("db", "alias", "conn_id", "capture_mode")
 _STATEMENT = ("sql", "fingerprint", "stmt_class", "call_site", "wait_ms")
 _BLOCKER = (
     "blocker_pid", "blocker_call_site", "blocker_context", "blocker_thread",
-    "blocker_held_ms", "blockers",
+    "blocker_held_ms", "blockers", "blocker_split", "blocker_same_thread",
 )  # fmt: skip
 
 # The columns each kind can fill; the others are always empty for it. The

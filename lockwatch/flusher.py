@@ -1,10 +1,9 @@
 """The background flusher: buffer → rows → store (and the live sinks).
 
 It runs in a daemon thread, wakes every FLUSH_INTERVAL, and writes each batch
-in one short transaction. Waits and busy errors are attributed to their
-blockers here, against the store's holds, so holders in other processes are
-found too; a wait whose holder has not been flushed yet is retried for
-ATTRIBUTION_GRACE seconds.
+in one short transaction. Waits and busy errors arrive with their blockers
+already named (capture reads the live holder table while it waits), so
+nothing here waits for another process to flush.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from . import callsite, context, live
 from .buffer import Buffer
 from .conf import get_config
 from .records import Limits, Lock, Transaction, _label, to_row
-from .store import Hold, Pending, Writer
+from .store import Hold, Writer
 
 Sink = Callable[[list[dict[str, Any]]], None]
 
@@ -55,7 +54,6 @@ class Flusher(threading.Thread):
         self._idle = threading.Condition()
         self._busy_flushing = False
         self._writer: Writer | None = None
-        self._pending: list[Pending] = []
         self._mode = "exact"
         self._last_report = 0.0
         self._last_prune = 0.0
@@ -84,7 +82,7 @@ class Flusher(threading.Thread):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._idle:
-                if not len(self.buffer) and not self._busy_flushing and not self._pending:
+                if not len(self.buffer) and not self._busy_flushing:
                     return
             self._wake.set()
             time.sleep(0.005)
@@ -101,7 +99,6 @@ class Flusher(threading.Thread):
                     self._write(batch)
                 if len(batch) < self.BATCH:
                     break
-            self._attribute()
             self._housekeeping()
         finally:
             with self._idle:
@@ -120,7 +117,6 @@ class Flusher(threading.Thread):
 
     def _write(self, batch: list[Any]) -> None:
         rows: list[dict[str, Any]] = []
-        windows: list[tuple[float, float] | None] = []
         opened: dict[str, Hold] = {}
         closed: list[tuple[str, float, str]] = []
         for rec in batch:
@@ -140,29 +136,17 @@ class Flusher(threading.Thread):
                 if origin is not None and origin.mode == "inferred":
                     self._mode = "inferred"
                 rows.append(row)
-                windows.append(getattr(rec, "window", None))
             except Exception as exc:
                 self.counters.capture_errors += 1
                 self.counters.log_once("event conversion", exc)
         self._watched.update(row["db"] for row in rows if row["db"])
         try:
-            ids = self._store().write(rows, list(opened.values()), closed)
+            self._store().write(rows, list(opened.values()), closed)
         except Exception as exc:
             self.counters.store_errors += 1
             self.counters.lost += len(rows)
             self.counters.log_once("store write", exc)
             self._drop_writer()
-            ids = []
-        now = time.time()
-        for index, event_id in ids:
-            row, window = rows[index], windows[index]
-            start, end = window if window is not None else (row["ts"], row["ts"])
-            self._pending.append(
-                Pending(
-                    event_id, row["db"], row["pid"], row["conn_id"], start, end,
-                    row["stmt_class"], now, row["outcome"] == "acquired",
-                )
-            )  # fmt: skip
         stored = [row for row in rows if row["id"] is not None]
         for sink in self.sinks:
             try:
@@ -186,20 +170,6 @@ class Flusher(threading.Thread):
             lock_ts=start,
         )
 
-    def _attribute(self) -> None:
-        if not self._pending:
-            return
-        try:
-            self._pending = self._store().attribute(
-                self._pending, self.cfg.attribution_grace, time.time()
-            )
-        except Exception as exc:
-            self.counters.store_errors += 1
-            self.counters.log_once("blocker attribution", exc)
-            self._drop_writer()
-            if len(self._pending) > 10_000:
-                self._pending = self._pending[-10_000:]
-
     def _housekeeping(self) -> None:
         now = time.time()
         try:
@@ -210,7 +180,6 @@ class Flusher(threading.Thread):
                 self._store().report(
                     self.pid, self.started_at, context.default_label(), self._mode, self.figures()
                 )
-                self._store().resolve_orphans(self.cfg.attribution_grace, now)
                 self._store().reap_abandoned(_alive, now)
             if now - self._last_prune >= 30.0:
                 self._last_prune = now

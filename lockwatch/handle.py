@@ -16,6 +16,7 @@ import sqlite3
 import sys
 import threading
 import time
+from typing import Protocol
 
 log = logging.getLogger("lockwatch")
 
@@ -130,6 +131,7 @@ class BusyHandler:
 
     __slots__ = (
         "handle", "timeout", "fast", "calls", "_start", "_last", "_waited", "gave_up", "_cb",
+        "watch", "interrupted",
     )  # fmt: skip
 
     def __init__(self, handle: int, timeout: float, fast: bool = False) -> None:
@@ -137,6 +139,11 @@ class BusyHandler:
         self.timeout = timeout
         self.fast = fast
         self._cb = _BUSY_CALLBACK(self._on_busy)
+        # Told what is in the way before each sleep, and how long it slept after.
+        self.watch: Watch | None = None
+        # A KeyboardInterrupt or SystemExit raised while it slept: the statement
+        # is given up at once, and capture raises this instead of the busy error.
+        self.interrupted: BaseException | None = None
         self.reset()
 
     def install(self) -> None:
@@ -157,22 +164,38 @@ class BusyHandler:
             if count == 0:
                 if self._start:
                     self._waited += self._last - self._start
-                self._start = now
+                self._start = self._last = now
             self.calls += 1
             remaining = self.timeout - (now - self._start)
-            if remaining <= 0:
-                self._last = now
-                self.gave_up = True
-                return 0
             if self.fast:
                 delay = min(self.MAX_SLEEP, 0.00025 * (1 << min(count, 3)))
             else:
                 delay = SQLITE_DELAYS[count] if count < len(SQLITE_DELAYS) else SQLITE_MAX_DELAY
-            time.sleep(min(delay, remaining))
-            self._last = time.perf_counter()
+            delay = min(delay, max(remaining, 0.0))
+            watch = self.watch
+            if watch is not None:
+                try:
+                    watch.poll(delay)
+                except Exception:  # lockwatch's own failure must not change the wait
+                    watch.failed()
+            if remaining <= 0:
+                if watch is not None:
+                    watch.charge(now - self._last)
+                self._last = now
+                self.gave_up = True
+                return 0
+            time.sleep(delay)
+            after = time.perf_counter()
+            if watch is not None:
+                watch.charge(after - self._last)
+            self._last = after
             return 1
-        except BaseException:
-            # Never let an exception escape into C; give up as SQLite would.
+        except BaseException as exc:
+            # Never let an exception escape into C. An interrupt gives up the wait
+            # and is raised again by capture, once SQLite has returned.
+            if not isinstance(exc, Exception):
+                self.interrupted = exc
+            self._last = time.perf_counter()
             return 0
 
     def waited(self) -> float:
@@ -180,3 +203,9 @@ class BusyHandler:
         if self._start:
             return self._waited + (self._last - self._start)
         return self._waited
+
+
+class Watch(Protocol):
+    def poll(self, delay: float) -> None: ...
+    def charge(self, seconds: float) -> None: ...
+    def failed(self) -> None: ...

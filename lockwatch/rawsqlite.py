@@ -18,7 +18,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from . import handle
-from .capture import Probe, attach
+from .capture import FetchWatch, Probe, attach
 
 _ORIGINAL_CONNECT = sqlite3.connect
 _suppressed: ContextVar[bool] = ContextVar("lockwatch_suppressed", default=False)
@@ -40,7 +40,7 @@ def original_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
     return _ORIGINAL_CONNECT(*args, **kwargs)
 
 
-class _CursorMixin:
+class _CursorMixin(FetchWatch):
     _lockwatch: Probe | None = None
 
     def execute(self, sql: str, parameters: Any = (), /) -> Any:

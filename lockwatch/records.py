@@ -7,6 +7,7 @@ formatting call sites, fingerprints, context labels and thread names there.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from typing import Any, NamedTuple
@@ -49,6 +50,32 @@ class Query(NamedTuple):
     hold: float | None  # autocommit writes hold the lock for the statement
 
 
+class Blocker(NamedTuple):
+    """What a wait was behind, as the holder table showed it at the time."""
+
+    kind: str  # holder, readers (a COMMIT waiting for read transactions) or outside
+    pid: int | None
+    conn_id: int | None
+    txn: int | None
+    thread: str | None
+    context: str | None
+    call_site: str | None
+    since: float | None  # when the holder took the lock (or began the statement)
+    same_thread: bool  # holder and waiter are one thread: waiting cannot succeed
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return (self.kind, self.pid, self.conn_id, self.txn)
+
+    def label(self) -> str:
+        if self.kind != "holder":
+            return self.kind
+        return f"{self.call_site or 'unknown'} (pid {self.pid}, {self.thread})"
+
+
+Split = tuple[tuple[Blocker, float], ...]  # each blocker and the seconds spent behind it
+
+
 class Wait(NamedTuple):
     origin: Origin
     who: Who
@@ -58,7 +85,9 @@ class Wait(NamedTuple):
     sql: str
     stmt_class: str
     site: RawSite | None
-    window: tuple[float, float]  # when a blocker must have held the lock
+    blocker: Blocker | None
+    split: Split
+    end: float  # wall time the wait ended
 
 
 class Busy(NamedTuple):
@@ -74,7 +103,9 @@ class Busy(NamedTuple):
     sql: str
     stmt_class: str
     site: RawSite | None
-    window: tuple[float, float]
+    blocker: Blocker | None
+    split: Split
+    end: float
 
 
 class Lock(NamedTuple):
@@ -226,6 +257,7 @@ def to_row(rec: Record, limits: Limits) -> dict[str, Any]:
             stmt_class=rec.stmt_class,
             call_site=callsite.format(rec.site),
         )
+        _blocker(row, rec.blocker, rec.split, rec.end)
     elif isinstance(rec, Busy):
         row.update(
             kind="busy",
@@ -241,6 +273,7 @@ def to_row(rec: Record, limits: Limits) -> dict[str, Any]:
             stmt_class=rec.stmt_class,
             call_site=callsite.format(rec.site),
         )
+        _blocker(row, rec.blocker, rec.split, rec.end)
     elif isinstance(rec, Transaction):
         row.update(
             kind="transaction",
@@ -259,6 +292,27 @@ def to_row(rec: Record, limits: Limits) -> dict[str, Any]:
     else:
         raise TypeError(f"no event row for {type(rec).__name__}")
     return row
+
+
+def _blocker(row: dict[str, Any], b: Blocker | None, split: Split, end: float) -> None:
+    """The blocker columns of a wait or busy error, and the split of its wait."""
+    if b is None:
+        b = Blocker("outside", None, None, None, None, "outside", "outside", None, False)
+    row["blocker_pid"] = b.pid
+    row["blocker_call_site"] = b.call_site
+    row["blocker_context"] = b.context
+    row["blocker_thread"] = b.thread
+    row["blocker_held_ms"] = None if b.since is None else round(max(end - b.since, 0.0) * 1000.0, 3)
+    row["blockers"] = len(split) if split else 1
+    row["blocker_same_thread"] = 1 if b.same_thread else 0
+    if split:
+        row["blocker_split"] = json.dumps(
+            [
+                {"blocker": s.label(), "kind": s.kind, "pid": s.pid, "ms": round(sec * 1000.0, 3)}
+                for s, sec in sorted(split, key=lambda e: -e[1])
+            ],
+            ensure_ascii=False,
+        )
 
 
 _fingerprints: dict[str, str] = {}

@@ -19,9 +19,12 @@ from typing import Any, NamedTuple
 from . import events, rollup
 from .rawsqlite import original_connect
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _EVENT_COLUMNS = [c for c in events.COLUMNS if c.name != "id"]
+# The events table as version 1 made it; columns added since come by migration.
+_V1_COLUMNS = [c for c in _EVENT_COLUMNS if c.name in events.V1_NAMES]
+_ADDED_IN_6 = ("blocker_split", "blocker_same_thread")
 
 
 def _insert(names: Sequence[str]) -> str:
@@ -40,7 +43,7 @@ _BY_KIND = {
 # Version 1: the tables. Each later version's statements move a store up one.
 _SCHEMA_V1 = [
     "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, {})".format(
-        ", ".join(f'"{c.name}" {c.sqltype}' for c in _EVENT_COLUMNS)
+        ", ".join(f'"{c.name}" {c.sqltype}' for c in _V1_COLUMNS)
     ),
     "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)",
     "CREATE INDEX IF NOT EXISTS events_call_site ON events (call_site)",
@@ -92,36 +95,22 @@ MIGRATIONS: dict[int, list[str]] = {
     # Long windows: hold and duration histograms per minute and hour (lockwatch.rollup),
     # filled from the events already stored; waits and busy errors by their blocker.
     5: [*rollup.SCHEMA, *rollup.BACKFILL, rollup.WAITS_INDEX],
+    # Blockers come from the live holder table at capture: the split of each wait,
+    # and whether the blocker was the waiter's own thread. Nothing waits to be
+    # attributed any more.
+    6: [
+        *(
+            f'ALTER TABLE events ADD COLUMN "{c.name}" {c.sqltype}'
+            for c in _EVENT_COLUMNS
+            if c.name in _ADDED_IN_6
+        ),
+        "DROP INDEX IF EXISTS events_unattributed",
+        # Only the store-side attribution read these; each cost every write an index entry.
+        "DROP INDEX IF EXISTS events_autocommit_end",
+        "DROP INDEX IF EXISTS holds_db_end",
+    ],
 }
-
-
-# Who held the write lock on a file during [start, end]: transactions' holds
-# (open, or ended after the start), and autocommit writes, which hold it for
-# their own statement and are found among the query events (no hold row is
-# written for them: that would double the flusher's work for every plain
-# save()). Every branch is an index range over holds that ended after the start
-# and, for a wait that got the lock, before its end (?6): the holder let go
-# first, so a late retry does not scan every write since.
-_HOLDERS = f"""
-    SELECT pid, conn_id, thread, context, call_site, lock_ts, end_ts FROM holds
-        INDEXED BY holds_open
-    WHERE end_ts IS NULL AND db = ?1 AND lock_ts <= ?2 AND NOT (pid = ?4 AND conn_id = ?5)
-    UNION ALL
-    SELECT pid, conn_id, thread, context, call_site, lock_ts, end_ts FROM holds
-        INDEXED BY holds_db_end
-    WHERE db = ?1 AND end_ts >= ?3 AND end_ts <= ?6 AND lock_ts <= ?2
-        AND NOT (pid = ?4 AND conn_id = ?5)
-    UNION ALL
-    SELECT pid, conn_id, thread, context, call_site, lock_ts, end_ts FROM (
-        SELECT pid, conn_id, thread, context, call_site,
-            ts + COALESCE(wait_ms, 0) / 1000.0 AS lock_ts, {_AUTOCOMMIT_END} AS end_ts
-        FROM events INDEXED BY events_autocommit_end
-        WHERE kind = 'query' AND hold_ms IS NOT NULL AND db = ?1
-            AND {_AUTOCOMMIT_END} >= ?3 AND {_AUTOCOMMIT_END} <= ?6 AND ts <= ?2
-    )
-    WHERE lock_ts <= ?2 AND NOT (pid = ?4 AND conn_id = ?5)
-    ORDER BY lock_ts
-"""
+assert {c.name for c in _EVENT_COLUMNS} == {c.name for c in _V1_COLUMNS} | set(_ADDED_IN_6)
 
 
 @contextlib.contextmanager
@@ -155,33 +144,6 @@ class Hold(NamedTuple):
     lock_ts: float
     end_ts: float | None = None  # set for a hold already over when it is written
     end: str | None = None
-
-
-class Pending(NamedTuple):
-    """A wait or busy event whose blocker is not yet known."""
-
-    id: int
-    db: str
-    pid: int
-    conn_id: int
-    start: float
-    end: float
-    stmt_class: str | None
-    first_seen: float
-    acquired: bool = False  # a wait that got the lock: its blocker let go by ``end``
-    tries: int = 0
-
-
-# Clock slack between a holder's end and its waiter's, both from time.time()
-# plus perf_counter durations.
-_END_SLACK = 0.25
-_FOREVER = float("inf")
-
-# Seconds after first seen to look again for a blocker that was not there yet (its
-# process had not flushed), then once more at the grace. Under the demo's load every
-# blocker found was found by the second look, and the unfindable ones (readers, an
-# outside program) were a quarter of the waits but most of the queries.
-RETRY_AFTER = (0.0, 0.2, 1.0)
 
 
 def _create_private(path: Path) -> None:
@@ -249,15 +211,9 @@ class Writer:
         rows: Sequence[dict[str, Any]],
         opened: Sequence[Hold],
         closed: Sequence[tuple[str, float, str]],
-        pending_kinds: frozenset[str] = frozenset({"wait", "busy"}),
-    ) -> list[tuple[int, int]]:
-        """Insert rows and hold changes in one transaction.
-
-        Sets each row's ``id``, and returns (index in rows, id) for the rows whose
-        blocker must be attributed.
-        """
+    ) -> None:
+        """Insert rows and hold changes in one transaction; sets each row's ``id``."""
         conn = self.conn
-        need: list[tuple[int, int]] = []
         with _immediate(conn):
             if opened:
                 conn.executemany(
@@ -278,7 +234,7 @@ class Writer:
             # rows then go in one executemany however the kinds interleave.
             (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
             by_kind: dict[str, list[dict[str, Any]]] = {}
-            for index, row in enumerate(rows):
+            for row in rows:
                 top += 1
                 row["id"] = top
                 kind = row["kind"]
@@ -286,67 +242,10 @@ class Writer:
                 if run is None:
                     run = by_kind[kind] = []
                 run.append(row)
-                if kind in pending_kinds:
-                    need.append((index, top))
             for kind, run in by_kind.items():
                 insert, values = _BY_KIND[kind]
                 conn.executemany(insert, [values(row) for row in run])
             rollup.apply(conn, rows)  # same transaction: the rollup never disagrees
-        return need
-
-    def attribute(self, pending: list[Pending], grace: float, now: float) -> list[Pending]:
-        """Name the blockers of pending waits; return those still unresolved."""
-        if not pending:
-            return []
-        still: list[Pending] = []
-        updates: list[tuple[Any, ...]] = []
-        for p in pending:
-            due = RETRY_AFTER[p.tries] if p.tries < len(RETRY_AFTER) else grace
-            if now - p.first_seen < min(due, grace):
-                still.append(p)  # not due yet
-                continue
-            p = p._replace(tries=p.tries + 1)
-            ended_by = p.end + _END_SLACK if p.acquired else _FOREVER
-            holders = self.conn.execute(
-                _HOLDERS, (p.db, p.end, p.start, p.pid, p.conn_id, ended_by)
-            ).fetchall()
-            if holders:
-                best = max(holders, key=lambda h: _overlap(h, p))
-                held = (min(best["end_ts"] or p.end, p.end) - best["lock_ts"]) * 1000.0
-                updates.append(
-                    (best["pid"], best["call_site"], best["context"], best["thread"],
-                     round(max(held, 0.0), 3), len(holders), p.id)
-                )  # fmt: skip
-            elif now - p.first_seen < grace:
-                still.append(p)
-            else:
-                context = "readers" if p.stmt_class == "commit" else events.UNKNOWN
-                updates.append((None, events.UNKNOWN, context, None, None, 0, p.id))
-        if updates:
-            with _immediate(self.conn):
-                self.conn.executemany(
-                    "UPDATE events SET blocker_pid = ?, blocker_call_site = ?,"
-                    " blocker_context = ?, blocker_thread = ?, blocker_held_ms = ?,"
-                    " blockers = ? WHERE id = ?",
-                    updates,
-                )
-        return still
-
-    def resolve_orphans(self, grace: float, now: float, limit: int = 500) -> None:
-        """Attribute waits left behind, e.g. by a process that exited first."""
-        rows = self.conn.execute(
-            "SELECT id, db, pid, conn_id, ts, duration_ms, stmt_class, outcome FROM events"
-            " WHERE blocker_context IS NULL AND kind IN ('wait', 'busy') AND ts < ?"
-            " ORDER BY ts LIMIT ?",
-            (now - grace, limit),
-        ).fetchall()
-        pending = [
-            Pending(r["id"], r["db"], r["pid"], r["conn_id"], r["ts"],
-                    r["ts"] + (r["duration_ms"] or 0.0) / 1000.0, r["stmt_class"], r["ts"],
-                    r["outcome"] == "acquired")
-            for r in rows
-        ]  # fmt: skip
-        self.attribute(pending, grace, now)
 
     def reap_abandoned(self, alive: Callable[[int], bool], now: float) -> int:
         """Close the holds of processes that died holding the write lock.
@@ -431,11 +330,6 @@ class Writer:
             rollup.apply(conn, rows, sign=-1)
             conn.executemany("DELETE FROM events WHERE id = ?", [(r[0],) for r in rows])
         return len(rows)
-
-
-def _overlap(hold: sqlite3.Row, p: Pending) -> float:
-    end = hold["end_ts"] if hold["end_ts"] is not None else p.end
-    return min(end, p.end) - max(hold["lock_ts"], p.start)
 
 
 # -- reading ------------------------------------------------------------------

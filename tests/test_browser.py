@@ -86,8 +86,10 @@ class Server:
 
     def start(self) -> None:
         with open(self.log, "ab") as out:
+            # Its secret and sessions beside its log: kept across restarts, never in $HOME.
+            state = str(self.log.parent / "dashboard-state")
             self.proc = subprocess.Popen(
-                self.command(), cwd=ROOT, env=_env(LOCKWATCH_TOKEN=TOKEN),
+                self.command(), cwd=ROOT, env=_env(LOCKWATCH_TOKEN=TOKEN, LOCKWATCH_STATE_DIR=state),
                 stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
 
@@ -313,7 +315,7 @@ def test_the_page_keeps_up_with_5000_events_a_second(tmp_path):
                                thread="MainThread", context="program:load", sql="UPDATE t")
                     for i in range(500)
                 ]  # fmt: skip
-                w.write(rows, [], [], pending_kinds=frozenset())
+                w.write(rows, [], [])
                 written[0] += len(rows)
                 time.sleep(max(0.0, 0.1 - (time.time() - t)))
         finally:

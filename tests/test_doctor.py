@@ -223,7 +223,7 @@ def _long_store(path, now: float) -> None:
                            blocker_call_site="app/c.py:3 in c")
             )  # fmt: skip
     writer = store.Writer(path)
-    writer.write(rows, [], [], pending_kinds=frozenset())
+    writer.write(rows, [], [])
     writer.close()
 
 
@@ -279,7 +279,7 @@ def test_the_doctor_and_the_dashboard_agree_on_a_p95(tmp_path):
         for i in range(36)
     ]  # fmt: skip
     writer = store.Writer(tmp_path / "store.sqlite3")
-    writer.write(rows, [], [], pending_kinds=frozenset())
+    writer.write(rows, [], [])
     writer.close()
     conn = store.connect(tmp_path / "store.sqlite3", readonly=True)
     (hold,) = [f for f in doctor.findings(conn, now - 600, now) if f.code == "long-hold"]

@@ -156,21 +156,3 @@ def test_rows_fill_only_their_kinds_columns(lw, watched, monkeypatch):
         assert set(row) == set(events.NAMES)
         filled = {k for k, v in row.items() if v is not None} - {"id"}  # the store sets id
         assert filled <= set(events.KIND_COLUMNS[row["kind"]]), row["kind"]
-
-
-def test_an_unfindable_blocker_is_looked_for_at_the_retry_times_then_given_up(tmp_path):
-    writer = store.Writer(tmp_path / "store.sqlite3")
-    looked: list[str] = []
-    writer.conn.set_trace_callback(lambda sql: looked.append(sql) if "FROM holds" in sql else None)
-    pending = [store.Pending(1, "/db", 1, 1, 100.0, 100.5, "write", 1000.0, acquired=True)]
-    looks_at = []
-    for t in [x / 10 for x in range(0, 31)]:
-        before = len(looked)
-        pending = writer.attribute(pending, grace=3.0, now=1000.0 + t)
-        if len(looked) > before:
-            looks_at.append(t)
-        if not pending:
-            break
-    assert looks_at == [*store.RETRY_AFTER, 3.0]
-    assert pending == []
-    writer.close()

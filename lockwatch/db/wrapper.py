@@ -14,11 +14,11 @@ from typing import Any
 
 from django.db.backends.sqlite3.base import SQLiteCursorWrapper
 
-from ..capture import Probe, attach
+from ..capture import FetchWatch, Probe, attach
 from ..rawsqlite import suppressed
 
 
-class LockwatchCursor(SQLiteCursorWrapper):
+class LockwatchCursor(FetchWatch, SQLiteCursorWrapper):
     """Django's cursor, with its connection's probe set on each instance.
 
     (A subclass per connection would save that one attribute per cursor, but

@@ -8,4 +8,7 @@ urlpatterns = [
     path("write-async/", views.write_async, name="write-async"),
     path("read-then-write/", views.read_then_write, name="read-then-write"),
     path("hold/", views.hold, name="hold"),
+    path("read-txn/", views.read_txn, name="read-txn"),
+    path("upgrade/", views.upgrade, name="upgrade"),
+    path("decorated/", views.decorated, name="decorated"),
 ]

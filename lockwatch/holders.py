@@ -1,0 +1,386 @@
+"""The live holder table: who holds each watched database's write lock, right now.
+
+A small memory-mapped file beside the store, shared by every process on the
+machine that writes to that store. Each instrumented connection owns one slot
+and is its only writer; it says there what it is doing to which database
+(running a statement that may take the write lock, holding it, waiting for it,
+or holding it while its COMMIT waits for readers). A waiter reads the slots of
+its database from its busy handler, so a wait and a busy error name their
+blocker at the moment they happen, with nothing to look up later in the store.
+
+A slot is written under a sequence number (odd while a write is under way), so
+a reader in another process never takes a half-written slot. Slots of a process
+that died are taken back by the next process that needs one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import mmap
+import os
+import struct
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+MAGIC = b"LWHOLD01"
+SLOTS = 512
+SLOT_SIZE = 512
+_HEADER = 64
+# The last writer of each database (for a stale WAL snapshot), by its key's hash.
+WRITERS = 64
+
+# Slot states. A connection that is not touching the lock is IDLE.
+FREE, IDLE, RUNNING, HOLDING, WAITING, COMMITTING = 0, 1, 2, 3, 4, 5
+STATE_NAMES = {
+    IDLE: "idle", RUNNING: "running", HOLDING: "holding", WAITING: "waiting",
+    COMMITTING: "waiting for readers",
+}  # fmt: skip
+
+# seq, state, flag, db key, owner pid, conn id, thread ident, txn, since, poll_until
+_SEQ = struct.Struct("<I")
+_HEAD = struct.Struct("<IBBxxQIIQQdd")
+_TEXT = struct.Struct("<96s128s40s176s")  # context, call site, thread name, sql
+_BODY = struct.Struct("<BBxxQIIQQdd96s128s40s176s")  # everything after seq
+_OFF_STATE = 4
+_OFF_FLAG = 5
+_OFF_POLL = 4 + _HEAD.size - 4 - 8  # poll_until: the last field of the head
+_POLL = struct.Struct("<d")
+_BODY_POLL = _OFF_POLL - 4  # the same field, within a body copied without its seq
+assert _SEQ.size + _BODY.size <= SLOT_SIZE
+assert _SEQ.size + _BODY.size == _HEAD.size + _TEXT.size
+
+# A waiter that has not polled for this long past its planned retry is running again.
+_POLL_SLACK = 0.005
+
+OUTSIDE = "outside"  # no instrumented connection holds it: another program
+READERS = "readers"  # my COMMIT holds the lock and waits for read transactions
+
+
+def db_key(db: str) -> int:
+    """A database's key in the table: 8 bytes of its path's hash, never 0."""
+    return int.from_bytes(hashlib.blake2b(db.encode(), digest_size=8).digest(), "little") or 1
+
+
+class Holder(NamedTuple):
+    """One connection as a waiter saw it in the table."""
+
+    pid: int
+    conn_id: int
+    thread_ident: int
+    txn: int
+    state: int
+    since: float  # wall time it started running the statement, or took the lock
+    context: str
+    call_site: str
+    thread: str
+    sql: str
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return (self.pid, self.conn_id, self.txn)
+
+
+def _text(raw: bytes) -> str:
+    return raw.rstrip(b"\0").decode("utf-8", "replace")
+
+
+def _clip(text: str | None, size: int) -> bytes:
+    if not text:
+        return b""
+    data = text.encode("utf-8", "backslashreplace")
+    if len(data) <= size:
+        return data
+    # Cut at a character boundary, so a reader never sees half of one.
+    return data[:size].decode("utf-8", "ignore").encode()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+class Table:
+    """One mapped holder file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            size = _HEADER + (SLOTS + WRITERS) * SLOT_SIZE
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            try:
+                if os.fstat(fd).st_size < size:
+                    os.ftruncate(fd, size)
+                    os.pwrite(fd, MAGIC, 0)
+                elif os.pread(fd, len(MAGIC), 0) != MAGIC:
+                    raise ValueError(f"{path} is not a lockwatch holder table")
+            finally:
+                fcntl.lockf(fd, fcntl.LOCK_UN)
+            self.mm = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self._free: list[int] = []  # this process's claimed, unused slots
+        self._lock = threading.Lock()
+        self.pid = os.getpid()
+
+    def _offset(self, index: int) -> int:
+        return _HEADER + index * SLOT_SIZE
+
+    def claim(self) -> Slot | None:
+        """A slot for one connection of this process; None when the table is full."""
+        with self._lock:
+            if self.pid != os.getpid():  # forked: the parent's spare slots are not ours
+                self._free.clear()
+                self.pid = os.getpid()
+            if not self._free:
+                self._free = self._claim_many(8)
+            if not self._free:
+                return None
+            return Slot(self, self._free.pop())
+
+    def _claim_many(self, n: int) -> list[int]:
+        mm, pid = self.mm, os.getpid()
+        got: list[int] = []
+        fcntl.lockf(self.fd, fcntl.LOCK_EX)
+        try:
+            for index in range(SLOTS):
+                off = self._offset(index)
+                owner = struct.unpack_from("<I", mm, off + 16)[0]
+                if owner and (owner == pid or alive(owner)):
+                    continue
+                seq = (_SEQ.unpack_from(mm, off)[0] | 1) + 1  # even: no write under way
+                _SEQ.pack_into(mm, off, seq - 1)
+                _BODY.pack_into(mm, off + 4, IDLE, 0, 0, pid, 0, 0, 0, 0.0, 0.0, b"", b"", b"", b"")
+                _SEQ.pack_into(mm, off, seq)
+                got.append(index)
+                if len(got) == n:
+                    break
+        finally:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN)
+        return got
+
+    def release(self, slot: Slot) -> None:
+        slot.set_state(IDLE)
+        with self._lock:
+            if self.pid == os.getpid():
+                self._free.append(slot.index)
+
+    def read(self, index: int) -> Holder | None:
+        """A consistent copy of one slot, or None if it is free (or kept changing)."""
+        mm, off = self.mm, self._offset(index)
+        for _ in range(8):
+            seq = _SEQ.unpack_from(mm, off)[0]
+            if seq & 1:
+                continue
+            raw = mm[off : off + _SEQ.size + _BODY.size]
+            if _SEQ.unpack_from(mm, off)[0] != seq:
+                continue
+            f = _BODY.unpack_from(raw, 4)
+            state, _flag, key, pid, conn_id, ident, txn, since, _poll = f[:9]
+            if state == FREE or not pid:
+                return None
+            return Holder(
+                pid, conn_id, ident, txn, state, since,
+                _text(f[9]), _text(f[10]), _text(f[11]), _text(f[12]),
+            )  # fmt: skip
+        return None
+
+    def scan(self, key: int) -> Iterator[tuple[int, Holder, float]]:
+        """(index, holder, poll_until) for each busy slot on the database ``key``."""
+        mm = self.mm
+        for index in range(SLOTS):
+            off = self._offset(index)
+            # A cheap look first: most slots are idle or on another database.
+            state, _flag, k = struct.unpack_from("<BBxxQ", mm, off + 4)
+            if k != key or state <= IDLE:
+                continue
+            holder = self.read(index)
+            if holder is None or holder.state <= IDLE:
+                continue
+            poll = _POLL.unpack_from(mm, off + _OFF_POLL)[0]
+            yield index, holder, poll
+
+    def wrote(self, slot: Slot) -> None:
+        """``slot`` just let go of the write lock: it is its database's last writer.
+
+        Written after the release, so two writers letting go at once can race;
+        a checksum makes a reader skip a torn copy rather than trust it.
+        """
+        mm, off = self.mm, slot.off
+        body = mm[off + 4 : off + 4 + _BODY.size]
+        # Its poll field says when it let go.
+        body = body[:_BODY_POLL] + _POLL.pack(time.time()) + body[_BODY_POLL + 8 :]
+        at = self._offset(SLOTS + slot.key % WRITERS)
+        mm[at : at + 4 + len(body)] = _SEQ.pack(zlib.crc32(body)) + body
+
+    def last_writer(self, key: int) -> tuple[Holder, float] | None:
+        """The last connection to let go of the lock on ``key``, and when it did."""
+        mm, at = self.mm, self._offset(SLOTS + key % WRITERS)
+        raw = mm[at : at + 4 + _BODY.size]
+        if _SEQ.unpack_from(raw)[0] != zlib.crc32(raw[4:]):
+            return None
+        f = _BODY.unpack_from(raw, 4)
+        if f[2] != key or not f[3]:
+            return None
+        holder = Holder(
+            f[3], f[4], f[5], f[6], f[0], f[7], _text(f[9]), _text(f[10]), _text(f[11]),
+            _text(f[12]),
+        )  # fmt: skip
+        return holder, f[8]
+
+    def mark_waited_on(self, index: int) -> None:
+        self.mm[self._offset(index) + _OFF_FLAG] = 1
+
+    def holder(self, key: int, me: int | None) -> tuple[Holder | None, int | None]:
+        """Who holds the write lock on ``key`` now, as far as the table knows.
+
+        A connection that holds it (or whose COMMIT waits for readers while it
+        holds it) is certain. Failing that, one running a statement that may
+        take it (or back from its busy handler's sleep) is the likely holder;
+        the earliest such one, since SQLite grants the lock in no other order
+        that the table could see. None: no instrumented connection has it.
+        """
+        now = time.time()
+        best: tuple[Holder, int] | None = None
+        running: tuple[Holder, int] | None = None
+        for index, h, poll in self.scan(key):
+            if index == me or not alive(h.pid):
+                continue  # SQLite let go of a dead process's locks
+            if h.state in (HOLDING, COMMITTING):
+                if best is None or h.since < best[0].since:
+                    best = (h, index)
+            elif (h.state == RUNNING or (h.state == WAITING and now > poll + _POLL_SLACK)) and (
+                running is None or h.since < running[0].since
+            ):
+                running = (h, index)
+        found = best or running
+        if found is None:
+            return None, None
+        return found
+
+    def snapshot(self) -> list[tuple[Holder, bool]]:
+        """Every slot that holds or may hold a lock now: (holder, abandoned)."""
+        out = []
+        for index in range(SLOTS):
+            h = self.read(index)
+            if h is not None and h.state in (HOLDING, COMMITTING, RUNNING):
+                out.append((h, not alive(h.pid)))
+        return out
+
+    def close(self) -> None:
+        try:
+            self.mm.close()
+        finally:
+            os.close(self.fd)
+
+
+class Slot:
+    """One connection's slot; only its owner writes it."""
+
+    __slots__ = ("table", "index", "off", "seq", "key")
+
+    def __init__(self, table: Table, index: int) -> None:
+        self.table = table
+        self.index = index
+        self.off = table._offset(index)
+        self.seq = _SEQ.unpack_from(table.mm, self.off)[0] & ~1
+        self.key = 0
+
+    def fill(
+        self, state: int, key: int, conn_id: int, ident: int, txn: int, since: float,
+        context: bytes, site: bytes, thread: bytes, sql: bytes,
+    ) -> None:  # fmt: skip
+        """Everything at once: a new statement that may take the lock."""
+        mm, off = self.table.mm, self.off
+        self.key = key
+        self.seq += 1
+        _SEQ.pack_into(mm, off, self.seq)
+        _BODY.pack_into(
+            mm, off + 4, state, 0, key, self.table.pid, conn_id, ident, txn, since, 0.0,
+            context, site, thread, sql,
+        )  # fmt: skip
+        self.seq += 1
+        _SEQ.pack_into(mm, off, self.seq)
+
+    def set_state(self, state: int) -> None:
+        # One byte: a reader sees the old state or the new one, with the same fields.
+        self.table.mm[self.off + _OFF_STATE] = state
+
+    def set_since(self, state: int, since: float) -> None:
+        mm, off = self.table.mm, self.off
+        self.seq += 1
+        _SEQ.pack_into(mm, off, self.seq)
+        mm[off + _OFF_STATE] = state
+        struct.pack_into("<d", mm, off + 4 + 4 + 8 + 4 + 4 + 8 + 8, since)
+        self.seq += 1
+        _SEQ.pack_into(mm, off, self.seq)
+
+    def waiting(self, state: int, poll_until: float) -> None:
+        mm, off = self.table.mm, self.off
+        _POLL.pack_into(mm, off + _OFF_POLL, poll_until)
+        mm[off + _OFF_STATE] = state
+
+    def take_flag(self) -> bool:
+        """Did a waiter see this slot since the flag was last taken?"""
+        mm, at = self.table.mm, self.off + _OFF_FLAG
+        if mm[at]:
+            mm[at] = 0
+            return True
+        return False
+
+
+_tables: dict[str, Table | None] = {}
+_tables_lock = threading.Lock()
+errors = 0
+
+
+def path_for(store: Path) -> Path:
+    return store.with_name(store.name + "-holders")
+
+
+def table_for(store: Path) -> Table | None:
+    """The holder table beside ``store``, or in the temp dir if that is not writable."""
+    global errors
+    name = str(store)
+    table = _tables.get(name, False)
+    if table is not False:
+        return table  # type: ignore[return-value]
+    with _tables_lock:
+        if name in _tables:
+            return _tables[name]
+        found: Table | None = None
+        digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
+        fallback = Path(tempfile.gettempdir()) / f"lockwatch-{os.getuid()}-{digest}-holders"
+        for candidate in (path_for(store), fallback):
+            try:
+                candidate.parent.mkdir(parents=True, exist_ok=True)
+                found = Table(candidate)
+                break
+            except (OSError, ValueError):
+                errors += 1
+        _tables[name] = found
+        return found
+
+
+def _after_fork() -> None:
+    global _tables_lock
+    _tables_lock = threading.Lock()
+    for table in _tables.values():
+        if table is not None:
+            table._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
