@@ -33,8 +33,10 @@ _EXCLUDE: tuple[str, ...] = ()
 _ROOT = os.getcwd()
 _ROOTS: tuple[str, ...] = (_ROOT + os.sep,)
 # What a code object is: True library, False the user's, _WRAPPER a decorator's
-# wrapper frame (library, but it names the function it wraps).
+# wrapper frame (library, but it names the function it wraps), _END Django's
+# request handler (library; where a user stack ends by default).
 _WRAPPER = 2
+_END = 3
 # Keyed by id(code): hashing a code object hashes its bytecode and constants,
 # about 0.3 µs a frame. The entry holds the code, so its id cannot be reused.
 _kinds: dict[int, tuple[CodeType, bool | int]] = {}
@@ -97,6 +99,7 @@ def configure(root: str, include: tuple[str, ...] = (), exclude: tuple[str, ...]
     roots = {os.path.abspath(root), os.path.realpath(root)}
     _ROOTS = tuple(sorted(r.rstrip(os.sep) + os.sep for r in roots))
     _kinds.clear()
+    _unwrapped_codes.clear()
     _formatted.clear()
     _formatted_stacks.clear()
 
@@ -132,6 +135,8 @@ def _classify(code: CodeType) -> bool | int:
         return not name.startswith("<stdin>")
     if id(code) in _WRAPPER_CODES:
         return _WRAPPER
+    if id(code) in STACK_ENDS:
+        return _END
     if not os.path.isabs(name):
         name = os.path.abspath(name)
     # Once per code object: the path as imported, and through any symlinks.
@@ -173,24 +178,30 @@ def find(depth: int = 2, stop: frozenset[int] = frozenset()) -> RawSite | None:
             continue
         if kind is False:
             return (code.co_filename, frame.f_lineno, code.co_name)
-        # A decorator's wrapper: had the function run, its frame would have come first.
-        site = _wrapped_site(frame)
-        if site is not None:
-            return site
+        if kind is _WRAPPER:
+            # Had the wrapped function run, its frame would have come first.
+            site = _wrapped_site(frame)
+            if site is not None:
+                return site
         frame = frame.f_back
     return None
 
 
 def user_stack(
-    depth: int = 2, limit: int = STACK_LIMIT, stop: frozenset[int] = frozenset()
+    depth: int = 2, limit: int = STACK_LIMIT, stop: frozenset[int] | None = None
 ) -> UserStack:
     """Up to ``limit`` of the user's frames above the caller, innermost first.
 
-    ``depth`` and ``stop`` mean what they mean for find(), and ``stack[0]`` is
-    what find() gives; crossing a ``stop`` frame ends the stack there (it may be
-    empty). A decorated function that has not run yet (``@transaction.atomic``
+    ``depth`` means what it means for find(), and ``stack[0]`` is what find()
+    gives. Crossing a frame whose code's id is in ``stop`` ends the stack there
+    (it may be empty); by default that is Django's request handler, so a
+    request's stack ends at its view and the middleware and server below it are
+    not walked. A decorated function that has not run yet (``@transaction.atomic``
     at its BEGIN) appears as its definition, once.
     """
+    ends = stop is None  # the handler is marked in the cache: no set lookup per frame
+    if stop is None:
+        stop = frozenset()
     try:
         frame: FrameType | None = sys._getframe(depth)
     except ValueError:
@@ -211,6 +222,9 @@ def user_stack(
         if kind is False:
             sites.append((code.co_filename, frame.f_lineno, code.co_name))
             codes.append(code)
+        elif kind is _END:
+            if ends:
+                break
         else:
             target = _user_code(_wrapped_function(frame))
             if target is not None and not any(c is target for c in codes):
@@ -233,16 +247,18 @@ def _wrapped_site(frame: FrameType) -> RawSite | None:
     return of_function(_wrapped_function(frame))
 
 
-def _handler_codes() -> frozenset[int]:
+def _handler_codes(*names: str) -> frozenset[int]:
     from django.core.handlers.base import BaseHandler
 
     # By id: a module function's code lives as long as the process.
-    return frozenset({id(BaseHandler._get_response.__code__)})
+    return frozenset(id(getattr(BaseHandler, name).__code__) for name in names)
 
 
 # Django's request handler: a BEGIN reached from it without passing through
 # user code was opened by ATOMIC_REQUESTS, so it belongs to the view.
-HANDLER_CODES = _handler_codes()
+HANDLER_CODES = _handler_codes("_get_response")
+# Where a user stack ends by default: below the view, only middleware and the server.
+STACK_ENDS = _handler_codes("_get_response", "_get_response_async")
 
 # Class-based views: the first of these the user's class defines names it.
 _VIEW_METHODS = ("dispatch", "get", "post", "put", "patch", "delete", "head", "options")
@@ -276,10 +292,25 @@ def _closure_value(func: object, name: str) -> object:
         return None
 
 
+# id(func) -> (func, its user code): a view or decorated function is unwrapped once.
+_unwrapped_codes: dict[int, tuple[object, CodeType | None]] = {}
+
+
 def _user_code(func: object) -> CodeType | None:
     """The code of the user's function behind func (decorators removed), or None."""
     if func is None:
         return None
+    entry = _unwrapped_codes.get(id(func))
+    if entry is not None and entry[0] is func:
+        return entry[1]
+    code = _find_user_code(func)
+    if len(_unwrapped_codes) >= 4096:
+        _unwrapped_codes.clear()
+    _unwrapped_codes[id(func)] = (func, code)  # holds func, so its id is not reused
+    return code
+
+
+def _find_user_code(func: object) -> CodeType | None:
     try:
         chain = _unwrapped(func)
         for f in reversed(chain):  # innermost first: the view, not a decorator
