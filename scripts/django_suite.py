@@ -30,6 +30,7 @@ import collections
 import importlib.util
 import json
 import os
+import resource
 import shutil
 import signal
 import sqlite3
@@ -135,7 +136,10 @@ def run_suite(
     name: str, tests_dir: Path, work: Path, settings: str, labels: list[str], parallel: int,
     env: dict[str, str],
 ) -> tuple[dict[str, list[dict]], dict, float]:  # fmt: skip
-    """Run runtests.py once; return outcomes by test id, the run's summary, wall seconds."""
+    """Run runtests.py once; return outcomes by test id, the run's summary, wall seconds.
+
+    The summary's ``cpu`` is the user + system seconds of runtests.py and its workers.
+    """
     outcomes_path = work / f"{name}.jsonl"
     log_path = work / f"{name}.log"
     cmd = [
@@ -146,6 +150,7 @@ def run_suite(
     print(f"== {name}: runtests.py --settings={settings} --parallel={parallel}"
           f" ({len(labels)} labels)", flush=True)  # fmt: skip
     start = time.monotonic()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             cmd, cwd=tests_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -158,6 +163,8 @@ def run_suite(
             proc.wait()
             rc = None
     wall = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     outcomes: dict[str, list[dict]] = collections.defaultdict(list)
     summary: dict = {}
     if outcomes_path.exists():
@@ -168,7 +175,8 @@ def run_suite(
             else:
                 outcomes[item["id"]].append(item)
     status = "timed out" if rc is None else f"exit {rc}"
-    print(f"   {status} after {wall:.0f} s: {summary.get('tests_run', 0):,} of"
+    summary["cpu"] = cpu
+    print(f"   {status} after {wall:.0f} s ({cpu:.0f} s CPU): {summary.get('tests_run', 0):,} of"
           f" {summary.get('found', '?')} tests run", flush=True)  # fmt: skip
     # runtests.py exits 1 when a test fails, in either run; only an unfinished run is fatal.
     if (
@@ -465,7 +473,9 @@ def main() -> int:
     for p in problems:
         print(f"LOST: {p}")
 
-    print(f"== wall time: plain {plain_wall:.0f} s, lockwatch {watched_wall:.0f} s")
+    print(f"== wall time: plain {plain_wall:.0f} s, lockwatch {watched_wall:.0f} s; CPU: plain"
+          f" {plain_summary['cpu']:.0f} s, lockwatch {watched_summary['cpu']:.0f} s"
+          f" ({watched_summary['cpu'] / max(plain_summary['cpu'], 1e-9):.2f}x)")  # fmt: skip
     failed = bool(differ or problems)
     if opts.keep or failed:
         print(f"   logs, outcomes and store kept in {work}")
