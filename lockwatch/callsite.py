@@ -17,7 +17,9 @@ import contextlib
 import os
 import sys
 import sysconfig
+import weakref
 from types import CodeType, FrameType
+from typing import Any
 
 import django
 
@@ -292,8 +294,10 @@ def _closure_value(func: object, name: str) -> object:
         return None
 
 
-# id(func) -> (func, its user code): a view or decorated function is unwrapped once.
-_unwrapped_codes: dict[int, tuple[object, CodeType | None]] = {}
+# id(func) -> (weak reference to func, its user code): a view or decorated function
+# is unwrapped once. Weak, so that a closure's cells are not kept alive; the reference
+# also tells a reused id from the function it was cached for.
+_unwrapped_codes: dict[int, tuple[weakref.ref[Any], CodeType | None]] = {}
 
 
 def _user_code(func: object) -> CodeType | None:
@@ -301,12 +305,16 @@ def _user_code(func: object) -> CodeType | None:
     if func is None:
         return None
     entry = _unwrapped_codes.get(id(func))
-    if entry is not None and entry[0] is func:
+    if entry is not None and entry[0]() is func:
         return entry[1]
     code = _find_user_code(func)
+    try:
+        ref = weakref.ref(func)
+    except TypeError:  # not weakly referenceable: not cached
+        return code
     if len(_unwrapped_codes) >= 4096:
         _unwrapped_codes.clear()
-    _unwrapped_codes[id(func)] = (func, code)  # holds func, so its id is not reused
+    _unwrapped_codes[id(func)] = (ref, code)
     return code
 
 

@@ -387,3 +387,28 @@ def test_user_stack_at_the_begin_of_a_decorated_function(lw, default_db):
     assert stacks["BEGIN"] == f"{begin} < {caller}{test}"
     assert stacks["INSERT"] == f"{write} < {caller}{test}"
     assert Item.objects.filter(name="atomic-function").exists()
+
+
+def test_unwrapping_is_cached_without_keeping_functions_alive():
+    import gc
+    import weakref
+
+    from django.db import transaction
+
+    def make():
+        payload = bytearray(1_000)
+
+        @transaction.atomic
+        def job():
+            return payload
+
+        return job
+
+    job = make()
+    site = callsite.of_function(job)
+    assert site is not None and site[2] == "job"
+    assert callsite.of_function(job) == site  # the cached answer
+    ref = weakref.ref(job)
+    del job
+    gc.collect()
+    assert ref() is None
