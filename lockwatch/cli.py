@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .server import public_url
 
 
 def _store_path(value: str | None) -> Path:
@@ -18,40 +19,51 @@ def _store_path(value: str | None) -> Path:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from . import export, store
+    import sqlite3
+
+    from . import export, reading, store
     from .filters import FilterError, parse
 
     try:
         filters = parse(
-            {
+            reading.text_options({
                 "since": args.since, "until": args.until, "kind": args.kind,
                 "classification": args.classification, "call_site": args.call_site,
                 "context": args.context, "pid": args.pid,
-            }
+            })
         )  # fmt: skip
-        conn = store.connect(_store_path(args.store), readonly=True)
+        conn = reading.open_store(_store_path(args.store))
     except (FilterError, store.StoreError) as exc:
         print(f"lockwatch export: error: {exc}", file=sys.stderr)
         return 2
     progress = None
-    if sys.stderr.isatty():
-        total = export.count(conn, filters)
-        if total > 50_000:
+    try:
+        if sys.stderr.isatty():
+            total = export.count(conn, filters)
+            if total > 50_000:
 
-            def progress(n: int) -> None:
-                width = 30
-                done = int(width * n / total)
-                bar = "#" * done + "." * (width - done)
-                print(f"\r[{bar}] {n:,}/{total:,} events", end="", file=sys.stderr, flush=True)
+                def progress(n: int) -> None:
+                    width = 30
+                    done = int(width * n / total)
+                    bar = "#" * done + "." * (width - done)
+                    print(f"\r[{bar}] {n:,}/{total:,} events", end="", file=sys.stderr, flush=True)
 
+        lines = export.prepare(conn, filters, progress)  # reads the store before any output
+    except sqlite3.DatabaseError as exc:
+        print(f"lockwatch export: error: the store cannot be read: {exc}", file=sys.stderr)
+        return 2
     out = sys.stdout
     if args.output:
         out = open(args.output, "w", newline="", encoding="utf-8")  # noqa: SIM115
     try:
-        for line in export.lines(conn, filters, progress):
-            out.write(line)
+        for line in lines:
+            # stdout may be a terminal: no escape sequence from the data reaches it.
+            out.write(line if args.output else export.terminal_safe(line))
     except BrokenPipeError:
         return 0
+    except sqlite3.DatabaseError as exc:  # damaged further in: the output is cut short
+        print(f"lockwatch export: error: the store cannot be read: {exc}", file=sys.stderr)
+        return 2
     finally:
         if out is not sys.stdout:
             out.close()
@@ -81,7 +93,9 @@ def _project(settings_module: str) -> tuple[Path, list[str]]:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from . import doctor, store
+    import sqlite3
+
+    from . import doctor, reading, store
     from .filters import FilterError, parse_time
 
     advice: list[str] | None = None
@@ -95,13 +109,14 @@ def _doctor(args: argparse.Namespace) -> int:
     path = _store_path(args.store) if args.store or project_store is None else project_store
     try:
         since = parse_time("since", args.since) if args.since else None
-        conn = (
-            None if advice is not None and not path.exists() else store.connect(path, readonly=True)
-        )
+        conn = None if advice is not None and not path.exists() else reading.open_store(path)
+        found = doctor.findings(conn, since) if conn is not None else []
     except (FilterError, store.StoreError) as exc:
         print(f"lockwatch doctor: error: {exc}", file=sys.stderr)
         return 2
-    found = doctor.findings(conn, since) if conn is not None else []
+    except sqlite3.DatabaseError as exc:
+        print(f"lockwatch doctor: error: the store cannot be read: {exc}", file=sys.stderr)
+        return 2
     if conn is None:
         print(f"No events yet: no store at {path}.")
     elif not found:
@@ -125,10 +140,12 @@ def _serve(args: argparse.Namespace) -> int:
         LOCKWATCH_STORE=str(store_path),
         LOCKWATCH_TOKEN=token,
         LOCKWATCH_HOST=args.host,
+        LOCKWATCH_PROXY_HEADERS="1" if args.proxy_headers else "",
+        LOCKWATCH_PUBLIC_URL=args.public_url or "",
         DJANGO_SETTINGS_MODULE="lockwatch.server.settings",
     )
     try:
-        from daphne.cli import CommandLineInterface
+        from .server import run
     except ImportError as exc:  # daphne is a dependency: only a broken install lacks it
         print(
             f"lockwatch serve: error: {exc}; the dashboard needs channels, daphne and plotly, "
@@ -140,15 +157,14 @@ def _serve(args: argparse.Namespace) -> int:
     shown = f"[{shown}]" if ":" in shown else shown
     if not store_path.exists():
         print(f"lockwatch serve: no store at {store_path} yet; waiting for events", flush=True)
+    base = args.public_url or f"http://{shown}:{args.port}"
     print(
         f"lockwatch dashboard for {store_path}\n"
-        f"    http://{shown}:{args.port}/?token={token}\n"
+        f"    {base}/?token={token}\n"
         "Open that URL to log in (set LOCKWATCH_TOKEN to keep one token across restarts).",
         flush=True,
     )
-    CommandLineInterface().run(
-        ["-b", args.host, "-p", str(args.port), "lockwatch.asgi:application"]
-    )
+    run.serve(args.host, args.port, args.proxy_headers)
     return 0
 
 
@@ -177,6 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument(
+        "--proxy-headers", action="store_true",
+        help="behind a reverse proxy: trust its X-Forwarded-For and X-Forwarded-Proto",
+    )  # fmt: skip
+    serve.add_argument(
+        "--public-url", type=public_url, metavar="URL",
+        help="the address users open through the proxy, e.g. https://lockwatch.example.com",
+    )  # fmt: skip
     serve.set_defaults(func=_serve)
 
     doc = sub.add_parser("doctor", help="say what to change, from the evidence in the store")

@@ -6,6 +6,11 @@ block of rows comes back as one string: a printf() per row, joined by group_conc
 Every cell is what csv.writer would write for the value the Python path reads (see
 ``_reference``); a cell the SQL cannot render exactly is marked, and its row is
 redone in Python. tests/test_unit_export.py compares the two on random rows.
+
+Formula escaping goes by the value's type, not the column's: SQLite keeps text that
+does not look like a number as text in a numeric column (a ``status`` of ``=cmd()``).
+Written to stdout, control characters are shown as visible pictures (``terminal_safe``):
+a request path can hold a terminal escape. ``-o FILE`` keeps the stored values.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import functools
 import io
 import itertools
 import math
+import re
 import sqlite3
 import time
 from collections import Counter
@@ -64,8 +70,9 @@ def fast_iso(ts: float) -> str:
     return f"{prefix}.{micros:06d}Z"
 
 
-# The Python path: formula escaping of TEXT columns in SQL, times by fast_iso, the
-# rest as the values come (None: an empty cell), through csv.writer.
+# The Python path: formula escaping of TEXT columns in SQL, and of text in any other
+# column in Python; times by fast_iso; the rest as the values come (None: an empty
+# cell), through csv.writer.
 _ESCAPE = (
     "CASE WHEN substr(ltrim({c}, ''''), 1, 1) IN ('=', '+', '-', '@', char(9), char(13))"
     " THEN '''' || {c} ELSE {c} END"
@@ -84,6 +91,7 @@ def _select() -> str:
 
 
 _SELECT = _select()
+_NOT_TEXT = [at for at, column in enumerate(events.COLUMNS) if column.sqltype != "TEXT"]
 
 
 def _iso_cell(value: Any) -> Any:
@@ -103,6 +111,9 @@ def _reference(cursor: sqlite3.Cursor, ids: Sequence[int]) -> dict[int, str]:
             cells = list(row[1:])
             cells[_TS_AT] = _iso_cell(cells[_TS_AT])
             cells[_LOCK_TS_AT] = _iso_cell(cells[_LOCK_TS_AT])
+            for at in _NOT_TEXT:  # text where a number belongs: escaped all the same
+                if isinstance(cells[at], str):
+                    cells[at] = safe_cell(cells[at])
             out.seek(0)
             out.truncate()
             writer.writerow(cells)
@@ -343,6 +354,12 @@ def _id_range(cursor: sqlite3.Cursor, filters: Filters) -> tuple[int | None, int
     ).fetchone()
 
 
+def _header() -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerow(events.CSV_HEADER)
+    return out.getvalue()
+
+
 def lines(
     conn: sqlite3.Connection,
     filters: Filters | None = None,
@@ -354,9 +371,38 @@ def lines(
     A block is the rows of `chunk` consecutive ids, read in its own short query.
     Events stored after the export starts are not in it.
     """
-    out = io.StringIO()
-    csv.writer(out, lineterminator="\r\n").writerow(events.CSV_HEADER)
-    yield out.getvalue()
+    yield _header()
+    yield from _blocks(conn, filters, progress, chunk)
+
+
+def prepare(
+    conn: sqlite3.Connection,
+    filters: Filters | None = None,
+    progress: Callable[[int], None] | None = None,
+    chunk: int = 5000,
+) -> Iterator[str]:
+    """``lines()``, with the store read before it returns: the plan's queries and the
+    first block. A store that cannot be read raises ``sqlite3.DatabaseError`` here,
+    while an error can still be answered, not halfway through a response or a file.
+    """
+    blocks = _blocks(conn, filters, progress, chunk)
+    first = next(blocks, None)
+
+    def rest() -> Iterator[str]:
+        yield _header()
+        if first is not None:
+            yield first
+            yield from blocks
+
+    return rest()
+
+
+def _blocks(
+    conn: sqlite3.Connection,
+    filters: Filters | None,
+    progress: Callable[[int], None] | None,
+    chunk: int,
+) -> Iterator[str]:
     filters = filters or Filters()
     where, args = filters.where()
     clause = f" AND ({where})" if where else ""
@@ -394,6 +440,23 @@ def lines(
         n += got
         if progress is not None:
             progress(n)
+
+
+# C0 controls but TAB and LF, DEL, C1 controls, and a CR that does not end a line: on a
+# terminal they move the cursor, retitle the window, or start an escape sequence.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\r(?!\n)")
+_PICTURES = {
+    **{c: 0x2400 + c for c in range(0x20)},  # U+2400 CONTROL PICTURES: ␀ .. ␟, ␍ for CR
+    0x7F: 0x2421,  # ␡
+    **{c: 0xFFFD for c in range(0x80, 0xA0)},  # C1 has no pictures
+}
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with control characters shown as pictures (ESC as ␛), CSV line ends kept."""
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(lambda m: chr(_PICTURES[ord(m.group())]), text)
 
 
 def count(conn: sqlite3.Connection, filters: Filters | None = None) -> int:

@@ -307,7 +307,7 @@ def reference_csv(conn, where="", args=()):
         for column, value in zip(events.COLUMNS, row, strict=True):
             if column.name in ("ts", "lock_ts") and isinstance(value, float):
                 value = export.fast_iso(value)
-            elif column.sqltype == "TEXT" and isinstance(value, str):
+            elif isinstance(value, str):  # by the value's type, whatever the column's
                 value = export.safe_cell(value)
             elif column.sqltype == "TEXT" and isinstance(value, bytes):
                 text = value.decode()  # SQLite's || makes text of a blob
@@ -470,6 +470,50 @@ def test_realistic_rows_and_a_stray_column(tmp_path, monkeypatch):
     assert export_text(conn) == reference_csv(conn)
     assert "'=stray" in export_text(conn, chunk=1000)
     assert redone == []
+
+
+def test_formula_escaping_follows_the_value_not_the_column(tmp_path):
+    # SQLite keeps text that does not look like a number as text in a numeric column.
+    rows = [
+        dict(kind="request", ts=1_700_000_000.0, status="=HYPERLINK(\"http://evil\")",
+             pid="@SUM(A1)", duration_ms="+1+2", queries=-3, db_ms=-1.5, path="/x"),
+        dict(kind="request", ts="=1+1", status=200, pid=4, path="/y"),
+    ]  # fmt: skip
+    conn = raw_store(tmp_path, rows)
+    text = export_text(conn)
+    assert text == reference_csv(conn)
+    first, second = csv.DictReader(io.StringIO(text, newline=""))
+    assert first["status"] == "'=HYPERLINK(\"http://evil\")"
+    assert first["pid"] == "'@SUM(A1)" and first["duration_ms"] == "'+1+2"
+    assert first["queries"] == "-3" and first["db_ms"] == "-1.5"  # numbers stay numbers
+    assert second["ts"] == "'=1+1" and second["status"] == "200"
+
+
+CONTROL = "".join(map(chr, [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F,
+                            *range(0x80, 0xA0)]))  # fmt: skip
+
+
+def test_cli_export_to_stdout_carries_no_terminal_escapes(tmp_path):
+    title = "/x\x1b]0;owned\x07\x1b[2J\x9b31m\rfake"
+    rows = [dict(kind="request", ts=1_700_000_000.0, path=title, thread="t\x08\x08", pid=1,
+                 sql="SELECT 1\r\nFROM t", method="GET", status=200)]  # fmt: skip
+    conn = raw_store(tmp_path, rows)
+    conn.close()
+    path = tmp_path / "raw.sqlite3"
+    command = [sys.executable, "-m", "lockwatch", "export", "--store", str(path)]
+    shown = subprocess.run(command, capture_output=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout.decode()
+    assert [c for c in text if c in CONTROL] == []
+    assert "\u241b]0;owned\u2407" in text  # ESC and BEL as their visible pictures
+    assert "\ufffd31m" in text and "\u240dfake" in text  # a C1 CSI, a bare CR
+    (row,) = csv.DictReader(io.StringIO(text, newline=""))
+    assert row["sql"] == "SELECT 1\r\nFROM t"  # CR LF inside a quoted cell is kept
+    # To a file, the cells are the stored values.
+    out = tmp_path / "out.csv"
+    assert subprocess.run([*command, "-o", str(out)], timeout=60).returncode == 0
+    (row,) = csv.DictReader(out.open(newline="", encoding="utf-8"))
+    assert row["path"] == title and row["thread"] == "t\x08\x08"
 
 
 def test_filters_and_progress(tmp_path):
