@@ -42,3 +42,22 @@ def test_the_two_commands_are_what_ci_runs():
 def test_screenshot_is_in_the_repository():
     (image,) = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README)
     assert (ROOT / image).stat().st_size > 10_000
+
+
+def test_gitignore_advice_covers_every_file_of_the_store(tmp_path):
+    import fnmatch
+
+    from lockwatch import store
+
+    block = README.split("```gitignore\n", 1)[1].split("```", 1)[0]
+    patterns = [line.strip() for line in block.splitlines() if line.strip()]
+    assert ".demo/" in patterns
+    conn = store.connect(tmp_path / "lockwatch.sqlite3")  # the default name, in WAL mode
+    try:
+        conn.execute("INSERT INTO meta (key, value) VALUES ('k', 'v')")
+        made = sorted(p.name for p in tmp_path.iterdir())
+    finally:
+        conn.close()
+    assert made == ["lockwatch.sqlite3", "lockwatch.sqlite3-shm", "lockwatch.sqlite3-wal"]
+    for name in made:
+        assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name
