@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 from channels.testing import WebsocketCommunicator
-from django.contrib.sessions.backends.signed_cookies import SessionStore
-from django.test import override_settings
+from django.test import Client, override_settings
 
 from lockwatch import live
 from lockwatch.dashboard import auth, relay
@@ -34,6 +33,7 @@ def store_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def server(store_path: Path) -> Iterator[Path]:
+    auth.THROTTLE.clear()
     with server_settings(store_path, CHANNEL_LAYERS=LAYERS, ALLOWED_HOSTS=["127.0.0.1"]):
         yield store_path
 
@@ -121,10 +121,9 @@ def test_accepted_with_a_token_header(server):
 
 
 def test_accepted_with_the_session_cookie(server):
-    session = SessionStore()
-    session[auth.SESSION_KEY] = auth.digest(TOKEN)
-    session.save()
-    cookie = (b"cookie", f"lockwatch_session={session.session_key}".encode())
+    c = Client()
+    assert c.get(f"/?token={TOKEN}").status_code == 302  # a real login
+    cookie = (b"cookie", f"lockwatch_session={c.cookies['lockwatch_session'].value}".encode())
 
     async def go():
         comm = communicator(cookie)
@@ -165,13 +164,15 @@ def _mounted_app(user: Any):
 )
 def test_mounted_uses_the_access_check(store_path, who, allowed):
     async def go():
-        comm = WebsocketCommunicator(_mounted_app(who), "/lockwatch/ws/")
+        comm = WebsocketCommunicator(_mounted_app(who), "/lockwatch/ws/", headers=[HOST, ORIGIN])
         await comm.connect()
         frame = await receive(comm)
         assert frame["type"] == ("hello" if allowed else "error")
         await comm.disconnect()
 
-    with override_settings(CHANNEL_LAYERS=LAYERS, LOCKWATCH={"STORE": str(store_path)}):
+    with override_settings(
+        CHANNEL_LAYERS=LAYERS, ALLOWED_HOSTS=["127.0.0.1"], LOCKWATCH={"STORE": str(store_path)}
+    ):
         run(go())
 
 
@@ -179,13 +180,15 @@ def test_mounted_without_a_channel_layer_says_so(store_path):
     staff = SimpleNamespace(is_authenticated=True, is_active=True, is_staff=True)
 
     async def go():
-        comm = WebsocketCommunicator(_mounted_app(staff), "/lockwatch/ws/")
+        comm = WebsocketCommunicator(_mounted_app(staff), "/lockwatch/ws/", headers=[HOST, ORIGIN])
         await comm.connect()
         frame = await receive(comm)
         assert frame["type"] == "error" and "CHANNEL_LAYERS" in frame["message"]
         await comm.disconnect()
 
-    with override_settings(CHANNEL_LAYERS={}, LOCKWATCH={"STORE": str(store_path)}):
+    with override_settings(
+        CHANNEL_LAYERS={}, ALLOWED_HOSTS=["127.0.0.1"], LOCKWATCH={"STORE": str(store_path)}
+    ):
         run(go())
 
 

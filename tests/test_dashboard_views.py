@@ -10,7 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from django.contrib.sessions.backends.signed_cookies import SessionStore
+from django.contrib.sessions.backends.file import SessionStore
 from django.test import Client, RequestFactory, override_settings
 from django.urls import include, path, resolve
 
@@ -32,13 +32,17 @@ TEMPLATES = [
 
 def server_settings(store: Path, **extra: object) -> override_settings:
     """The standalone server's settings (lockwatch.server.settings), over the test project."""
+    # Sessions in files, as the server keeps them: logout must be able to end one.
+    sessions = Path(store).parent / "dashboard-sessions"
+    sessions.mkdir(mode=0o700, exist_ok=True)
     return override_settings(
         ROOT_URLCONF="lockwatch.server.urls",
         MIDDLEWARE=[
             "django.contrib.sessions.middleware.SessionMiddleware",
             "django.middleware.csrf.CsrfViewMiddleware",
         ],
-        SESSION_ENGINE="django.contrib.sessions.backends.signed_cookies",
+        SESSION_ENGINE="django.contrib.sessions.backends.file",
+        SESSION_FILE_PATH=str(sessions),
         SESSION_COOKIE_NAME="lockwatch_session",
         CSRF_COOKIE_NAME="lockwatch_csrftoken",
         TEMPLATES=TEMPLATES,
@@ -61,6 +65,7 @@ def ids(store_path: Path) -> dict[str, int]:
 
 @pytest.fixture
 def server(store_path: Path) -> Iterator[Path]:
+    auth.THROTTLE.clear()  # wrong tokens of earlier tests do not count here
     with server_settings(store_path):
         yield store_path
 
@@ -132,7 +137,7 @@ def test_authorization_header_is_accepted(server, ids, url):
 def test_session_from_another_token_is_refused(server, ids):
     c = Client()
     session = SessionStore()
-    session[auth.SESSION_KEY] = auth.digest("some-other-token")
+    session[auth.SESSION_KEY] = auth.session_value("some-other-token")
     session.save()
     c.cookies["lockwatch_session"] = session.session_key
     assert c.get("/partials/header/").status_code == 403
@@ -543,6 +548,54 @@ def test_timeline_hover_text_cannot_carry_markup(client, store_path, ids):
     assert "<b>x" not in body and "\\u003Cb\\u003Ex" not in body
     assert "&lt;b&gt;x" in body.replace("\\u0026", "&")
     assert "a &lt; 2" in body.replace("\\u0026", "&")
+
+
+def timeline_text(fig: dict) -> list[str]:
+    """Every string the timeline hands plotly to draw: lane labels, names, hover data."""
+    shown = list(fig["layout"]["yaxis"]["categoryarray"])
+    for trace in fig["data"]:
+        shown += [y for y in trace.get("y") or [] if y is not None]
+        shown += [c for row in trace.get("customdata") or [] for c in row if isinstance(c, str)]
+        shown.append(trace.get("name") or "")
+    return shown
+
+
+def test_thread_names_are_text_in_the_timeline_lanes(client, store_path, ids):
+    from tests.test_dashboard_support import insert
+
+    # plotly draws a little HTML in tick labels: a thread named with a link became a
+    # clickable link in the lane labels.
+    link = '<a href="https://evil.example/">click</a>'
+    now = __import__("time").time()
+    insert(store_path, [
+        dict(ts=now - 2, kind="query", duration_ms=1.0, hold_ms=1.0, pid=5, thread=link,
+             call_site="x.py:1 in f", sql="INSERT INTO t VALUES (1)"),
+        dict(ts=now - 1, kind="busy", classification="timeout", duration_ms=5.0, wait_ms=5.0,
+             pid=6, thread="<b>bold</b>", call_site="y.py:2 in g", blocker_pid=5,
+             blocker_thread=link, blocker_call_site="x.py:1 in f", blocker_context="c"),
+    ])  # fmt: skip
+    fig = figure(client.get("/partials/chart/timeline/"))
+    assert [text for text in timeline_text(fig) if "<" in text or ">" in text] == []
+    lanes = fig["layout"]["yaxis"]["categoryarray"]
+    # plotly turns &lt; &gt; &amp; back into the characters, drawn as text.
+    assert 'pid 5 · &lt;a href="https://evil.example/"&gt;click&lt;/a&gt;' in lanes
+    assert "pid 6 · &lt;b&gt;bold&lt;/b&gt;" in lanes
+    blocked_by = next(t for t in fig["data"] if t.get("name") == "blocked by")
+    assert 'pid 5 · &lt;a href="https://evil.example/"&gt;click&lt;/a&gt;' in blocked_by["y"]
+
+
+def test_an_unknown_classification_is_drawn_as_text(client, store_path, ids):
+    from tests.test_dashboard_support import insert
+
+    now = __import__("time").time()
+    insert(store_path, [dict(ts=now - 1, kind="busy", classification="<i>odd</i> & more",
+                             duration_ms=5.0, wait_ms=5.0, pid=6, thread="T",
+                             call_site="y.py:2 in g")])  # fmt: skip
+    response = client.get("/partials/chart/timeline/")
+    assert response.status_code == 200
+    fig = figure(response)
+    assert [text for text in timeline_text(fig) if "<" in text or ">" in text] == []
+    assert "&lt;i&gt;odd&lt;/i&gt; &amp; more" in timeline_text(fig)
 
 
 def test_a_file_that_is_not_a_store_is_503_not_500(client, store_path):

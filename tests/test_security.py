@@ -8,10 +8,16 @@ single cells are checked in test_dashboard_views.py and test_dashboard_consumers
 from __future__ import annotations
 
 import asyncio
+import base64
 import fcntl
+import hashlib
+import html
+import os
+import re
 import socket
 import struct
 import sys
+import time
 from collections.abc import Callable, Iterator
 from http.client import HTTPConnection
 from pathlib import Path
@@ -19,7 +25,7 @@ from typing import Any
 
 import pytest
 from channels.testing import WebsocketCommunicator
-from django.contrib.sessions.backends.signed_cookies import SessionStore
+from django.contrib.sessions.backends.file import SessionStore
 from django.core.management import call_command
 from django.test import Client, override_settings
 from django.urls import resolve
@@ -89,33 +95,38 @@ def standalone_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def standalone(standalone_store: Path) -> Iterator[Path]:
     # Per test: the token setting must not leak into the mounted tests below.
+    auth.THROTTLE.clear()
     with server_settings(standalone_store, CHANNEL_LAYERS=LAYERS, ALLOWED_HOSTS=["127.0.0.1"]):
         yield standalone_store
 
 
 def session_cookie() -> str:
-    """A real login's signed session cookie."""
+    """A real login's session cookie."""
     c = Client()
     assert c.get(f"/?token={TOKEN}").status_code == 302
     return c.cookies["lockwatch_session"].value
 
 
-def flipped_signature() -> str:
+def flipped_key() -> str:
     value = session_cookie()
-    return value[:-1] + ("A" if value[-1] != "A" else "B")
+    return value[:-1] + ("a" if value[-1] != "a" else "b")
 
 
-def signed_elsewhere() -> str:
-    # The right content, signed by a server with another secret key.
-    with override_settings(SECRET_KEY="another-server"):
-        session = SessionStore()
-        session[auth.SESSION_KEY] = auth.digest(TOKEN)
-        session.save()
-        return session.session_key or ""
+def logged_out() -> str:
+    """The cookie of a login that has since logged out."""
+    c = Client()
+    assert c.get(f"/?token={TOKEN}").status_code == 302
+    value = c.cookies["lockwatch_session"].value
+    assert c.post("/logout/").status_code == 302
+    return value
 
 
-def unsigned() -> str:
-    return session_cookie().rsplit(":", 1)[0]
+def holding_the_token_digest() -> str:
+    # A session that holds what the cookie used to carry: a plain sha256 of the token.
+    session = SessionStore()
+    session[auth.SESSION_KEY] = hashlib.sha256(f"lockwatch-dashboard:{TOKEN}".encode()).hexdigest()
+    session.save()
+    return session.session_key or ""
 
 
 # name -> (query string, Authorization header or None, session cookie maker or None)
@@ -127,10 +138,11 @@ REFUSED: dict[str, Credential] = {
     "wrong token header": ("", "Token wrong", None),
     "right token, wrong scheme": ("", f"Bearer {TOKEN}", None),
     "token header without a token": ("", "Token ", None),
-    "session with a flipped signature": ("", None, flipped_signature),
-    "session signed by another server": ("", None, signed_elsewhere),
-    "session without its signature": ("", None, unsigned),
+    "session key with a flipped character": ("", None, flipped_key),
+    "session of a login that logged out": ("", None, logged_out),
+    "session holding a digest of the token": ("", None, holding_the_token_digest),
     "garbage session": ("", None, lambda: "not-a-session"),
+    "made-up session key": ("", None, lambda: "0123456789abcdefghijklmnopqrstuv"),
 }
 ALLOWED: dict[str, Credential] = {
     "session": ("", None, session_cookie),
@@ -420,3 +432,335 @@ def test_serve_on_all_addresses_still_needs_the_token(tmp_path):
         assert response.status == 403
         assert response.read().startswith(b"lockwatch: not logged in")
         conn.close()
+
+
+# -- the websocket takes only the dashboard's own origin: scheme, host and port ------------
+# Browsers send a host's cookies to every port of it, so a page of the watched app, or of
+# any dev server on another port, could open the socket as the logged-in user.
+
+
+def ws_result(app: Any, path: str, headers: list[tuple[bytes, bytes]]) -> str:
+    """'hello', 'refused' (a fatal error frame) or 'rejected' (the handshake itself)."""
+
+    async def go() -> str:
+        comm = WebsocketCommunicator(app, path, headers=headers)
+        connected, _ = await comm.connect()
+        if not connected:
+            return "rejected"
+        try:
+            frame = await comm.receive_json_from(timeout=5)
+            return "hello" if frame["type"] == "hello" else "refused"
+        finally:
+            await comm.disconnect()
+
+    return run(go())
+
+
+ORIGINS = [
+    # (Host header the browser used, Origin it sent, outcome)
+    (b"127.0.0.1:8000", b"http://127.0.0.1:8000", "hello"),
+    (b"127.0.0.1", b"http://127.0.0.1", "hello"),
+    (b"127.0.0.1:8000", b"http://127.0.0.1:8001", "rejected"),  # another app on this host
+    (b"127.0.0.1:8000", b"http://127.0.0.1:3000", "rejected"),
+    (b"127.0.0.1:8000", b"http://127.0.0.1", "rejected"),
+    (b"127.0.0.1", b"http://127.0.0.1:8000", "rejected"),
+    (b"127.0.0.1:8000", b"https://127.0.0.1:8000", "rejected"),  # another scheme
+    (b"127.0.0.1:8000", b"null", "rejected"),
+    (b"127.0.0.1:8000", None, "rejected"),
+]
+
+
+@pytest.mark.parametrize(("host", "origin", "outcome"), ORIGINS)
+def test_standalone_websocket_takes_only_its_own_origin(standalone, host, origin, outcome):
+    headers = [(b"host", host), (b"authorization", f"Token {TOKEN}".encode())]
+    if origin is not None:
+        headers.append((b"origin", origin))
+    assert ws_result(application(), "/ws/", headers) == outcome
+
+
+@pytest.mark.parametrize(
+    ("origin", "trusted", "outcome"),
+    [
+        (b"http://127.0.0.1:8000", [], "hello"),
+        (b"http://127.0.0.1:3000", [], "rejected"),
+        (b"http://127.0.0.1:3000", ["http://127.0.0.1:3000"], "hello"),
+        (b"https://app.example.com", ["https://*.example.com"], "hello"),
+        (b"http://app.example.com", ["https://*.example.com"], "rejected"),
+    ],
+)
+def test_mounted_websocket_takes_only_its_own_origin(project, origin, trusted, outcome):
+    # The stack the README shows, whose AllowedHostsOriginValidator ignores ports:
+    # lockwatch's consumer applies the rule itself, unless the project trusts the origin.
+    with override_settings(
+        ROOT_URLCONF="tests.project.urls", CHANNEL_LAYERS=LAYERS, ALLOWED_HOSTS=["*"],
+        CSRF_TRUSTED_ORIGINS=trusted, LOCKWATCH={"STORE": str(project), "ENABLED": False},
+    ):  # fmt: skip
+        cookie = mounted_client("sec-staff").cookies["sessionid"].value
+        headers = [
+            (b"host", b"127.0.0.1:8000"),
+            (b"origin", origin),
+            (b"cookie", f"sessionid={cookie}".encode()),
+        ]
+        assert ws_result(mounted_ws_app(), "/lockwatch/ws/", headers) == outcome
+
+
+def handshake(
+    port: int, host: str, origin: str | None, address: str = "127.0.0.1", **headers: str
+) -> int:
+    """The HTTP status of a websocket handshake to a real server (101: accepted)."""
+    lines = [
+        "GET /ws/ HTTP/1.1", f"Host: {host}", "Upgrade: websocket", "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}",
+        "Sec-WebSocket-Version: 13", f"Authorization: Token {SERVE_TOKEN}",
+        *(f"{name.replace('_', '-')}: {value}" for name, value in headers.items()),
+    ]  # fmt: skip
+    if origin is not None:
+        lines.append(f"Origin: {origin}")
+    with socket.create_connection((address, port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = b""
+        while b"\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    return int(head.split()[1])
+
+
+def test_serve_websocket_refuses_other_ports_of_its_host(served):
+    own = f"127.0.0.1:{served.port}"
+    assert handshake(served.port, own, f"http://{own}") == 101
+    assert handshake(served.port, own, f"http://127.0.0.1:{served.port + 1}") == 403
+    assert handshake(served.port, own, "http://localhost:3000") == 403
+    assert handshake(served.port, own, None) == 403
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads interface addresses with ioctl")
+def test_serve_on_all_addresses_takes_the_origin_of_the_host_used(tmp_path):
+    addresses = other_addresses() or ["127.0.0.1"]
+    with EverywhereServer.with_story(tmp_path) as server:
+        for address in {addresses[0], "127.0.0.1"}:
+            used = f"{address}:{server.port}"
+            assert handshake(server.port, used, f"http://{used}", address) == 101
+            assert handshake(server.port, used, f"http://{address}:1", address) == 403
+            assert handshake(server.port, used, f"http://{address}", address) == 403
+            # A page of another site (DNS rebinding names the host it asked for).
+            assert handshake(server.port, used, "http://evil.example", address) == 403
+
+
+# -- the token: never echoed, never logged, not guessable from the cookie, throttled --------
+
+
+def next_field(body: str) -> str:
+    return html.unescape(re.search(r'name="next" value="([^"]*)"', body).group(1))
+
+
+def test_a_wrong_token_is_not_echoed_back(standalone):
+    response = Client().get("/?window=5m&token=guess-4242-secret")
+    assert response.status_code == 403
+    body = response.content.decode()
+    assert "guess-4242" not in body
+    assert next_field(body) == "/?window=5m"
+
+
+def test_a_stale_token_url_logs_in_without_a_loop(standalone):
+    c = Client(HTTP_HOST="127.0.0.1")
+    page = c.get("/?window=1h&token=the-token-of-last-week")
+    assert page.status_code == 403
+    response = c.post("/login/", {"token": TOKEN, "next": next_field(page.content.decode())})
+    assert response.status_code == 302 and response["Location"] == "/?window=1h"
+    assert c.get(response["Location"]).status_code == 200
+    # A login form from an older page may still carry it in next: it is dropped there too.
+    response = Client(HTTP_HOST="127.0.0.1").post(
+        "/login/", {"token": TOKEN, "next": "/?token=old&window=24h"}
+    )
+    assert response["Location"] == "/?window=24h"
+
+
+def test_logout_revokes_the_session_everywhere(standalone):
+    c = Client()
+    assert c.get(f"/?token={TOKEN}").status_code == 302
+    captured = c.cookies["lockwatch_session"].value
+    assert c.post("/logout/").status_code == 302
+    thief = Client()
+    thief.cookies["lockwatch_session"] = captured
+    assert thief.get("/partials/header/").status_code == 403
+    assert thief.get("/").status_code == 403
+
+
+def test_logout_closes_an_open_websocket(standalone):
+    c = Client()
+    assert c.get(f"/?token={TOKEN}").status_code == 302
+    cookie = (b"cookie", f"lockwatch_session={c.cookies['lockwatch_session'].value}".encode())
+
+    async def go() -> None:
+        comm = WebsocketCommunicator(application(), "/ws/", headers=[HOST, ORIGIN, cookie])
+        connected, _ = await comm.connect()
+        assert connected
+        try:
+            assert (await comm.receive_json_from(timeout=5))["type"] == "hello"
+            assert (await asyncio.to_thread(c.post, "/logout/")).status_code == 302
+            frame = await comm.receive_json_from(timeout=10)
+            assert frame["type"] == "error" and frame["fatal"] is True
+            assert "logged out" in frame["message"]
+            closed = await comm.receive_output(timeout=5)
+            assert closed == {"type": "websocket.close", "code": 4403}
+        finally:
+            await comm.disconnect()
+
+    run(go())
+
+
+def test_throttles_wrong_tokens_per_client(standalone):
+    c = Client(HTTP_HOST="127.0.0.1")
+    statuses = [c.get(f"/?token=guess-{n}").status_code for n in range(300)]
+    first = statuses.index(429)
+    assert 3 <= first <= 20 and set(statuses[:first]) == {403}
+    assert set(statuses[first:]) == {429}
+    # While it lasts, even the right token is not looked at, however it comes.
+    assert c.get(f"/?token={TOKEN}").status_code == 429
+    assert c.post("/login/", {"token": TOKEN}).status_code == 429
+    assert c.get("/partials/header/", HTTP_AUTHORIZATION=f"Token {TOKEN}").status_code == 429
+    assert b"try again in" in c.get(f"/partials/header/?token={TOKEN}",
+                                    HTTP_AUTHORIZATION="Token x").content  # fmt: skip
+    # Another client is not held up by it.
+    assert Client(REMOTE_ADDR="192.0.2.7").get(f"/?token={TOKEN}").status_code == 302
+
+
+def test_the_websocket_counts_wrong_tokens_too(standalone):
+    for n in range(30):
+        headers = [HOST, ORIGIN, (b"authorization", f"Token guess-{n}".encode())]
+        ws_result(application(), "/ws/", headers)
+
+    async def go() -> dict:
+        headers = [HOST, ORIGIN, (b"authorization", f"Token {TOKEN}".encode())]
+        comm = WebsocketCommunicator(application(), "/ws/", headers=headers)
+        await comm.connect()
+        try:
+            return await comm.receive_json_from(timeout=5)
+        finally:
+            await comm.disconnect()
+
+    frame = run(go())
+    assert frame["type"] == "error" and "too many wrong tokens" in frame["message"]
+
+
+def test_the_throttle_is_bounded():
+    throttle = auth.Throttle()
+    for n in range(throttle.max_clients * 3):
+        throttle.failed(f"198.51.{n // 256}.{n % 256}")
+    assert len(throttle) <= throttle.max_clients
+
+
+def test_the_session_cookie_is_a_random_key_not_a_digest(served):
+    def login() -> str:
+        conn = HTTPConnection("127.0.0.1", served.port, timeout=10)
+        try:
+            conn.request("GET", f"/?token={SERVE_TOKEN}")
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 302
+            return (response.getheader("Set-Cookie") or "").split(";", 1)[0]
+        finally:
+            conn.close()
+
+    first, second = login(), login()
+    name, value = first.split("=", 1)
+    assert name == "lockwatch_session"
+    # A random session key whose data stays on the server: nothing in it to test guesses on.
+    assert re.fullmatch(r"[a-z0-9]{32}", value), value
+    assert second.split("=", 1)[1] != value
+
+
+def test_serve_logout_revokes_a_captured_cookie(served):
+    own = f"127.0.0.1:{served.port}"
+    status, headers, _ = request(served, "GET", f"/?token={SERVE_TOKEN}", Host=own)
+    assert status == 302
+    session = cookies(headers)["lockwatch_session"].split(";", 1)[0]
+    status, headers, body = request(served, "GET", "/", Host=own, Cookie=session)
+    assert status == 200 and get_header(served, "/partials/header/", session) == 200
+    csrf = cookies(headers)["lockwatch_csrftoken"].split(";", 1)[0]
+    form = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1)
+    status, _, _ = request(
+        served, "POST", "/logout/", body=f"csrfmiddlewaretoken={form}", Host=own,
+        Content_Type="application/x-www-form-urlencoded", Cookie=f"{session}; {csrf}",
+        Origin=f"http://{own}",
+    )  # fmt: skip
+    assert status == 302
+    # Whoever copied the cookie before the logout is out too.
+    assert get_header(served, "/partials/header/", session) == 403
+
+
+def get_header(server: Server, path: str, cookie: str) -> int:
+    return request(server, "GET", path, Host=f"127.0.0.1:{server.port}", Cookie=cookie)[0]
+
+
+def test_serve_logs_no_token(served):
+    raw(served, "GET", f"/?token={SERVE_TOKEN}&window=5m")
+    raw(served, "GET", "/?window=1h&token=a-wrong-guess-7731")
+    raw(served, "GET", f"/partials/header/?token={SERVE_TOKEN}")
+    handshake(served.port, f"127.0.0.1:{served.port}", f"http://127.0.0.1:{served.port}")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        log = served.log.read_text(errors="replace")
+        if "a-wrong-guess" in log or '"GET /?window=1h&token=[redacted]' in log:
+            break
+        time.sleep(0.1)
+    access = [line for line in log.splitlines() if '"GET ' in line or '"WS' in line]
+    assert any("token=[redacted]" in line for line in access), log
+    assert [line for line in access if SERVE_TOKEN in line or "a-wrong-guess" in line] == []
+
+
+# -- behind an HTTPS proxy -----------------------------------------------------------------
+
+
+class ProxiedServer(Server):
+    def command(self) -> list[str]:
+        return [*super().command(), "--proxy-headers", "--public-url",
+                "https://lockwatch.example.com"]  # fmt: skip
+
+
+def request(
+    server: Server, method: str, path: str, body: str | None = None, **headers: str
+) -> tuple[int, list[tuple[str, str]], str]:
+    conn = HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers={k.replace("_", "-"): v
+                                                      for k, v in headers.items()})  # fmt: skip
+        response = conn.getresponse()
+        return response.status, response.getheaders(), response.read().decode()
+    finally:
+        conn.close()
+
+
+def cookies(headers: list[tuple[str, str]]) -> dict[str, str]:
+    """Set-Cookie headers by cookie name: the whole header, attributes included."""
+    return {v.split("=", 1)[0]: v for k, v in headers if k.lower() == "set-cookie"}
+
+
+def test_behind_an_https_proxy_cookies_are_secure_and_login_works(tmp_path):
+    with ProxiedServer.with_story(tmp_path) as server:
+        # A proxy that passes the Host on, and one that does not (then --public-url says it).
+        for host in ("lockwatch.example.com", f"127.0.0.1:{server.port}"):
+            https = {"Host": host, "X_Forwarded_Proto": "https", "X_Forwarded_For": "203.0.113.9"}
+            status, headers, body = request(server, "GET", "/", **https)
+            assert status == 403  # the login page
+            csrf = cookies(headers)["lockwatch_csrftoken"]
+            assert "Secure" in csrf
+            form = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1)
+            status, headers, _ = request(
+                server, "POST", "/login/",
+                body=f"csrfmiddlewaretoken={form}&token={SERVE_TOKEN}&next=/",
+                Content_Type="application/x-www-form-urlencoded",
+                Cookie=csrf.split(";", 1)[0], Origin="https://lockwatch.example.com", **https,
+            )  # fmt: skip
+            assert status == 302, headers
+            assert "Secure" in cookies(headers)["lockwatch_session"]
+            # The page's websocket, from the public origin; not from another one.
+            for origin, expected in (("https://lockwatch.example.com", 101),
+                                     ("https://elsewhere.example.com", 403),
+                                     ("http://lockwatch.example.com", 403)):  # fmt: skip
+                assert handshake(server.port, host, origin, X_Forwarded_Proto="https") == expected
+        # Without the proxy's word, a plain-HTTP request gets no Secure cookie.
+        status, headers, _ = request(server, "GET", "/", Host=f"127.0.0.1:{server.port}")
+        assert status == 403 and "Secure" not in cookies(headers)["lockwatch_csrftoken"]

@@ -1,7 +1,9 @@
 """Plotly figures, built on the server from ``queries`` results and drawn by plotly.js.
 
 The browser only calls ``Plotly.react`` with what these return; ``uirevision``
-keeps a user's zoom across live refreshes of the same window.
+keeps a user's zoom across live refreshes of the same window. plotly.js draws a
+subset of HTML (links included) in tick labels, hover text and names, so every
+stored text put in a figure goes through ``_h``.
 """
 
 from __future__ import annotations
@@ -143,13 +145,15 @@ def durations_chart(hist: Histogram, revision: str) -> dict[str, Any]:
     return fig.to_plotly_json()
 
 
-def lane(pid: int | None, thread: str | None) -> str:
-    return f"pid {pid or '?'} · {thread or '?'}"
-
-
 def _h(text: str | None) -> str:
-    """Hover text is plotly's little HTML: SQL such as ``a < ?`` must stay text."""
+    """Stored text as text in plotly's little HTML: SQL such as ``a < ?``, a thread
+    named ``<a href=…>``. plotly turns these three entities back into the characters."""
     return (text or "").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def lane(pid: int | None, thread: str | None) -> str:
+    """A lane's label (a category of the y axis: the same text places its marks)."""
+    return _h(f"pid {pid or '?'} · {thread or '?'}")
 
 
 def _hover_lines(*pairs: tuple[str, str]) -> str:
@@ -228,7 +232,9 @@ def timeline_chart(tl: Timeline, since: float, until: float, revision: str) -> d
         if not items:
             continue
         colors = [
-            CLASS_COLORS.get(m["classification"] or "other") if kind == "busy" else WAIT_COLOR
+            CLASS_COLORS.get(m["classification"], CLASS_COLORS["other"])
+            if kind == "busy"
+            else WAIT_COLOR
             for m in items
         ]
         fig.add_scatter(
@@ -251,7 +257,7 @@ def timeline_chart(tl: Timeline, since: float, until: float, revision: str) -> d
                     _h(m["blocker_call_site"] or "not attributed yet"),
                     _h(m["blocker_context"]),
                     m["wait_ms"] or 0.0,
-                    m["classification"] or m["outcome"] or "",
+                    _h(m["classification"] or m["outcome"]),
                 ]
                 for m in items
             ],

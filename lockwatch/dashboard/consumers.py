@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 from channels import DEFAULT_CHANNEL_LAYER
@@ -18,14 +19,21 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import InMemoryChannelLayer
 from django.urls import NoReverseMatch, reverse
 
-from .. import live
+from .. import live, reading, store
 from ..conf import get_config
-from . import auth, queries, relay
+from . import auth, origin, queries, relay
 from .relay import MESSAGE_TYPE
+
+log = logging.getLogger("lockwatch.dashboard")
 
 CLOSE_FORBIDDEN = 4403
 CLOSE_NO_LAYER = 4500
+CLOSE_UNREADABLE = 4503  # the store is not one this lockwatch can read
 MAX_FRAME = 4096  # the browser only sends small control frames
+# How often an open socket checks that its session is still logged in: a file read
+# standalone, a session and user query when mounted.
+RECHECK_TOKEN = 1.0
+RECHECK_MOUNTED = 5.0
 
 
 def _shared(layer: Any) -> bool:
@@ -55,8 +63,14 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.relay: relay.Relay | None = None
+        self.watcher: asyncio.Task[None] | None = None
         self.paused = False
         self.missed = False
+        if not origin.allowed(self.scope):
+            # Refused in the handshake (daphne answers 403): a page of another origin
+            # learns nothing, not even why.
+            await self.close()
+            return
         await self.accept()
         decision = await auth.scope_allowed(self.scope)
         if not decision:
@@ -74,11 +88,37 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if _shared(self.channel_layer):
             # Target processes publish their batches here too (see lockwatch.live).
             await self.channel_layer.group_add(live.TARGETS_GROUP, self.channel_name)
+        try:
+            last_id = await self._last_id()
+        except reading.UnreadableStore as exc:
+            await self.send_error(str(exc), fatal=True)
+            await self.close(code=CLOSE_UNREADABLE)
+            return
+        if decision.session_key is not None:
+            self.watcher = asyncio.create_task(self._watch(decision))
         self.relay = relay.subscribe(get_config().store, self.channel_layer, _prefix())
-        await self.send_json({"type": "hello", "last_id": await self._last_id(),
+        await self.send_json({"type": "hello", "last_id": last_id,
                               "columns": list(queries.PAYLOAD)})  # fmt: skip
 
+    async def _watch(self, decision: auth.Decision) -> None:
+        """Close the socket once its session has logged out (or expired)."""
+        interval = RECHECK_TOKEN if auth.token_mode() else RECHECK_MOUNTED
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if await auth.still_allowed(decision):
+                    continue
+            except Exception as exc:  # a database hiccup when mounted: look again later
+                log.warning("lockwatch: cannot check a websocket's session: %r", exc)
+                continue
+            await self.send_error("logged out: this session has ended", fatal=True)
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+
     async def disconnect(self, code: int) -> None:
+        watcher = getattr(self, "watcher", None)
+        if watcher is not None and watcher is not asyncio.current_task():
+            watcher.cancel()
         if getattr(self, "relay", None) is not None:
             await self.channel_layer.group_discard(relay.group_name(), self.channel_name)
             if _shared(self.channel_layer):
@@ -128,12 +168,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def _last_id(self) -> int:
         def read() -> int:
-            from .. import store
-
             try:
-                conn = store.connect(get_config().store, readonly=True)
+                conn = reading.open_store(get_config().store)
+            except reading.UnreadableStore:
+                raise
             except store.StoreError:
-                return 0
+                return 0  # no store yet
             try:
                 return queries.last_id(conn)
             finally:

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from .. import store
+from .. import reading, store
 from ..live import MESSAGE_TYPE, summarise
 
 __all__ = ["MESSAGE_TYPE", "Relay", "group_name", "subscribe", "summarise", "unsubscribe"]
@@ -77,7 +77,10 @@ class Relay:
             self.last = 0
         if self._conn is None:
             try:
-                self._conn = store.connect(self.path, readonly=True)
+                self._conn = reading.open_store(self.path)
+            except reading.UnreadableStore as exc:  # a newer lockwatch's, or not a store
+                self._warn(str(exc))
+                return None
             except (store.StoreError, sqlite3.Error):
                 return None
             self._inode = inode
@@ -135,7 +138,7 @@ class Relay:
         """What a client missed since ``after`` (its last id), summarised like a batch."""
         conn = None
         try:
-            conn = store.connect(self.path, readonly=True)
+            conn = reading.open_store(self.path)
             last = queries.last_id(conn)
             if last <= after:
                 return None

@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -23,6 +23,7 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseRedirect,
+    QueryDict,
     StreamingHttpResponse,
 )
 from django.shortcuts import render
@@ -33,7 +34,7 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
 from .. import doctor as doctor_module
-from .. import events, export, store
+from .. import events, export, reading, store
 from ..conf import get_config
 from ..filters import FilterError, shown
 from . import auth, charts, params, queries
@@ -48,8 +49,11 @@ def _text(status: int, message: str) -> HttpResponse:
 
 
 def _open() -> sqlite3.Connection | None:
+    """The store, None when there is none yet; reading.UnreadableStore when it cannot be read."""
     try:
-        return store.connect(get_config().store, readonly=True)
+        return reading.open_store(get_config().store)
+    except reading.UnreadableStore:
+        raise
     except store.StoreError:
         return None
 
@@ -61,12 +65,15 @@ def data(view: View) -> View:
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         decision = auth.request_allowed(request)
         if not decision:
-            return _text(403, f"lockwatch: {decision.reason}")
+            return _text(decision.status, f"lockwatch: {decision.reason}")
         try:
             v = params.parse_view(request.GET)
         except FilterError as exc:
             return _text(400, f"lockwatch: {exc}")
-        conn = _open()
+        try:
+            conn = _open()
+        except reading.UnreadableStore as exc:
+            return _text(503, f"lockwatch: {exc}")
         try:
             response = view(request, v, conn, *args, **kwargs)
         except sqlite3.DatabaseError as exc:  # locked for long, or not a store at all
@@ -83,19 +90,36 @@ def data(view: View) -> View:
     return require_GET(never_cache(wrapper))
 
 
-def _page_denied(request: HttpRequest, reason: str) -> HttpResponse:
+def _without_token(url: str) -> str:
+    """`url` less any ``token`` parameter: a wrong or stale token is never sent back."""
+    parts = urlsplit(url)
+    query = QueryDict(parts.query, mutable=True)
+    query.pop("token", None)
+    return urlunsplit(parts._replace(query=query.urlencode()))
+
+
+def _page_denied(
+    request: HttpRequest, reason: str, status: int = 403, next_url: str | None = None
+) -> HttpResponse:
     if auth.token_mode():
+        next_url = next_url or _without_token(request.get_full_path())
         return render(
-            request,
-            "lockwatch/login.html",
-            {"reason": reason, "next": request.get_full_path()},
-            status=403,
+            request, "lockwatch/login.html", {"reason": reason, "next": next_url}, status=status
         )
     return render(
         request,
         "lockwatch/message.html",
         {"title": "Not allowed", "message": reason, "login_url": settings.LOGIN_URL},
-        status=403,
+        status=status,
+    )
+
+
+def _unreadable(request: HttpRequest, exc: reading.UnreadableStore) -> HttpResponse:
+    return render(
+        request,
+        "lockwatch/message.html",
+        {"title": "Store unreadable", "message": str(exc), "token_mode": auth.token_mode()},
+        status=503,
     )
 
 
@@ -124,8 +148,9 @@ def _window_query(v: params.View, **extra: Any) -> str:
 
 def _token_login(request: HttpRequest) -> HttpResponse:
     """``?token=`` on a page logs in, then drops the token from the address bar."""
-    if not auth.token_matches(request.GET["token"]):
-        return _page_denied(request, "that token is not the one this server printed")
+    decision = auth.check_token(request.GET["token"], auth.client_of(request))
+    if not decision:
+        return _page_denied(request, decision.reason, decision.status)
     auth.login(request)
     rest = request.GET.copy()
     del rest["token"]
@@ -139,7 +164,7 @@ def index(request: HttpRequest) -> HttpResponse:
         return _token_login(request)
     decision = auth.request_allowed(request)
     if not decision:
-        return _page_denied(request, decision.reason)
+        return _page_denied(request, decision.reason, decision.status)
     try:
         v = params.parse_view(request.GET)
     except FilterError as exc:
@@ -149,6 +174,12 @@ def index(request: HttpRequest) -> HttpResponse:
             {"title": "Bad parameter", "message": str(exc), "back": request.path},
             status=400,
         )
+    try:
+        conn = _open()
+    except reading.UnreadableStore as exc:
+        return _unreadable(request, exc)
+    if conn is not None:
+        conn.close()
     base = reverse("lockwatch:index")
     context = {
         "view": v,
@@ -173,8 +204,11 @@ def event_detail(request: HttpRequest, event_id: int) -> HttpResponse:
         return _token_login(request)
     decision = auth.request_allowed(request)
     if not decision:
-        return _page_denied(request, decision.reason)
-    conn = _open()
+        return _page_denied(request, decision.reason, decision.status)
+    try:
+        conn = _open()
+    except reading.UnreadableStore as exc:
+        return _unreadable(request, exc)
     if conn is None:
         raise Http404("no lockwatch store yet")
     try:
@@ -221,11 +255,12 @@ def event_detail(request: HttpRequest, event_id: int) -> HttpResponse:
 def login(request: HttpRequest) -> HttpResponse:
     if not auth.token_mode():
         raise Http404("token login is for the standalone server")
-    target = request.POST.get("next") or reverse("lockwatch:index")
+    target = _without_token(request.POST.get("next") or reverse("lockwatch:index"))
     if not url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
         target = reverse("lockwatch:index")
-    if not auth.token_matches(request.POST.get("token", "").strip()):
-        return _page_denied(request, "that token is not the one this server printed")
+    decision = auth.check_token(request.POST.get("token", "").strip(), auth.client_of(request))
+    if not decision:
+        return _page_denied(request, decision.reason, decision.status, next_url=target)
     auth.login(request)
     return HttpResponseRedirect(target)
 
@@ -416,7 +451,9 @@ def export_csv(request: HttpRequest, v: params.View, conn: sqlite3.Connection | 
     """The same filters as the table (window included), streamed as CSV."""
     if conn is None:
         return _text(404, "lockwatch: no store yet, so nothing to export")
-    lines = export.lines(conn, v.table_filters())
+    # Read the store now (the plan's sample, the first block): a store that cannot be
+    # read is a 503 here, not an error inside a body already under way (a hang).
+    lines = export.prepare(conn, v.table_filters())
 
     def chunks() -> Iterator[str]:
         # About 64 KB at a time, so the export is not one write (or one thread hop) a row.

@@ -214,7 +214,8 @@
     };
     ws.onclose = (e) => {
       state.socket = null;
-      if (e.code === 4403 || e.code === 4500) {
+      // Refused, logged out (4403), no channel layer (4500), a store it cannot read (4503).
+      if (e.code === 4403 || e.code === 4500 || e.code === 4503) {
         setStatus("disconnected", "error");
         showBanner((state.fatal || "refused") + " Reload the page after logging in again.");
         return;
