@@ -70,7 +70,7 @@ EXCLUDED: dict[str, str] = {
 
 LOCKWATCH_ENGINE = "lockwatch.db.backends.sqlite3"
 PLAIN_ENGINE = "django.db.backends.sqlite3"
-RUN_TIMEOUT = 20 * 60  # seconds, per run of runtests.py
+RUN_TIMEOUT = 10 * 60  # seconds, per run of runtests.py (about 1 to 3 minutes here)
 
 # -- the source -----------------------------------------------------------------------
 
