@@ -397,6 +397,13 @@ def prepare(
     return rest()
 
 
+def error_row(message: str) -> str:
+    """A last row saying why an export ended early (a started response cannot fail)."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerow([f"# lockwatch: {message}"])
+    return out.getvalue()
+
+
 def _blocks(
     conn: sqlite3.Connection,
     filters: Filters | None,

@@ -9,6 +9,8 @@ and ``lockwatch doctor`` print one line on stderr and exit 2.
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import sqlite3
 import subprocess
 import sys
@@ -159,3 +161,28 @@ def test_served_export_of_a_corrupt_store_answers_at_once(tmp_path):
         assert body.startswith("lockwatch: ") and body.count("\n") == 1
     finally:
         server.stop()
+
+
+def test_an_export_that_breaks_partway_ends_with_why(tmp_path, monkeypatch):
+    # Damage deeper in than the first reads shows only once the response has started;
+    # an exception there left daphne's client waiting forever.
+    from lockwatch import export
+
+    path = tmp_path / "lockwatch.sqlite3"
+    story(path)
+    real = export._blocks
+
+    def breaking(*args, **kwargs):
+        blocks = real(*args, **kwargs)
+        yield next(blocks)
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    monkeypatch.setattr(export, "_blocks", breaking)
+    auth.THROTTLE.clear()
+    with server_settings(path):
+        response = logged_in().get("/export.csv")
+        assert response.status_code == 200 and response.streaming
+        text = b"".join(response.streaming_content).decode()
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert len(rows) == 1 + 7 + 1  # the header, the story's events, and why it stopped
+    assert rows[-1] == ["# lockwatch: the export stopped early: database disk image is malformed"]

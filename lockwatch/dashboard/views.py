@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -40,6 +41,7 @@ from ..filters import FilterError, shown
 from . import auth, charts, params, queries
 
 View = Callable[..., HttpResponse]
+log = logging.getLogger("lockwatch.dashboard")
 
 
 def _text(status: int, message: str) -> HttpResponse:
@@ -457,8 +459,8 @@ def export_csv(request: HttpRequest, v: params.View, conn: sqlite3.Connection | 
 
     def chunks() -> Iterator[str]:
         # About 64 KB at a time, so the export is not one write (or one thread hop) a row.
+        buffer: list[str] = []
         try:
-            buffer: list[str] = []
             size = 0
             for line in lines:
                 buffer.append(line)
@@ -468,6 +470,11 @@ def export_csv(request: HttpRequest, v: params.View, conn: sqlite3.Connection | 
                     buffer, size = [], 0
             if buffer:
                 yield "".join(buffer)
+        except sqlite3.DatabaseError as exc:
+            # Damaged further in than the first reads. The status is sent: an exception
+            # here left daphne's client waiting forever, so the file ends with why.
+            log.error("lockwatch: the CSV export stopped early: %s", exc)
+            yield "".join(buffer) + export.error_row(f"the export stopped early: {exc}")
         finally:
             conn.close()
 
