@@ -131,7 +131,9 @@ def _journal_mode(path: str) -> str | None:
 MIN_TIMEOUT = 2.0
 
 
-@checks.register("lockwatch", checks.Tags.database, deploy=True)
+# Not tagged "database": Django 6 runs such checks only with --database, and this advice
+# belongs in a plain check --deploy. It reads each file's journal mode read-only.
+@checks.register("lockwatch", deploy=True)
 def check_databases(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """The doctor's configuration advice for each SQLite database.
 

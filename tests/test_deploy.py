@@ -74,10 +74,11 @@ def test_a_fresh_project_prints_no_advice_until_check_deploy(tmp_path):
         assert "lockwatch" not in done.stdout + done.stderr, args
     assert (site / "lockwatch.sqlite3").exists()  # capture ran all along
 
+    # Django 6's own deploy checks fail a fresh project (mail.E001), so not the exit status.
     deploy = manage(site, "check", "--deploy")
-    assert deploy.returncode == 0, deploy.stderr
     for check_id in ("lockwatch.W010", "lockwatch.W013"):
         assert check_id in deploy.stderr
+    assert "(lockwatch.E" not in deploy.stderr
     assert "lockwatch.W012" not in deploy.stderr  # Django's 5 s timeout is fine
 
     doctor = subprocess.run(
