@@ -83,6 +83,7 @@ class Unit:
                 s[3],
                 4,
                 0.0,
+                (s[3],),
             ),  # fmt: skip
             Request(w, now, 0.002, 200),
         ]

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
 from . import callsite, handle, holders, pipeline
-from .callsite import RawSite
+from .callsite import RawSite, UserStack
 from .conf import get_config
 from .context import _current, default_label, task_name
 from .records import Blocker, Busy, Lock, Origin, Query, Transaction, Wait, Who
@@ -109,15 +109,18 @@ def _may_lock(cls: str, sql: str, mode: str) -> bool:
 class _Txn:
     __slots__ = (
         "key", "wall", "start", "mode", "site", "statements", "lock_wall", "lock_start",
-        "lock_sql", "lock_site", "wait",
+        "lock_sql", "lock_site", "wait", "stack",
     )  # fmt: skip
 
-    def __init__(self, key: str, wall: float, start: float, mode: str, site: Any) -> None:
+    def __init__(
+        self, key: str, wall: float, start: float, mode: str, site: Any, stack: UserStack
+    ) -> None:
         self.key = key
         self.wall = wall
         self.start = start
         self.mode = mode
         self.site = site
+        self.stack = stack
         self.statements = 0
         self.lock_wall: float | None = None
         self.lock_start: float | None = None
@@ -199,6 +202,7 @@ class Probe:
         if self.table is None and db != ":memory:":
             pipeline.capture_failed(OSError(f"no holder table for the store {cfg.store}"))
         self.key = holders.db_key(db)
+        self.locks = holders.file_locks(db)
         self.slot: holders.Slot | None = None
         self._marked = False  # the slot says this connection may hold the lock
         self._marks = 0
@@ -442,13 +446,33 @@ class Probe:
         table = self.table
         if table is None:
             return None
-        slot = self.slot
-        h, index = table.holder(self.key, slot.index if slot is not None else None)
+        me = self.slot.index if self.slot is not None else None
+        locks = self.locks
+        os_pid = locks.holder_pid() if locks is not None else None
+        h, index = table.holder(self.key, me, os_pid)
+        if h is None and os_pid and locks is not None:
+            # The table and the lock are read one after the other: that process
+            # may have let go in between (and someone else taken it). Read again.
+            again = locks.holder_pid()
+            if again != os_pid:
+                os_pid = again
+                h, index = table.holder(self.key, me, os_pid)
         if h is None or index is None:
-            return None
+            if not os_pid:
+                return None
+            # Another process holds it, with no slot saying so: if it is an
+            # instrumented process that just let go, it is the last writer.
+            found = table.last_writer(self.key)
+            if found is not None and found[0].pid == os_pid:
+                return _blocker(found[0], False)
+            return self._outside_pid(os_pid)
         table.mark_waited_on(index)
         same = h.pid == self.origin.pid and h.thread_ident == (_current_thread().ident or 0)
         return _blocker(h, same)
+
+    @staticmethod
+    def _outside_pid(pid: int) -> Blocker:
+        return _OUTSIDE._replace(pid=pid)
 
     def _recent_writer(self, since: float) -> Blocker | None:
         """The database's last writer, if it let go of the lock after ``since``."""
@@ -503,6 +527,13 @@ class Probe:
                 found.append(callsite.find(2))
             return found[0]
 
+        def stack() -> UserStack:
+            # Waits and busy errors only: rare, so the longer walk is off the hot path.
+            walked = callsite.user_stack(2)
+            if walked and not found:
+                found.append(walked[0])
+            return walked
+
         txn = self._txn_for(sql, cls, wall, t0, exc)
         if txn is not None:
             txn.statements += 1
@@ -512,10 +543,11 @@ class Probe:
         if waited > 0.0:
             who = self._who()
             blocker, split = self._blame(None)
+            walked = stack()
             pipeline.emit(
                 Wait(
                     self.origin, who, wall, waited, "gave_up" if gave_up else "acquired",
-                    sql, cls, site(), blocker, split, wall + waited,
+                    sql, cls, site(), blocker, split, wall + waited, walked,
                 )
             )  # fmt: skip
 
@@ -523,7 +555,7 @@ class Probe:
             exc = sqlite_error(exc)
         if exc is not None and is_lock_error(exc):
             who = who or self._who()
-            self._busy(exc, txn, sql, cls, site, wall, dur, waited, gave_up, calls, who, ctx)
+            self._busy(exc, txn, sql, cls, site, stack, wall, dur, waited, gave_up, calls, who, ctx)
 
         hold = None
         if txn is not None:
@@ -575,7 +607,8 @@ class Probe:
 
     def _busy(
         self, exc: BaseException, txn: _Txn | None, sql: str, cls: str, site: Callable[[], Any],
-        wall: float, dur: float, waited: float, gave_up: bool, calls: int, who: Who, ctx: Any,
+        stack: Callable[[], UserStack], wall: float, dur: float, waited: float, gave_up: bool,
+        calls: int, who: Who, ctx: Any,
     ) -> None:  # fmt: skip
         code = getattr(exc, "sqlite_errorcode", None)
         if self.handle is not None:
@@ -592,11 +625,12 @@ class Probe:
             blocker, split = self._last_writer(txn), ()
         else:
             blocker, split = self._blame(wall)
+        walked = stack()
         pipeline.emit(
             Busy(
                 self.origin, who, wall, dur, waited, classification, code,
                 getattr(exc, "sqlite_errorname", None), str(exc), sql, cls, site(),
-                blocker, split, wall + dur,
+                blocker, split, wall + dur, walked,
             )
         )  # fmt: skip
 
@@ -647,7 +681,7 @@ class Probe:
                 Wait(
                     r.origin, r.who, _wall() - waited, waited,
                     "gave_up" if gave_up else "acquired", "COMMIT", "commit", r.site,
-                    blocker, split, _wall(),
+                    blocker, split, _wall(), (r.site,) if r.site else (),
                 )
             )  # fmt: skip
             if self.busy is not None:
@@ -664,15 +698,18 @@ class Probe:
         self._slot_after()
 
     def _open_txn(self, wall: float, t0: float, mode: str) -> _Txn:
-        view = getattr(_current.get(), "view_func", None)
-        if view is None:
-            site = callsite.find(2)
+        # The user's frames, innermost first (a request's end at its view): the
+        # first is the call site, the rest say which view called a shared helper.
+        stack = callsite.user_stack(2)
+        if stack:
+            site = stack[0]
         else:
             # Reached from Django's handler without user code: ATOMIC_REQUESTS.
-            site = callsite.find(2, stop=callsite.HANDLER_CODES) or callsite.of_function(view)
+            view = getattr(_current.get(), "view_func", None)
+            site = callsite.of_function(view) if view is not None else None
         self._txn_seq += 1
         o = self.origin
-        txn = _Txn(f"{o.pid}:{o.conn_id}:{self._txn_seq}", wall, t0, mode, site)
+        txn = _Txn(f"{o.pid}:{o.conn_id}:{self._txn_seq}", wall, t0, mode, site, stack)
         self.txn = txn
         return txn
 
@@ -705,6 +742,7 @@ class Probe:
             Transaction(
                 self.origin, self._who(), txn.key, txn.wall, t1 - txn.start, txn.mode, txn.site,
                 end, txn.lock_wall, hold, txn.lock_sql, txn.lock_site, txn.statements, txn.wait,
+                txn.stack,
             )
         )  # fmt: skip
         if self.table is not None and txn.lock_wall is not None and self.slot is not None:

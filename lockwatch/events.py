@@ -93,6 +93,11 @@ COLUMNS: tuple[Column, ...] = (
         "INTEGER",
         "wait/busy: 1 when the blocker is the waiter's own thread (it cannot succeed)",
     ),
+    Column(
+        "user_stack",
+        "TEXT",
+        "wait/busy/transaction: up to 5 frames of your code, innermost first, joined by ' < '",
+    ),
 )
 # The columns of the first schema; later ones are added by migrations.
 V1_NAMES = frozenset(c.name for c in COLUMNS[: [c.name for c in COLUMNS].index("blockers") + 1])
@@ -122,12 +127,12 @@ _BLOCKER = (
 # store binds only these, which keeps the flusher's share of the GIL small.
 KIND_COLUMNS: dict[str, tuple[str, ...]] = {
     "query": _COMMON + _ON_CONNECTION + _STATEMENT + ("hold_ms", "rows", "params"),
-    "wait": _COMMON + _ON_CONNECTION + _STATEMENT + ("outcome",) + _BLOCKER,
+    "wait": _COMMON + _ON_CONNECTION + _STATEMENT + ("outcome", "user_stack") + _BLOCKER,
     "busy": _COMMON + _ON_CONNECTION + _STATEMENT
-    + ("classification", "error_code", "error_name", "message") + _BLOCKER,
+    + ("classification", "error_code", "error_name", "message", "user_stack") + _BLOCKER,
     "transaction": _COMMON + _ON_CONNECTION + (
         "wait_ms", "hold_ms", "begin_mode", "end", "call_site", "lock_ts", "lock_sql",
-        "lock_call_site", "statements",
+        "lock_call_site", "statements", "user_stack",
     ),
     "request": _COMMON + ("wait_ms", "status", "queries", "db_ms", "busy_count"),
 }  # fmt: skip

@@ -244,27 +244,38 @@ class Table:
     def mark_waited_on(self, index: int) -> None:
         self.mm[self._offset(index) + _OFF_FLAG] = 1
 
-    def holder(self, key: int, me: int | None) -> tuple[Holder | None, int | None]:
+    def holder(
+        self, key: int, me: int | None, os_pid: int | None = None
+    ) -> tuple[Holder | None, int | None]:
         """Who holds the write lock on ``key`` now, as far as the table knows.
 
-        A connection that holds it (or whose COMMIT waits for readers while it
+        ``os_pid`` is the process the operating system says holds the lock
+        (``FileLocks``): 0 when no other process does, None when unknown. A
+        connection that holds it (or whose COMMIT waits for readers while it
         holds it) is certain. Failing that, one running a statement that may
-        take it (or back from its busy handler's sleep) is the likely holder;
-        the earliest such one, since SQLite grants the lock in no other order
-        that the table could see. None: no instrumented connection has it.
+        take it (or back from its busy handler's sleep) is the likely holder,
+        the earliest such one. None: no instrumented connection has it.
         """
         now = time.time()
+        mine = os.getpid()
         best: tuple[Holder, int] | None = None
         running: tuple[Holder, int] | None = None
         for index, h, poll in self.scan(key):
-            if index == me or not alive(h.pid):
+            if index == me:
+                continue
+            if os_pid is not None and h.pid != (os_pid or mine):
+                continue  # the lock is that process's, not this one's
+            if os_pid is None and not alive(h.pid):
                 continue  # SQLite let go of a dead process's locks
             if h.state in (HOLDING, COMMITTING):
                 if best is None or h.since < best[0].since:
                     best = (h, index)
-            elif (h.state == RUNNING or (h.state == WAITING and now > poll + _POLL_SLACK)) and (
-                running is None or h.since < running[0].since
-            ):
+            elif (
+                h.state == RUNNING
+                # Back from its sleep: it may have got the lock. Certain when the
+                # operating system says its process holds it.
+                or (h.state == WAITING and (os_pid or now > poll + _POLL_SLACK))
+            ) and (running is None or h.since < running[0].since):
                 running = (h, index)
         found = best or running
         if found is None:
@@ -340,6 +351,85 @@ class Slot:
             mm[at] = 0
             return True
         return False
+
+
+# struct flock: l_type, l_whence, l_start, l_len, l_pid (padded as the C struct is).
+_FLOCK = struct.Struct("@hhqqi4x")
+# SQLite's unix VFS locks these bytes with POSIX advisory locks (os_unix.c).
+_PENDING_BYTE = 0x40000000
+_RESERVED_BYTE = _PENDING_BYTE + 1
+_WAL_WRITE_LOCK = 120  # in the -shm file: the first of the WAL lock bytes
+
+
+class FileLocks:
+    """Which process holds a database's write lock, from the operating system.
+
+    F_GETLK names the process holding a POSIX lock that conflicts with a test
+    lock: the RESERVED byte (rollback journal) or the WAL write lock in -shm.
+    It cannot see this process's own locks, so 0 means "not another process".
+
+    The descriptors stay open for the life of the process: closing any
+    descriptor of a file drops every POSIX lock this process holds on it,
+    SQLite's included.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fds: dict[str, tuple[int, int]] = {}  # path -> (fd, inode)
+        self._lock = threading.Lock()
+
+    def _fd(self, path: str) -> int | None:
+        try:
+            ino = os.stat(path).st_ino
+        except OSError:
+            return None
+        got = self._fds.get(path)
+        if got is not None and got[1] == ino:
+            return got[0]
+        with self._lock:
+            got = self._fds.get(path)
+            if got is not None and got[1] == ino:
+                return got[0]
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return None
+            # A replaced file's old descriptor is left open, never closed (see above).
+            self._fds[path] = (fd, os.fstat(fd).st_ino)
+            return fd
+
+    def _pid(self, path: str, start: int) -> int | None:
+        fd = self._fd(path)
+        if fd is None:
+            return None
+        query = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, start, 1, 0)
+        try:
+            l_type, _w, _s, _l, pid = _FLOCK.unpack(fcntl.fcntl(fd, fcntl.F_GETLK, query))
+        except OSError:
+            return None
+        return 0 if l_type == fcntl.F_UNLCK else pid
+
+    def holder_pid(self) -> int | None:
+        """The other process holding the write lock, 0 if none does, None if unknown."""
+        wal = self._pid(self.path + "-shm", _WAL_WRITE_LOCK)
+        if wal:
+            return wal
+        reserved = self._pid(self.path, _RESERVED_BYTE)
+        if reserved is None:
+            return wal
+        return reserved
+
+
+_file_locks: dict[str, FileLocks] = {}
+
+
+def file_locks(path: str) -> FileLocks | None:
+    if not path or path == ":memory:" or not os.path.isabs(path):
+        return None
+    found = _file_locks.get(path)
+    if found is None:
+        found = _file_locks.setdefault(path, FileLocks(path))
+    return found
 
 
 _tables: dict[str, Table | None] = {}

@@ -13,7 +13,7 @@ import threading
 from typing import Any, NamedTuple
 
 from . import callsite, events
-from .callsite import RawSite
+from .callsite import RawSite, UserStack
 from .context import Context
 from .sql import fingerprint
 
@@ -69,7 +69,7 @@ class Blocker(NamedTuple):
 
     def label(self) -> str:
         if self.kind != "holder":
-            return self.kind
+            return self.kind if self.pid is None else f"{self.kind} (pid {self.pid})"
         return f"{self.call_site or 'unknown'} (pid {self.pid}, {self.thread})"
 
 
@@ -88,6 +88,7 @@ class Wait(NamedTuple):
     blocker: Blocker | None
     split: Split
     end: float  # wall time the wait ended
+    stack: UserStack
 
 
 class Busy(NamedTuple):
@@ -106,6 +107,7 @@ class Busy(NamedTuple):
     blocker: Blocker | None
     split: Split
     end: float
+    stack: UserStack
 
 
 class Lock(NamedTuple):
@@ -134,6 +136,7 @@ class Transaction(NamedTuple):
     lock_site: RawSite | None
     statements: int
     wait: float
+    stack: UserStack
 
 
 class Request(NamedTuple):
@@ -258,6 +261,7 @@ def to_row(rec: Record, limits: Limits) -> dict[str, Any]:
             call_site=callsite.format(rec.site),
         )
         _blocker(row, rec.blocker, rec.split, rec.end)
+        row["user_stack"] = callsite.format_stack(rec.stack)
     elif isinstance(rec, Busy):
         row.update(
             kind="busy",
@@ -274,6 +278,7 @@ def to_row(rec: Record, limits: Limits) -> dict[str, Any]:
             call_site=callsite.format(rec.site),
         )
         _blocker(row, rec.blocker, rec.split, rec.end)
+        row["user_stack"] = callsite.format_stack(rec.stack)
     elif isinstance(rec, Transaction):
         row.update(
             kind="transaction",
@@ -288,6 +293,7 @@ def to_row(rec: Record, limits: Limits) -> dict[str, Any]:
             lock_sql=_clip(rec.lock_sql, limits.sql),
             lock_call_site=callsite.format(rec.lock_site),
             statements=rec.statements,
+            user_stack=callsite.format_stack(rec.stack),
         )
     else:
         raise TypeError(f"no event row for {type(rec).__name__}")

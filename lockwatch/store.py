@@ -24,7 +24,7 @@ SCHEMA_VERSION = 6
 _EVENT_COLUMNS = [c for c in events.COLUMNS if c.name != "id"]
 # The events table as version 1 made it; columns added since come by migration.
 _V1_COLUMNS = [c for c in _EVENT_COLUMNS if c.name in events.V1_NAMES]
-_ADDED_IN_6 = ("blocker_split", "blocker_same_thread")
+_ADDED_IN_6 = ("blocker_split", "blocker_same_thread", "user_stack")
 
 
 def _insert(names: Sequence[str]) -> str:

@@ -123,11 +123,6 @@ def test_gunicorn_mixed_load_names_every_blocker(lw, tmp_path: Path, journal: st
             ok = any(s <= end + 0.05 and e >= w["ts"] - 0.05 for s, e in spans)
         if not ok:
             wrong.append(w)
-    import collections
-    print(journal, len(waits), collections.Counter((w["kind"], w["classification"], w["blocker_context"]) for w in waits).most_common(8), len(wrong))
-    for w in wrong:
-        print({k: w[k] for k in ("kind", "ts", "duration_ms", "wait_ms", "classification", "stmt_class", "sql", "pid", "thread", "blocker_pid", "blocker_thread", "blocker_context", "blocker_call_site", "blocker_held_ms", "blocker_split")})
-        print("   holds of blocker:", [(round(s0 - w["ts"], 4), round(e0 - w["ts"], 4)) for s0, e0 in holds.get((w["blocker_pid"], w["blocker_thread"]), []) if abs(s0 - w["ts"]) < 2])
     assert len(wrong) <= 0.01 * len(waits), (len(wrong), len(waits), wrong[:3])
 
     # Every transaction of the decorated view has a call site in the view's file.
@@ -135,7 +130,6 @@ def test_gunicorn_mixed_load_names_every_blocker(lw, tmp_path: Path, journal: st
         r for r in rows if r["kind"] == "transaction" and r["context"] == "request:GET /decorated/"
     ]  # fmt: skip
     assert decorated
-    print({r["call_site"] for r in decorated})
     assert all((r["call_site"] or "").startswith(VIEWS) for r in decorated), {
         r["call_site"] for r in decorated
     }
