@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import rollup
+from . import events, rollup
 from .filters import Filters
 
 FAILED_REQUEST_COST_MS = 1000.0
@@ -193,6 +193,9 @@ def _upgrades(ev: _Evidence) -> list[Finding]:
     )
 
 
+_NOT_A_SITE = (None, events.UNKNOWN, events.OUTSIDE, events.READERS)
+
+
 def _timeouts(ev: _Evidence) -> list[Finding]:
     rows = ev.all(
         "SELECT blocker_call_site, count(*) AS n, sum(wait_ms) AS waited FROM events"
@@ -203,15 +206,21 @@ def _timeouts(ev: _Evidence) -> list[Finding]:
     if not total:
         return []
     waited = sum(r["waited"] or 0.0 for r in rows)
-    top = next((r for r in rows if r["blocker_call_site"] not in (None, "unknown")), None)
-    if top is None:
+    # Behind no instrumented holder: another program ("unknown" in stores before schema 6).
+    elsewhere = [r for r in rows if r["blocker_call_site"] in _NOT_A_SITE]
+    outside_waited = sum(r["waited"] or 0.0 for r in elsewhere)
+    top = next((r for r in rows if r["blocker_call_site"] not in _NOT_A_SITE), None)
+    # The headline follows where most of the waiting went.
+    if top is None or outside_waited > (top["waited"] or 0.0):
+        outside_n = sum(r["n"] for r in elsewhere)
         return [
             Finding(
                 code="timeout",
-                title=f"{total} `timeout` busy errors",
+                title=f"{total} `timeout` busy errors, {outside_n} of them behind another program",
                 evidence=(
-                    "each waited the whole busy timeout; no instrumented holder was found, so "
-                    "another program (a sqlite3 shell, a DB browser, a backup) may hold the file"
+                    f"they waited {_seconds(outside_waited)} while no instrumented connection "
+                    "held the lock: another program (a sqlite3 shell, a DB browser, a backup, a "
+                    "cron script) holds the file"
                 ),
                 change="find what else opens the database file, or raise the timeout",
                 impact_ms=waited + total * FAILED_REQUEST_COST_MS,

@@ -145,7 +145,7 @@ class Flusher(threading.Thread):
         except Exception as exc:
             self.counters.store_errors += 1
             self.counters.lost += len(rows)
-            self.counters.log_once("store write", exc)
+            self.counters.log_once(f"store write to {self.cfg.store}", exc)
             self._drop_writer()
         stored = [row for row in rows if row["id"] is not None]
         for sink in self.sinks:
@@ -186,7 +186,7 @@ class Flusher(threading.Thread):
                 self._store().prune(self.cfg.retention_max_age, self.cfg.retention_max_rows)
         except Exception as exc:
             self.counters.store_errors += 1
-            self.counters.log_once("store housekeeping", exc)
+            self.counters.log_once(f"store housekeeping of {self.cfg.store}", exc)
             self._drop_writer()
 
     def figures(self) -> dict[str, int]:

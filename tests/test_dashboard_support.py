@@ -25,7 +25,7 @@ def insert(path: Path, rows: list[dict[str, Any]]) -> list[int]:
     """Write event rows as the flusher would (through the store's own writer)."""
     w = store.Writer(path)
     try:
-        w.write([events.row(**r) for r in rows], [], [], pending_kinds=frozenset())
+        w.write([events.row(**r) for r in rows], [], [])
         n = len(rows)
         return [
             r[0] for r in w.conn.execute("SELECT id FROM events ORDER BY id DESC LIMIT ?", (n,))

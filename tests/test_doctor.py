@@ -303,3 +303,29 @@ def test_health_findings_come_from_the_processes_counters(tmp_path):
     assert found["lost"].title == "lockwatch could not store 3 events"
     assert "BUFFER_SIZE" in found["dropped"].change
     w.close()
+
+
+def test_the_timeout_headline_follows_where_most_of_the_waiting_went(tmp_path):
+    """6 timeouts behind another program and 1 behind an instrumented writer: the
+    finding sends the user to the other program, not to the writer's line."""
+    now = time.time()
+    path = tmp_path / "store.sqlite3"
+    rows = [
+        events.row(kind="busy", ts=now - 60 + i, classification="timeout", wait_ms=1000.0,
+                   pid=2, call_site="app/w.py:9 in w", blocker_call_site=events.OUTSIDE,
+                   blocker_context=events.OUTSIDE)
+        for i in range(6)
+    ]  # fmt: skip
+    rows.append(
+        events.row(kind="busy", ts=now - 30, classification="timeout", wait_ms=1000.0, pid=2,
+                   call_site="app/w.py:9 in w", blocker_call_site="app/views.py:7 in v",
+                   blocker_context="request:GET /v/")
+    )  # fmt: skip
+    writer = store.Writer(path)
+    writer.write(rows, [], [])
+    writer.close()
+    got = {f.code: f for f in doctor.findings(sqlite3.connect(path), now - 120, now)}
+    finding = got["timeout"]
+    assert finding.title == "7 `timeout` busy errors, 6 of them behind another program"
+    assert finding.call_site is None
+    assert "another program" in finding.evidence
