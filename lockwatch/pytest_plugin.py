@@ -81,23 +81,19 @@ def _store_conn() -> sqlite3.Connection | None:
     return conn
 
 
-def _busy_events(nodeid: str, settle: float) -> list[sqlite3.Row]:
+def _busy_events(nodeid: str) -> list[sqlite3.Row]:
+    """This test's busy errors; each already names its blocker (capture reads the holder table)."""
     import lockwatch
 
     lockwatch.flush()
     conn = _store_conn()
     if conn is None:
         return []
-    deadline = time.monotonic() + settle
     try:
-        while True:
-            rows = conn.execute(
-                "SELECT * FROM events WHERE kind = 'busy' AND context = ? AND pid = ? ORDER BY id",
-                (f"test:{nodeid}", os.getpid()),
-            ).fetchall()
-            if all(r["blocker_context"] is not None for r in rows) or time.monotonic() > deadline:
-                return rows
-            time.sleep(0.05)
+        return conn.execute(
+            "SELECT * FROM events WHERE kind = 'busy' AND context = ? AND pid = ? ORDER BY id",
+            (f"test:{nodeid}", os.getpid()),
+        ).fetchall()
     finally:
         conn.close()
 
@@ -133,10 +129,11 @@ def explain(row: sqlite3.Row, nodeid: str) -> str:
         f"classification: {row['classification']} ({row['error_name']}), "
         f"waited {row['wait_ms'] or 0:.0f} ms",
     ]
-    if row["blocker_context"] in (None, "unknown"):
+    if row["blocker_context"] in (None, "unknown", "outside"):
+        pid = f" (pid {row['blocker_pid']})" if row["blocker_pid"] else ""
         lines.append(
-            "blocker: unknown; no instrumented connection held the write lock "
-            "(another program may have the file open)"
+            f"blocker: another program{pid}; no instrumented connection held the write lock "
+            "(pandas or SQLAlchemy on their own connection, a sqlite3 shell, a DB browser)"
         )
     elif row["blocker_context"] == "readers":
         lines.append("blocker: readers; the COMMIT waited for open read transactions")
@@ -150,6 +147,11 @@ def explain(row: sqlite3.Row, nodeid: str) -> str:
             f"  took it with: {sql or '?'}",
             f"  at {row['blocker_call_site']}",
         ]
+        if row["blocker_same_thread"]:
+            lines.append(
+                "the holder is this same thread, on another connection: it cannot let go while "
+                "this one waits, so waiting could never succeed"
+            )
         if own:
             lines.append(
                 "what to do: the test's own django_db transaction holds the write lock while a "
@@ -179,9 +181,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     if not any(m in text for m in LOCK_MESSAGES):
         return
     try:
-        from lockwatch.conf import get_config
-
-        rows = _busy_events(item.nodeid, get_config().attribution_grace + 1.0)
+        rows = _busy_events(item.nodeid)
         body = "\n\n".join(explain(r, item.nodeid) for r in rows[-3:])
         if not body:
             body = "no busy error was captured for this test (is lockwatch's backend in use?)"

@@ -93,6 +93,8 @@ def test_report_names_the_blocker_and_its_line(run):
     assert f"test_classic.py:{_line('# TAKES-THE-LOCK')} in test_raw_sqlite3_is_blocked" in out
     assert f"test_classic.py:{_line('SA-TAKES-THE-LOCK')} in test_sqlalchemy_is_blocked" in out
     assert "this test, held the write lock for" in out
+    # The test's transaction and the second client share a thread: waiting cannot succeed.
+    assert "the holder is this same thread, on another connection" in out
     assert "@pytest.mark.django_db(transaction=True)" in out
     assert "lockwatch: longest write-lock holds" in out
 
