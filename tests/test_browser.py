@@ -87,10 +87,11 @@ class Server:
     def start(self) -> None:
         with open(self.log, "ab") as out:
             # Its secret and sessions beside its log: kept across restarts, never in $HOME.
-            state = str(self.log.parent / "dashboard-state")
+            env = _env(
+                LOCKWATCH_TOKEN=TOKEN, LOCKWATCH_STATE_DIR=str(self.log.parent / "dashboard-state")
+            )
             self.proc = subprocess.Popen(
-                self.command(), cwd=ROOT, env=_env(LOCKWATCH_TOKEN=TOKEN, LOCKWATCH_STATE_DIR=state),
-                stdout=out, stderr=subprocess.STDOUT,
+                self.command(), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
 
     def wait_ready(self, timeout: float = 30.0) -> None:
