@@ -1,4 +1,8 @@
-"""The dashboard's websocket: access check, then the relay's batches, one frame each.
+"""The dashboard's websocket: origin and access checks, then the relay's batches.
+
+A handshake from another origin than the page's own is refused before it is
+accepted (lockwatch.dashboard.origin); one that is accepted but not allowed gets a
+fatal error frame and a 4403 close, as does an open socket whose session logs out.
 
 Frames to the browser are JSON objects with a ``type``: ``hello`` (the store's
 last id and the payload columns), ``batch`` (a relay message), ``error``
