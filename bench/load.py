@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,7 +172,10 @@ class RssSampler:
 class Shop:
     """The demo under gunicorn, on a free port, until stop()."""
 
-    def __init__(self, alternative: str, db: Path, store: Path, log: Path) -> None:
+    def __init__(
+        self, alternative: str, db: Path, store: Path, log: Path, workers: int = WORKERS
+    ) -> None:
+        self.workers = workers
         self.port = free_port()
         self.env = _env(alternative, db, store)
         self.log = log.open("w")
@@ -184,7 +188,7 @@ class Shop:
                 str(DEMO),
                 "demoproject.wsgi",
                 "-w",
-                str(WORKERS),
+                str(workers),
                 "-b",
                 f"127.0.0.1:{self.port}",
                 "--graceful-timeout",
@@ -216,7 +220,7 @@ class Shop:
         # All four workers answer GET / once, so none is still importing Django when
         # the timed load starts.
         deadline = time.monotonic() + 30
-        while len(_children(self.proc.pid)) < WORKERS and time.monotonic() < deadline:
+        while len(_children(self.proc.pid)) < self.workers and time.monotonic() < deadline:
             time.sleep(0.1)
 
     def stop(self) -> None:
@@ -290,11 +294,14 @@ def trial(
     clients: int,
     seconds: float,
     rss: bool = False,
+    workers: int = WORKERS,
+    inspect: Callable[[Path], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """One run of an alternative; ``inspect(store)`` adds figures read from its store."""
     db = workdir / f"{tag}.sqlite3"
     store = workdir / f"{tag}-store.sqlite3"
     shutil.copyfile(template, db)
-    shop = Shop(alternative, db, store, workdir / f"{tag}.log")
+    shop = Shop(alternative, db, store, workdir / f"{tag}.log", workers)
     sampler = None
     try:
         shop.wait_up()
@@ -314,6 +321,8 @@ def trial(
             sampler.stop()
         shop.stop()
     out["store"] = _processes(store) if alternative != "plain" else None
+    if inspect is not None and alternative != "plain" and store.exists():
+        out.update(inspect(store))
     if sampler is not None:
         out["rss"] = sampler.samples
     for p in workdir.glob(f"{tag}*.sqlite3*"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import dashboard, export, handoff, live, load, overhead, pipeline
+from . import dashboard, export, handoff, live, load, overhead, pipeline, scale
 from .core import Benchmark
 
 BENCHMARKS: tuple[Benchmark, ...] = (
@@ -13,6 +13,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark(5, "export", "CSV export of 1M events", export.run),
     Benchmark(6, "dashboard", "Dashboard query times", dashboard.run),
     Benchmark(7, "handoff", "Lock hand-off: busy handler vs SQLite's default", handoff.run),
+    Benchmark(8, "scale", "Added CPU per request as gunicorn workers grow", scale.run),
 )
 
 

@@ -604,3 +604,28 @@ def test_a_file_that_is_not_a_store_is_503_not_500(client, store_path):
     assert response.status_code == 503
     assert response.content.decode().startswith("lockwatch: the store cannot be read")
     assert client.get("/events/1/").status_code == 503
+
+
+def test_event_detail_shows_the_split_the_stack_and_another_program(client, server):
+    """An outside holder with its pid, the split of the wait, and the user's stack."""
+    from tests.test_dashboard_support import insert
+
+    split = [
+        {"blocker": "outside (pid 4242)", "kind": "outside", "pid": 4242, "ms": 950.0},
+        {"blocker": "shop/views.py:7 in v (pid 100, MainThread)", "kind": "holder", "pid": 100,
+         "ms": 50.0},
+    ]  # fmt: skip
+    (busy,) = insert(
+        server,
+        [dict(ts=1_000.0, kind="busy", classification="timeout", duration_ms=1000.0,
+              wait_ms=1000.0, call_site=WAITER, sql="INSERT", pid=200, db="/srv/db",
+              blocker_pid=4242, blocker_context=events.OUTSIDE, blocker_call_site=events.OUTSIDE,
+              blocker_split=json.dumps(split), blocker_same_thread=0, blockers=2,
+              user_stack=f"{WAITER} < shop/views.py:83 in checkout")],
+    )  # fmt: skip
+    body = client.get(f"/events/{busy}/").content.decode()
+    assert "another program</strong> (pid 4242)" in body
+    assert "What the wait was behind" in body
+    assert "outside (pid 4242)" in body and "950.0" in body
+    assert "shop/views.py:83 in checkout" in body
+    assert "Chain of blockers" in body and "for the write lock held by" not in body

@@ -461,7 +461,12 @@ def blocker_chain(
     chain: list[dict[str, Any]] = []
     seen: set[int] = {ev["id"]}
     current = ev
-    while len(chain) < depth and current.get("blocker_pid"):
+    # Another program (outside) or readers have no transaction in the store to follow.
+    while (
+        len(chain) < depth
+        and current.get("blocker_pid")
+        and current.get("blocker_context") not in (events.OUTSIDE, events.READERS)
+    ):
         start = current["ts"]
         end = start + (current.get("duration_ms") or current.get("wait_ms") or 0) / 1000.0
         link: dict[str, Any] = {

@@ -199,6 +199,17 @@ def index(request: HttpRequest) -> HttpResponse:
     return render(request, "lockwatch/index.html", context)
 
 
+def _shares(text: str | None) -> list[dict[str, Any]]:
+    """A wait's split (what it was behind, largest first), as stored; [] if none or unreadable."""
+    if not text:
+        return []
+    try:
+        shares = json.loads(text)
+    except ValueError:
+        return []
+    return [s for s in shares if isinstance(s, dict)] if isinstance(shares, list) else []
+
+
 @require_GET
 @never_cache
 def event_detail(request: HttpRequest, event_id: int) -> HttpResponse:
@@ -239,6 +250,7 @@ def event_detail(request: HttpRequest, event_id: int) -> HttpResponse:
         if link["event"] is not None:
             link["event"]["when"] = when(link["event"]["ts"])
     ev["when"] = when(ev["ts"])
+    split = _shares(ev.get("blocker_split"))
     fields = [
         (c.name, c.doc, when(ev[c.name]) if c.name in ("ts", "lock_ts") else ev[c.name])
         for c in events.COLUMNS
@@ -247,7 +259,8 @@ def event_detail(request: HttpRequest, event_id: int) -> HttpResponse:
     return render(
         request,
         "lockwatch/detail.html",
-        {"ev": ev, "chain": chain, "caused": caused, "fields": fields,
+        {"ev": ev, "chain": chain, "caused": caused, "fields": fields, "split": split,
+         "stack": (ev.get("user_stack") or "").split(" < ") if ev.get("user_stack") else [],
          "token_mode": auth.token_mode()},
     )  # fmt: skip
 

@@ -152,7 +152,7 @@
       where.textContent = ev.call_site || "";
       const by = document.createElement("span");
       by.className = "blocker";
-      by.textContent = ev.blocker_call_site ? "blocked by " + ev.blocker_call_site : "blocker: attributing…";
+      by.textContent = ev.blocker_call_site ? "blocked by " + ev.blocker_call_site : "blocker: unknown";
       li.append(a, where, by);
       feedEl.prepend(li);
     }
