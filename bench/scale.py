@@ -18,6 +18,7 @@ Target (issue 12): flat, the added CPU per request at 16 workers within 10% of t
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import sys
 import tempfile
@@ -110,9 +111,14 @@ def table(runs: dict[int, dict[str, list[dict[str, Any]]]]) -> tuple[Table, dict
     )
 
 
-def run(opts: Options, counts: tuple[int, ...] = WORKER_COUNTS) -> Result:
-    rounds = 1 if opts.quick else 3
-    seconds = 3.0 if opts.quick else 8.0
+def run(
+    opts: Options,
+    counts: tuple[int, ...] = WORKER_COUNTS,
+    rounds: int | None = None,
+    seconds: float | None = None,
+) -> Result:
+    rounds = rounds or (1 if opts.quick else 3)
+    seconds = seconds or (3.0 if opts.quick else 8.0)
     runs = measure(opts.workdir, counts, rounds, seconds)
     res = Result()
     tab, added = table(runs)
@@ -148,11 +154,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", default=",".join(map(str, WORKER_COUNTS)))
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--seconds", type=float)
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
     counts = tuple(int(n) for n in args.workers.split(","))
     with tempfile.TemporaryDirectory(prefix="lockwatch-scale-") as tmp:
-        res = run(Options(quick=args.quick, workdir=Path(tmp), profile=False), counts)
+        opts = Options(quick=args.quick, workdir=Path(tmp), profile=False)
+        res = run(opts, counts, args.rounds, args.seconds)
+    print(f"{os.cpu_count()} cores, Python {sys.version.split()[0]}; {res.method[0]}")
     tab = res.tables[0]
     print("| " + " | ".join(tab.columns) + " |")
     print("|" + "---|" * len(tab.columns))
