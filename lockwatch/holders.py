@@ -51,6 +51,10 @@ _OFF_STATE = 4
 _OFF_FLAG = 5
 _OFF_POLL = 4 + _HEAD.size - 4 - 8  # poll_until: the last field of the head
 _POLL = struct.Struct("<d")
+_PEEK = struct.Struct("<BBxxQ")  # state, flag, db key
+_META = struct.Struct("<BBxxQIIQQdd")  # a slot's numbers, after its seq
+_USED = struct.Struct("<I")  # in the header: how many slots were ever claimed
+_OFF_USED = len(b"LWHOLD01")
 _BODY_POLL = _OFF_POLL - 4  # the same field, within a body copied without its seq
 assert _SEQ.size + _BODY.size <= SLOT_SIZE
 assert _SEQ.size + _BODY.size == _HEAD.size + _TEXT.size
@@ -146,7 +150,7 @@ class Table:
                 self._free.clear()
                 self.pid = os.getpid()
             if not self._free:
-                self._free = self._claim_many(8)
+                self._free = self._claim_many(2)
             if not self._free:
                 return None
             return Slot(self, self._free.pop())
@@ -168,9 +172,15 @@ class Table:
                 got.append(index)
                 if len(got) == n:
                     break
+            if got and max(got) >= self._used():
+                # Readers scan only the slots below this mark.
+                _USED.pack_into(mm, _OFF_USED, max(got) + 1)
         finally:
             fcntl.lockf(self.fd, fcntl.LOCK_UN)
         return got
+
+    def _used(self) -> int:
+        return min(_USED.unpack_from(self.mm, _OFF_USED)[0], SLOTS)
 
     def release(self, slot: Slot) -> None:
         slot.set_state(IDLE)
@@ -201,12 +211,16 @@ class Table:
     def scan(self, key: int) -> Iterator[tuple[int, Holder, float]]:
         """(index, holder, poll_until) for each busy slot on the database ``key``."""
         mm = self.mm
-        for index in range(SLOTS):
-            off = self._offset(index)
-            # A cheap look first: most slots are idle or on another database.
-            state, _flag, k = struct.unpack_from("<BBxxQ", mm, off + 4)
+        used = self._used()
+        # One copy of the used slots, then a cheap look at each: most are idle or on
+        # another database (this runs on every call of a waiter's busy handler).
+        view = mm[_HEADER : _HEADER + used * SLOT_SIZE]
+        peek = _PEEK.unpack_from
+        for index in range(used):
+            state, _flag, k = peek(view, index * SLOT_SIZE + 4)
             if k != key or state <= IDLE:
                 continue
+            off = self._offset(index)
             holder = self.read(index)
             if holder is None or holder.state <= IDLE:
                 continue
@@ -258,34 +272,43 @@ class Table:
         """
         now = time.time()
         mine = os.getpid()
-        best: tuple[Holder, int] | None = None
-        running: tuple[Holder, int] | None = None
-        for index, h, poll in self.scan(key):
-            if index == me:
+        used = self._used()
+        # Decide on the numbers alone (one copy of the used slots, no text decoded),
+        # then read the chosen slot consistently.
+        view = self.mm[_HEADER : _HEADER + used * SLOT_SIZE]
+        meta = _META.unpack_from
+        best: tuple[float, int] | None = None
+        running: tuple[float, int] | None = None
+        for index in range(used):
+            state, _flag, k, pid, _c, _t, _x, since, poll = meta(view, index * SLOT_SIZE + 4)
+            if k != key or state <= IDLE or index == me:
                 continue
-            if os_pid is not None and h.pid != (os_pid or mine):
+            if os_pid is not None and pid != (os_pid or mine):
                 continue  # the lock is that process's, not this one's
-            if os_pid is None and not alive(h.pid):
+            if os_pid is None and not alive(pid):
                 continue  # SQLite let go of a dead process's locks
-            if h.state in (HOLDING, COMMITTING):
-                if best is None or h.since < best[0].since:
-                    best = (h, index)
+            if state in (HOLDING, COMMITTING):
+                if best is None or since < best[0]:
+                    best = (since, index)
             elif (
-                h.state == RUNNING
+                state == RUNNING
                 # Back from its sleep: it may have got the lock. Certain when the
                 # operating system says its process holds it.
-                or (h.state == WAITING and (os_pid or now > poll + _POLL_SLACK))
-            ) and (running is None or h.since < running[0].since):
-                running = (h, index)
+                or (state == WAITING and (os_pid or now > poll + _POLL_SLACK))
+            ) and (running is None or since < running[0]):
+                running = (since, index)
         found = best or running
         if found is None:
             return None, None
-        return found
+        h = self.read(found[1])
+        if h is None or h.state <= IDLE:
+            return None, None  # it let go meanwhile
+        return h, found[1]
 
     def snapshot(self) -> list[tuple[Holder, bool]]:
         """Every slot that holds or may hold a lock now: (holder, abandoned)."""
         out = []
-        for index in range(SLOTS):
+        for index in range(self._used()):
             h = self.read(index)
             if h is not None and h.state in (HOLDING, COMMITTING, RUNNING):
                 out.append((h, not alive(h.pid)))
@@ -376,16 +399,24 @@ class FileLocks:
     def __init__(self, path: str) -> None:
         self.path = path
         self._fds: dict[str, tuple[int, int]] = {}  # path -> (fd, inode)
+        self._checked: dict[str, float] = {}  # path -> when to stat it again
         self._lock = threading.Lock()
 
     def _fd(self, path: str) -> int | None:
+        got = self._fds.get(path)
+        now = time.monotonic()
+        if got is not None and now < self._checked.get(path, 0.0):
+            return got[0]
+        # At most once a second: is the file there, and still the one we have open?
+        self._checked[path] = now + 1.0
         try:
             ino = os.stat(path).st_ino
         except OSError:
+            self._forget(path)
             return None
-        got = self._fds.get(path)
         if got is not None and got[1] == ino:
             return got[0]
+        self._forget(path)
         with self._lock:
             got = self._fds.get(path)
             if got is not None and got[1] == ino:
@@ -394,9 +425,16 @@ class FileLocks:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 return None
-            # A replaced file's old descriptor is left open, never closed (see above).
             self._fds[path] = (fd, os.fstat(fd).st_ino)
             return fd
+
+    def _forget(self, path: str) -> None:
+        got = self._fds.pop(path, None)
+        # SQLite deletes a -shm file only once no connection has it open, so no lock of
+        # this process can sit on the old one: its descriptor can be closed. A replaced
+        # database file's is left open (see above); that is rare.
+        if got is not None and path.endswith("-shm"):
+            os.close(got[0])
 
     def _pid(self, path: str, start: int) -> int | None:
         fd = self._fd(path)
