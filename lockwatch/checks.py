@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.core import checks
 
-from . import conf, handle
+from . import conf, handle, paths
 
 
 @checks.register("lockwatch")
@@ -58,8 +58,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     for alias, db in settings.DATABASES.items():
         if db.get("ENGINE") != "lockwatch.db.backends.sqlite3":
             continue
-        name = str(db.get("NAME") or "")
-        if name and os.path.realpath(name) == str(cfg.store):
+        name = db.get("NAME") or ""
+        # As Django opens it (always uri=True): a file: URI names the file it opens.
+        if name and paths.database(name, uri=True) == paths.database(cfg.store):
             messages.append(
                 checks.Error(
                     f"The lockwatch store is the watched database {alias!r}.",

@@ -8,12 +8,12 @@ so ``_commit``, ``_rollback`` and ``close`` are hooked here too. Savepoints and
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from django.db.backends.sqlite3.base import SQLiteCursorWrapper
 
+from .. import paths
 from ..capture import FetchWatch, Probe, attach
 from ..rawsqlite import suppressed
 
@@ -41,13 +41,8 @@ class LockwatchCursor(FetchWatch, SQLiteCursorWrapper):
 
 
 @functools.lru_cache(maxsize=64)
-def _db_path(name: Any) -> str:
-    text = os.fspath(name)
-    if text.startswith("file:"):
-        return text.split("?", 1)[0]
-    if text == ":memory:" or not text:
-        return ":memory:"
-    return os.path.realpath(text)
+def _db_path(name: Any, uri: bool) -> str:
+    return paths.database(name, uri=uri)
 
 
 class LockwatchWrapperMixin:
@@ -62,7 +57,10 @@ class LockwatchWrapperMixin:
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         with suppressed():  # this backend instruments it; instrument_sqlite3 must not
             conn = super().get_new_connection(conn_params)  # type: ignore[misc]
-        self._lockwatch = attach(conn, self.alias, _db_path(self.settings_dict["NAME"]))
+        # What was opened: Django's params (the test database's name under tests).
+        name = conn_params.get("database", self.settings_dict["NAME"])
+        db = _db_path(name, bool(conn_params.get("uri", True)))
+        self._lockwatch = attach(conn, self.alias, db)
         return conn
 
     def create_cursor(self, name: str | None = None) -> Any:
