@@ -210,6 +210,8 @@ class Probe:
         self._seen: Blocker | None = None
         self._split: dict[tuple[Any, ...], list[Any]] = {}
         self._reader_wait = 0.0  # seconds this connection held the lock and waited for readers
+        self._gap = 0.0  # seconds slept when nobody was seen holding, not yet charged
+        self._gap_since = 0.0
         self._returning: _Returning | None = None
         _probes.add(self)
 
@@ -409,6 +411,8 @@ class Probe:
         self._seen = None
         self._split = {}
         self._reader_wait = 0.0
+        self._gap = 0.0
+        self._gap_since = 0.0
 
     def poll(self, delay: float) -> None:
         """From the busy handler, before it sleeps: who is in the way right now?"""
@@ -416,23 +420,36 @@ class Probe:
         if self._txn_state() == handle.SQLITE_TXN_WRITE:
             # This connection holds the lock and waits (a COMMIT, or a statement
             # spilling its cache) for read transactions to finish.
+            self._settle_gap(_READERS)
             self._seen = _READERS
             if not self._marked and self.table is not None:
                 self._fill(holders.COMMITTING, now, "", _current.get(), callsite.find(2))
             if self._marked and self.slot is not None:
                 self.slot.waiting(holders.COMMITTING, now + delay)
             return
-        self._seen = self._look()
+        seen = self._seen = self._look()
+        if self._gap:
+            self._settle_gap(seen)
         if self._marked and self.slot is not None:
             self.slot.waiting(holders.WAITING, now + delay)
 
     def charge(self, seconds: float) -> None:
-        """From the busy handler, after it slept: that time goes to what was in the way."""
+        """From the busy handler, after it slept: that time goes to what was in the way.
+
+        Only arithmetic here: right after a sleep the caches are cold, and a look at
+        the table would cost ten times what it costs in ``poll``.
+        """
         seen = self._seen
         if seen is None:
-            # Nobody held it when the wait was seen: whoever took it since, or let
-            # go since, kept this connection waiting; else another program did.
-            seen = self._look() or self._recent_writer(_wall() - seconds - 0.002) or _OUTSIDE
+            # Nobody held it when the wait was seen: the next look (or the end of
+            # the wait) says who took it, or let go, in between.
+            if not self._gap:
+                self._gap_since = _wall() - seconds
+            self._gap += seconds
+            return
+        self._add(seen, seconds)
+
+    def _add(self, seen: Blocker, seconds: float) -> None:
         entry = self._split.get(seen.key)
         if entry is None:
             self._split[seen.key] = [seen, seconds]
@@ -440,6 +457,13 @@ class Probe:
             entry[1] += seconds
         if seen is _READERS:
             self._reader_wait += seconds
+
+    def _settle_gap(self, now_seen: Blocker | None) -> None:
+        """Charge time when nobody was seen holding: to whoever holds now, or let go since."""
+        if not self._gap:
+            return
+        gap, self._gap = self._gap, 0.0
+        self._add(now_seen or self._recent_writer(self._gap_since - 0.002) or _OUTSIDE, gap)
 
     def _look(self) -> Blocker | None:
         """The holder of this database's write lock now, from the table."""
@@ -492,6 +516,8 @@ class Probe:
         With no wait to split (SQLite skipped the busy handler), ``now`` asks the
         table: the holder now, or one that let go in the instant since.
         """
+        if self._gap:
+            self._settle_gap(None)
         split = tuple((b, s) for b, s in self._split.values())
         if split:
             return max(split, key=lambda e: e[1])[0], split

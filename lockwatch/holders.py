@@ -406,13 +406,14 @@ class FileLocks:
         got = self._fds.get(path)
         now = time.monotonic()
         if got is not None and now < self._checked.get(path, 0.0):
-            return got[0]
+            return got[0] if got[0] >= 0 else None
         # At most once a second: is the file there, and still the one we have open?
         self._checked[path] = now + 1.0
         try:
             ino = os.stat(path).st_ino
         except OSError:
             self._forget(path)
+            self._fds[path] = (-1, 0)  # not there: looked at again in a second
             return None
         if got is not None and got[1] == ino:
             return got[0]
@@ -430,6 +431,8 @@ class FileLocks:
 
     def _forget(self, path: str) -> None:
         got = self._fds.pop(path, None)
+        if got is not None and got[0] < 0:
+            return
         # SQLite deletes a -shm file only once no connection has it open, so no lock of
         # this process can sit on the old one: its descriptor can be closed. A replaced
         # database file's is left open (see above); that is rare.
