@@ -52,7 +52,8 @@ DEFAULTS: dict[str, Any] = {
     # Retention, enforced by the flusher in small batches.
     "RETENTION_MAX_AGE": 7 * 24 * 3600,
     "RETENTION_MAX_ROWS": 1_000_000,
-    # How long a wait may stay unattributed while other processes flush.
+    # No longer used (blockers come from the live holder table at capture); still
+    # accepted and validated so that existing settings keep working.
     "ATTRIBUTION_GRACE": 3.0,
     # A channel layer alias to publish batches to (see the dashboard).
     "CHANNEL_LAYER": None,
