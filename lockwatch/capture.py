@@ -647,6 +647,8 @@ class Probe:
         )  # fmt: skip
         if ctx is not None:
             ctx.busy += 1
+        blocker: Blocker | None
+        split: tuple[tuple[Blocker, float], ...]
         if classification == "snapshot":
             blocker, split = self._last_writer(txn), ()
         else:
@@ -727,6 +729,7 @@ class Probe:
         # The user's frames, innermost first (a request's end at its view): the
         # first is the call site, the rest say which view called a shared helper.
         stack = callsite.user_stack(2)
+        site: RawSite | None
         if stack:
             site = stack[0]
         else:

@@ -173,7 +173,7 @@ def explain(row: sqlite3.Row, nodeid: str) -> str:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator:
-    outcome = yield
+    outcome: Any = yield
     report = outcome.get_result()
     if not _enabled(item.config) or not report.failed:
         return

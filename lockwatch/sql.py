@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 
 # The first word is looked for in this many characters: leading comments longer than
 # that make the statement "other". Scanning is linear (no backtracking regex).
@@ -50,11 +51,16 @@ _cache_chars = 0
 _cache_lock = threading.Lock()
 
 
+def _skip(space: Callable[..., re.Match[str] | None], sql: str, i: int, end: int) -> int:
+    found = space(sql, i, end)
+    return found.end() if found is not None else i  # the pattern matches the empty string
+
+
 def _first_word(sql: str) -> str | None:
     """The first word after whitespace and comments, within the prefix, or None."""
     end = min(len(sql), _PREFIX)
     space = _BLANK.match
-    i = space(sql, 0, end).end()
+    i = _skip(space, sql, 0, end)
     while i < end:
         if sql.startswith("--", i):
             j = sql.find("\n", i + 2, end)  # a line comment needs its newline
@@ -65,7 +71,7 @@ def _first_word(sql: str) -> str | None:
             break
         if j < 0:
             return None
-        i = space(sql, j + 1, end).end()
+        i = _skip(space, sql, j + 1, end)
     if i >= end:
         return None
     m = _WORD.match(sql, i, i + 16)  # no keyword is longer; a longer word is "other"

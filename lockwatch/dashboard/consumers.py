@@ -127,7 +127,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(relay.group_name(), self.channel_name)
             if _shared(self.channel_layer):
                 await self.channel_layer.group_discard(live.TARGETS_GROUP, self.channel_name)
-            relay.unsubscribe(self.relay)
+            relay.unsubscribe(self.relay)  # type: ignore[arg-type]  # checked just above
             self.relay = None
 
     # -- from the browser -------------------------------------------------------

@@ -369,9 +369,9 @@ def call_sites(
             cs.hold_ms = sum(values)
             cs.p95_hold_ms = percentile(values, 95)
     else:
-        holds = (rollup.TXN, rollup.WRITE)  # transactions' and autocommit writes' holds
-        hists = rollup.histograms(conn, *long, holds)
-        for site, hist in rollup.by_site(hists, holds, events.UNKNOWN).items():
+        series = (rollup.TXN, rollup.WRITE)  # transactions' and autocommit writes' holds
+        hists = rollup.histograms(conn, *long, series)
+        for site, hist in rollup.by_site(hists, series, events.UNKNOWN).items():
             cs = get(site)
             cs.holds = hist.count
             cs.hold_ms = hist.sum_ms

@@ -498,7 +498,7 @@ def export_csv(request: HttpRequest, v: params.View, conn: sqlite3.Connection | 
         async def async_chunks() -> AsyncIterator[str]:
             done = object()
             while True:
-                chunk = await sync_to_async(next, thread_sensitive=False)(sync_chunks, done)
+                chunk = await sync_to_async(next, thread_sensitive=False)(sync_chunks, done)  # type: ignore[call-arg]
                 if chunk is done:
                     return
                 yield chunk  # type: ignore[misc]
