@@ -44,7 +44,22 @@ _current: ContextVar[Context | None] = ContextVar("lockwatch_context", default=N
 _COMMAND_RUNNERS = ("manage.py", "django-admin", "django-admin.py")
 
 
+def _utf8(arg: str) -> str:
+    """An argument as UTF-8 text: argv bytes that are not UTF-8 arrive as lone
+    surrogates, which SQLite cannot store; they read back as \\xff."""
+    try:
+        arg.encode("utf-8")
+        return arg
+    except UnicodeError:
+        pass
+    try:
+        return os.fsencode(arg).decode("utf-8", "backslashreplace")
+    except UnicodeError:
+        return arg.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _program_label(argv: list[str]) -> str:
+    argv = [_utf8(a) for a in argv[:2]]
     prog = os.path.basename(argv[0]) if argv and argv[0] else "python"
     if prog == "__main__.py" and argv:
         # python -m PACKAGE: argv[0] is PACKAGE/__main__.py; python -m django is django-admin.

@@ -4,27 +4,38 @@ It runs in a daemon thread, wakes every FLUSH_INTERVAL, and writes each batch
 in one short transaction. Waits and busy errors arrive with their blockers
 already named (capture reads the live holder table while it waits), so
 nothing here waits for another process to flush.
+
+Every record it takes from the buffer ends up counted once: stored (an event
+row, or a hold row for a Lock), or lost. The process's row in the store is
+written with each batch, so the store never says more was stored than it holds.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from . import callsite, context, live
+from . import callsite, context, live, paths
 from .buffer import Buffer
 from .conf import get_config
 from .records import Limits, Lock, Transaction, _label, to_row
-from .store import Hold, Writer
+from .store import Hold, Process, StoreDamaged, Writer, damaged
 
 Sink = Callable[[list[dict[str, Any]]], None]
+
+log = logging.getLogger("lockwatch")
 
 
 class StoreIsWatched(Exception):
     """Refused: lockwatch never writes into a database it watches."""
+
+
+class StoreRefused(Exception):
+    """Rows the store did not take (counted as lost, the rest of the batch stored)."""
 
 
 def _alive(pid: int) -> bool:
@@ -32,13 +43,19 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError):
         return True
     return True
 
 
 class Flusher(threading.Thread):
     BATCH = 5000
+    # A process dead this long past its last report, its records never all stored,
+    # is taken to have died without flushing (a live one reports every second).
+    STALE = 10.0
+    # Retention: each prune may delete what this process wrote since its last one,
+    # twice over, plus this much, so a backlog (a lowered limit) goes down too.
+    PRUNE_SLACK = 2000
 
     def __init__(self, buffer: Buffer, counters: Any) -> None:
         super().__init__(name="lockwatch-flusher", daemon=True)
@@ -47,6 +64,10 @@ class Flusher(threading.Thread):
         self.buffer = buffer
         self.counters = counters
         self.limits = Limits(cfg.sql_max_length, cfg.params_max_length)
+        # Each batch is pruned right after it is written, so the store holds at most
+        # one batch over RETENTION_MAX_ROWS: a small limit gets smaller batches.
+        rows = cfg.retention_max_rows
+        self.batch = self.BATCH if rows is None else min(self.BATCH, max(500, rows // 20))
         self.started_at = time.time()
         self.pid = os.getpid()
         self._wake = threading.Event()
@@ -58,6 +79,9 @@ class Flusher(threading.Thread):
         self._last_report = 0.0
         self._last_prune = 0.0
         self._watched: set[str] = set()
+        self._store_db = paths.database(cfg.store)
+        # The store file (its inode) found damaged: nothing is written to it again.
+        self._damaged: int | None = None
         # Sinks after the store (the live channel layer); each gets every stored batch.
         self.sinks: list[Sink] = live.sinks(counters)
 
@@ -94,10 +118,10 @@ class Flusher(threading.Thread):
             self._busy_flushing = True
         try:
             while True:
-                batch = self.buffer.drain(self.BATCH)
+                batch = self.buffer.drain(self.batch)
                 if batch:
-                    self._write(batch)
-                if len(batch) < self.BATCH:
+                    self._retain(self._write(batch))
+                if len(batch) < self.batch:
                     break
             self._housekeeping()
         finally:
@@ -105,31 +129,40 @@ class Flusher(threading.Thread):
                 self._busy_flushing = False
 
     def _store(self) -> Writer:
-        if str(self.cfg.store) in self._watched:
+        if self._store_db in self._watched:
             raise StoreIsWatched(f"the store {self.cfg.store} is a watched database")
         w = self._writer
         if w is not None and w.moved():
             w.close()
             w = self._writer = None
         if w is None:
+            if self._damaged is not None:
+                try:
+                    same = os.stat(self.cfg.store).st_ino == self._damaged
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    raise StoreDamaged(f"the store {self.cfg.store} is damaged")
+                self._damaged = None  # moved aside or deleted: a new store is made
             w = self._writer = Writer(self.cfg.store)
         return w
 
-    def _write(self, batch: list[Any]) -> None:
+    def _write(self, batch: list[Any]) -> int:
+        """Store one batch; the number of event rows stored."""
         rows: list[dict[str, Any]] = []
         opened: dict[str, Hold] = {}
         closed: list[tuple[str, float, str]] = []
         for rec in batch:
             try:
                 if isinstance(rec, Lock):
-                    opened[rec.key] = self._hold(rec.key, rec, rec.wall, rec.sql, rec.site)
+                    opened[rec.key] = self._hold(self._key(rec.key), rec)
                     continue
                 row = to_row(rec, self.limits)
                 if isinstance(rec, Transaction) and rec.lock_wall is not None:
                     end_ts = rec.wall + rec.dur
                     hold = opened.get(rec.key)
                     if hold is None:
-                        closed.append((rec.key, end_ts, rec.end))
+                        closed.append((self._key(rec.key), end_ts, rec.end))
                     else:  # taken and let go within this batch: written once, already over
                         opened[rec.key] = hold._replace(end_ts=end_ts, end=rec.end)
                 origin = getattr(rec, "origin", None)
@@ -137,27 +170,65 @@ class Flusher(threading.Thread):
                     self._mode = "inferred"
                 rows.append(row)
             except Exception as exc:
+                # Never stored: lost, and a capture error for its cause.
                 self.counters.capture_errors += 1
+                self.counters.lost += 1
                 self.counters.log_once("event conversion", exc)
         self._watched.update(row["db"] for row in rows if row["db"])
+        stored = 0
         try:
-            self._store().write(rows, list(opened.values()), closed)
+            written = self._store().write(rows, list(opened.values()), closed, self._process())
         except Exception as exc:
-            self.counters.store_errors += 1
-            self.counters.lost += len(rows)
-            self.counters.log_once(f"store write to {self.cfg.store}", exc)
-            self._drop_writer()
-        stored = [row for row in rows if row["id"] is not None]
+            self._failed(f"store write to {self.cfg.store}", exc, len(rows) + len(opened))
+        else:
+            c = self.counters
+            c.stored += written.events + written.holds
+            c.lost += written.refused + written.dropped
+            if written.refused:
+                c.log_once("hold write", StoreRefused("a hold with the same key is stored"))
+            if written.dropped:
+                c.log_once("row write", StoreRefused("a row could not be stored, even alone"))
+            stored = written.events
+        rows = [row for row in rows if row["id"] is not None]
         for sink in self.sinks:
             try:
-                sink(stored)
+                sink(rows)
             except Exception as exc:
                 self.counters.live_errors += 1
-                self.counters.live_missed += len(stored)
+                self.counters.live_missed += len(rows)
                 self.counters.log_once("live publish", exc)
+        return stored
+
+    def _failed(self, what: str, exc: Exception, lost: int) -> None:
+        c = self.counters
+        c.store_errors += 1
+        c.lost += lost
+        if damaged(exc) and self._writer is not None:
+            self._stop_writing(str(exc))
+        else:
+            c.log_once(what, exc)
+        self._drop_writer()
+
+    def _stop_writing(self, why: str) -> None:
+        """The store file is damaged: never write to it again (it would only get worse)."""
+        w = self._writer
+        if w is None:
+            return
+        self._damaged = w.inode
+        log.error(
+            "lockwatch: the store %s is damaged (%s): lockwatch has stopped writing to it, and"
+            " counts the events it cannot store as lost. Move it aside or delete it: a new"
+            " store is then made in its place.",
+            self.cfg.store, why,
+        )  # fmt: skip
+
+    def _key(self, key: str) -> str:
+        # Capture's key (pid:conn:txn) is unique within this process; pids are reused,
+        # so this process's start makes it unique in the store.
+        return f"{key}@{self.started_at:.6f}"
 
     @staticmethod
-    def _hold(key: str, rec: Any, start: float, sql: str, site: Any) -> Hold:
+    def _hold(key: str, rec: Lock) -> Hold:
         return Hold(
             key=key,
             db=rec.origin.db,
@@ -165,29 +236,62 @@ class Flusher(threading.Thread):
             conn_id=rec.origin.conn_id,
             thread=rec.who.thread.name,
             context=_label(rec.who.ctx),
-            call_site=callsite.format(site),
-            sql=sql[:1000],
-            lock_ts=start,
+            call_site=callsite.format(rec.site),
+            sql=rec.sql[:1000],
+            lock_ts=rec.wall,
         )
+
+    def _process(self) -> Process:
+        return Process(
+            self.pid, self.started_at, context.default_label(), self._mode, self.figures()
+        )
+
+    def _retain(self, written: int) -> None:
+        """Retention in step with what was written: each write is followed by a prune
+        of as much (and more), in short transactions, so the limits hold under load."""
+        cfg = self.cfg
+        if cfg.retention_max_rows is None and cfg.retention_max_age is None:
+            return
+        now = time.monotonic()
+        if not written and now - self._last_prune < 1.0:
+            return
+        if self._writer is None:
+            return
+        self._last_prune = now
+        try:
+            self._writer.prune(
+                cfg.retention_max_age, cfg.retention_max_rows, 2 * written + self.PRUNE_SLACK
+            )
+        except Exception as exc:
+            self._failed(f"store retention of {self.cfg.store}", exc, 0)
 
     def _housekeeping(self) -> None:
         now = time.time()
         try:
+            w = self._writer
+            if w is not None:
+                why = w.damage()
+                if why is not None:
+                    raise StoreDamaged(why)
             if now - self._last_report >= 1.0 and (
                 self._writer is not None or self.buffer.accepted
             ):
                 self._last_report = now
-                self._store().report(
-                    self.pid, self.started_at, context.default_label(), self._mode, self.figures()
-                )
+                p = self._process()
+                self._store().report(p.pid, p.started, p.program, p.mode, p.figures)
                 self._store().reap_abandoned(_alive, now)
-            if now - self._last_prune >= 30.0:
-                self._last_prune = now
-                self._store().prune(self.cfg.retention_max_age, self.cfg.retention_max_rows)
+                for pid, program, n in self._store().reap_unflushed(
+                    _alive, now, (self.pid, self.started_at), self.STALE
+                ):
+                    log.warning(
+                        "lockwatch: process %s (%s) ended without its final flush (killed?):"
+                        " at least %s of the records it captured were never stored, counted as"
+                        " lost; what it captured after its last report is not known",
+                        pid, program, n,
+                    )  # fmt: skip
+            self._retain(0)
         except Exception as exc:
-            self.counters.store_errors += 1
-            self.counters.log_once(f"store housekeeping of {self.cfg.store}", exc)
-            self._drop_writer()
+            self._failed(f"store housekeeping of {self.cfg.store}", exc, 0)
 
     def figures(self) -> dict[str, int]:
         c = self.counters
@@ -197,6 +301,7 @@ class Flusher(threading.Thread):
             "capture_errors": c.capture_errors,
             "store_errors": c.store_errors,
             "lost": c.lost,
+            "stored": c.stored,
             "live_errors": c.live_errors,
             "live_missed": c.live_missed,
         }
@@ -216,9 +321,8 @@ class Flusher(threading.Thread):
                 close()
         try:
             if self._writer is not None:
-                self._writer.report(
-                    self.pid, self.started_at, context.default_label(), self._mode, self.figures()
-                )
+                p = self._process()
+                self._writer.report(p.pid, p.started, p.program, p.mode, p.figures, ended=True)
         except Exception:
             pass
         self._drop_writer()

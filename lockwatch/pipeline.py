@@ -27,7 +27,8 @@ class Counters:
         self.capture_errors = 0
         self.store_errors = 0
         self.live_errors = 0
-        self.lost = 0  # events that could not be stored
+        self.lost = 0  # records that could not be stored (events and holds)
+        self.stored = 0  # records stored: event rows, and hold rows for Lock records
         self.live_missed = 0  # events that missed the live path
         self._logged: set[str] = set()
 

@@ -8,18 +8,22 @@ module, so its queries never pass through lockwatch's capture.
 from __future__ import annotations
 
 import contextlib
+import logging
 import operator
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import events, rollup
+from . import events, holders, rollup
 from .rawsqlite import original_connect
 
-SCHEMA_VERSION = 6
+log = logging.getLogger("lockwatch")
+
+SCHEMA_VERSION = 7
 
 _EVENT_COLUMNS = [c for c in events.COLUMNS if c.name != "id"]
 # The events table as version 1 made it; columns added since come by migration.
@@ -109,6 +113,17 @@ MIGRATIONS: dict[int, list[str]] = {
         "DROP INDEX IF EXISTS events_autocommit_end",
         "DROP INDEX IF EXISTS holds_db_end",
     ],
+    # Each process's records stored (events and holds, counted in the same transaction
+    # as each write) and how it ended: ``exit`` after its final flush, or ``killed``
+    # when another process found it dead without one; then ``unflushed`` is what its
+    # last row says it had captured and not stored (a lower bound, also in ``lost``).
+    7: [
+        "ALTER TABLE processes ADD COLUMN stored INTEGER",
+        "ALTER TABLE processes ADD COLUMN ended TEXT",
+        "ALTER TABLE processes ADD COLUMN unflushed INTEGER",
+        # The processes not known to have ended, for reap_unflushed every second.
+        "CREATE INDEX IF NOT EXISTS processes_open ON processes (updated) WHERE ended IS NULL",
+    ],
 }
 assert {c.name for c in _EVENT_COLUMNS} == {c.name for c in _V1_COLUMNS} | set(_ADDED_IN_6)
 
@@ -130,6 +145,73 @@ class StoreError(Exception):
     pass
 
 
+class StoreDamaged(StoreError):
+    """The store file is not a sound SQLite database any more: nothing is written to it."""
+
+
+# SQLite's primary result codes for a damaged file.
+SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
+_MAGIC = b"SQLite format 3\x00"
+
+
+def damaged(exc: BaseException) -> bool:
+    """Is this error SQLite saying the file itself is damaged?"""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, StoreDamaged) or (
+        code is not None and code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
+    )
+
+
+# A row that fails alone: its values cannot be bound (a lone surrogate, an int past
+# 64 bits, an unsupported type) or break a constraint. Anything else (a full disk, a
+# lock, a damaged file) is the store's failure and fails the whole batch.
+_ROW_ERRORS = (
+    UnicodeError, OverflowError, ValueError, TypeError, sqlite3.InterfaceError,
+    sqlite3.ProgrammingError, sqlite3.IntegrityError, sqlite3.DataError,
+)  # fmt: skip
+
+
+def storable(text: str) -> str:
+    """Text SQLite can store as UTF-8: lone surrogates written out, never dropped.
+
+    Bytes that came in through surrogateescape (file names, argv) read back as
+    ``\\xff``; other lone surrogates as ``\\udcXX``.
+    """
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _clean(row: dict[str, Any]) -> None:
+    """Make every text field of a row storable, in place (only rows that failed)."""
+    for key, value in row.items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeError:
+                row[key] = storable(value)
+
+
+class Written(NamedTuple):
+    """What one ``Writer.write`` stored, and what it refused."""
+
+    events: int  # event rows stored
+    holds: int  # hold rows stored
+    refused: int  # hold rows refused: their key was already there
+    dropped: int  # rows that could not be written even alone, after cleaning
+
+
+class Process(NamedTuple):
+    """One writing process's row of the ``processes`` table."""
+
+    pid: int
+    started: float
+    program: str
+    mode: str
+    figures: dict[str, int]
+
+
 class Hold(NamedTuple):
     """One write-lock hold (a NamedTuple: the flusher makes one per transaction)."""
 
@@ -146,13 +228,40 @@ class Hold(NamedTuple):
     end: str | None = None
 
 
-def _create_private(path: Path) -> None:
+_warned: set[str] = set()
+
+
+def _private(path: Path) -> None:
+    """Create the store 0600, or make an existing one (and its companions) 0600.
+
+    SQLite creates ``-wal`` and ``-shm`` with the database file's mode, so they
+    follow. A file of another user's keeps its mode, with one warning.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
-        return
-    os.close(fd)
+        pass
+    else:
+        os.close(fd)
+    for name in (path, *(Path(f"{path}{s}") for s in ("-wal", "-shm")), holders.path_for(path)):
+        try:
+            st = os.stat(name)
+        except OSError:
+            continue
+        if not st.st_mode & 0o077 or not stat.S_ISREG(st.st_mode):
+            continue
+        if st.st_uid == os.geteuid():
+            with contextlib.suppress(OSError):
+                os.chmod(name, 0o600)
+                continue
+        if str(name) not in _warned:
+            _warned.add(str(name))
+            log.warning(
+                "lockwatch: %s is readable by others (mode %o) and cannot be made 0600 by this"
+                " user: it holds SQL text and call sites",
+                name, stat.S_IMODE(st.st_mode),
+            )  # fmt: skip
 
 
 def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.Connection:
@@ -164,7 +273,7 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.
             f"{path.as_uri()}?mode=ro", uri=True, timeout=5.0, check_same_thread=False
         )
     else:
-        _create_private(path)
+        _private(path)
         conn = original_connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -188,13 +297,45 @@ def migrate(conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
+_HOLD_INSERT = (
+    "INSERT OR IGNORE INTO holds (key, db, pid, conn_id, thread, context, call_site, sql,"
+    ' lock_ts, end_ts, "end") VALUES (?,?,?,?,?,?,?,?,?,?,?)'
+)
+_REPORT = (
+    "INSERT INTO processes (pid, started, program, capture_mode, accepted, dropped,"
+    " capture_errors, store_errors, lost, live_errors, live_missed, stored, ended, updated)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (pid, started) DO UPDATE SET"
+    " capture_mode=excluded.capture_mode, accepted=excluded.accepted,"
+    " dropped=excluded.dropped, capture_errors=excluded.capture_errors,"
+    " store_errors=excluded.store_errors, lost=excluded.lost,"
+    " live_errors=excluded.live_errors, live_missed=excluded.live_missed,"
+    " stored=excluded.stored, ended=excluded.ended, updated=excluded.updated"
+)
+_PRUNED_COLUMNS = "id, kind, ts, hold_ms, duration_ms, lock_call_site, call_site"
+# Two subqueries: SQLite reads a lone min() or max() from the index's end, but scans the
+# whole table for both in one SELECT.
+_SPAN = "SELECT (SELECT min(id) FROM events), (SELECT max(id) FROM events)"
+
+
+def _hold_values(h: Hold) -> tuple[Any, ...]:
+    return (h.key, h.db, h.pid, h.conn_id, h.thread, h.context, h.call_site, h.sql, h.lock_ts,
+            h.end_ts, h.end)  # fmt: skip
+
+
 class Writer:
     """The flusher's handle on the store."""
+
+    # Rows deleted per prune transaction: each holds the store's write lock briefly.
+    PRUNE_CHUNK = 1000
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.conn = connect(path)
         self._inode = os.stat(path).st_ino
+
+    @property
+    def inode(self) -> int:
+        return self._inode
 
     def moved(self) -> bool:
         """True when the file was deleted or replaced under us."""
@@ -202,6 +343,22 @@ class Writer:
             return os.stat(self.path).st_ino != self._inode
         except FileNotFoundError:
             return True
+
+    def damage(self) -> str | None:
+        """Why the file is no longer a SQLite database, if it is not: its header, read
+        from the file. (Overwritten under an open WAL connection, a store keeps taking
+        writes from SQLite's cache without an error, so the file is looked at.)"""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None  # moved() says so, and a new store is made
+        try:
+            head = os.pread(fd, len(_MAGIC), 0)
+        finally:
+            os.close(fd)
+        if head and head != _MAGIC:
+            return "its header is not a SQLite database's"
+        return None
 
     def close(self) -> None:
         self.conn.close()
@@ -211,41 +368,108 @@ class Writer:
         rows: Sequence[dict[str, Any]],
         opened: Sequence[Hold],
         closed: Sequence[tuple[str, float, str]],
-    ) -> None:
-        """Insert rows and hold changes in one transaction; sets each row's ``id``."""
+        process: Process | None = None,
+    ) -> Written:
+        """Insert rows, hold changes and the process's counters in one transaction.
+
+        Sets each stored row's ``id`` (None for a row that could not be written). A row
+        that cannot be bound is cleaned (every text field made storable) and retried
+        alone; one that still fails is dropped alone and counted in ``Written``. The
+        process row, when given, already counts this batch, so whatever it says was
+        stored is in the store (what an unflushed process lost is inferred from it).
+        """
         conn = self.conn
-        with _immediate(conn):
-            if opened:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO holds (key, db, pid, conn_id, thread, context,"
-                    ' call_site, sql, lock_ts, end_ts, "end") VALUES (?,?,?,?,?,?,?,?,?,?,?)',
-                    [
-                        (h.key, h.db, h.pid, h.conn_id, h.thread, h.context, h.call_site,
-                         h.sql, h.lock_ts, h.end_ts, h.end)
-                        for h in opened
-                    ],
-                )  # fmt: skip
-            if closed:
-                conn.executemany(
-                    'UPDATE holds SET end_ts = ?, "end" = ? WHERE key = ?',
-                    [(end_ts, end, key) for key, end_ts, end in closed],
-                )
-            # Ids are given here, in capture order, under our write lock: each kind's
-            # rows then go in one executemany however the kinds interleave.
-            (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
-            by_kind: dict[str, list[dict[str, Any]]] = {}
+        try:
+            with _immediate(conn):
+                holds = refused = dropped = 0
+                if opened:
+                    holds, refused, dropped = self._insert_holds(opened)
+                if closed:
+                    conn.executemany(
+                        'UPDATE holds SET end_ts = ?, "end" = ? WHERE key = ?',
+                        [(end_ts, end, key) for key, end_ts, end in closed],
+                    )
+                # Ids are given here, in capture order, under our write lock: each kind's
+                # rows then go in one executemany however the kinds interleave.
+                (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
+                by_kind: dict[str, list[dict[str, Any]]] = {}
+                for row in rows:
+                    top += 1
+                    row["id"] = top
+                    kind = row["kind"]
+                    run = by_kind.get(kind)
+                    if run is None:
+                        run = by_kind[kind] = []
+                    run.append(row)
+                for kind, run in by_kind.items():
+                    dropped += self._insert_events(kind, run)
+                stored = [row for row in rows if row["id"] is not None] if dropped else rows
+                rollup.apply(conn, stored)  # same transaction: the rollup never disagrees
+                written = Written(len(stored), holds, refused, dropped)
+                if process is not None:
+                    figures = dict(process.figures)
+                    figures["stored"] += written.events + written.holds
+                    figures["lost"] += written.refused + written.dropped
+                    self.report(*process[:4], figures)
+        except BaseException:
             for row in rows:
-                top += 1
-                row["id"] = top
-                kind = row["kind"]
-                run = by_kind.get(kind)
-                if run is None:
-                    run = by_kind[kind] = []
-                run.append(row)
-            for kind, run in by_kind.items():
-                insert, values = _BY_KIND[kind]
-                conn.executemany(insert, [values(row) for row in run])
-            rollup.apply(conn, rows)  # same transaction: the rollup never disagrees
+                row["id"] = None  # rolled back: none of them is stored
+            raise
+        return written
+
+    # No savepoints: inside one, SQLite copies every page a batch first touches to a
+    # sub-journal (14% of the flusher's time here). A failed executemany has inserted
+    # exactly the rows before the bad one (each is its own statement), which
+    # total_changes counts, so the rest are retried one by one from there.
+
+    def _insert_holds(self, opened: Sequence[Hold]) -> tuple[int, int, int]:
+        """(stored, refused because the key exists, dropped): hold rows."""
+        conn = self.conn
+        before = conn.total_changes
+        dropped = 0
+        try:
+            conn.executemany(_HOLD_INSERT, [_hold_values(h) for h in opened])
+        except _ROW_ERRORS:
+            for h in opened:  # those already in are ignored this time: not counted twice
+                try:
+                    self._insert_one(_HOLD_INSERT, _hold_values(h))
+                except _ROW_ERRORS:
+                    dropped += 1
+        stored = conn.total_changes - before
+        return stored, len(opened) - stored - dropped, dropped
+
+    def _insert_events(self, kind: str, run: list[dict[str, Any]]) -> int:
+        """Insert one kind's rows; the number dropped (their ids set to None)."""
+        conn = self.conn
+        insert, values = _BY_KIND[kind]
+        before = conn.total_changes
+        try:
+            conn.executemany(insert, [values(row) for row in run])
+            return 0
+        except _ROW_ERRORS:
+            pass
+        dropped = 0
+        # Only this slow path pays for cleaning text.
+        for row in run[conn.total_changes - before :]:
+            try:
+                conn.execute(insert, values(row))
+                continue
+            except _ROW_ERRORS:
+                pass
+            _clean(row)
+            try:
+                conn.execute(insert, values(row))
+            except _ROW_ERRORS:
+                row["id"] = None
+                dropped += 1
+        return dropped
+
+    def _insert_one(self, sql: str, args: tuple[Any, ...]) -> None:
+        """One row, cleaned and retried if it cannot be bound."""
+        try:
+            self.conn.execute(sql, args)
+        except _ROW_ERRORS:
+            self.conn.execute(sql, tuple(storable(a) if isinstance(a, str) else a for a in args))
 
     def reap_abandoned(self, alive: Callable[[int], bool], now: float) -> int:
         """Close the holds of processes that died holding the write lock.
@@ -284,52 +508,145 @@ class Writer:
             rollup.apply(self.conn, reaped)
         return len(reaped)
 
-    def report(self, pid: int, started: float, program: str, mode: str, figures: dict) -> None:
+    def reap_unflushed(
+        self, alive: Callable[[int], bool], now: float, own: tuple[int, float], stale: float = 10.0
+    ) -> list[tuple[int, str, int]]:
+        """Processes that died without their final flush: (pid, program, records lost).
+
+        A process's row counts, in the same transaction as each write, what it has
+        stored; everything it had accepted by its last row and neither stored nor
+        counted lost was still in its buffer, and no later write came. That is a
+        lower bound (possibly 0): what it accepted after its last row is unknown.
+        Marked ``killed`` once, with that number in ``unflushed`` and added to
+        ``lost``, by whichever process finds it.
+        """
+        me, started = own
+        found = self.conn.execute(
+            "SELECT pid, started, program, max(accepted - stored - lost, 0) AS n"
+            " FROM processes WHERE ended IS NULL AND stored IS NOT NULL AND updated < ?",
+            (now - stale,),
+        ).fetchall()
+        # Our own pid in another row is a process that died before us (pid reuse).
+        dead = [
+            r for r in found
+            if (r["started"] != started if r["pid"] == me else not alive(r["pid"]))
+        ]  # fmt: skip
+        out: list[tuple[int, str, int]] = []
+        if not dead:
+            return out
+        with _immediate(self.conn):
+            for r in dead:
+                cur = self.conn.execute(
+                    "UPDATE processes SET ended = 'killed', unflushed = ?, lost = lost + ?"
+                    " WHERE pid = ? AND started = ? AND ended IS NULL",
+                    (r["n"], r["n"], r["pid"], r["started"]),
+                )
+                if cur.rowcount:
+                    out.append((r["pid"], r["program"], r["n"]))
+        return out
+
+    def report(
+        self, pid: int, started: float, program: str, mode: str, figures: dict,
+        ended: bool = False,
+    ) -> None:  # fmt: skip
+        """The process's counters; ``ended``: its final report, after its last flush."""
         self.conn.execute(
-            "INSERT INTO processes (pid, started, program, capture_mode, accepted, dropped,"
-            " capture_errors, store_errors, lost, live_errors, live_missed, updated)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (pid, started) DO UPDATE SET"
-            " capture_mode=excluded.capture_mode, accepted=excluded.accepted,"
-            " dropped=excluded.dropped, capture_errors=excluded.capture_errors,"
-            " store_errors=excluded.store_errors, lost=excluded.lost,"
-            " live_errors=excluded.live_errors, live_missed=excluded.live_missed,"
-            " updated=excluded.updated",
+            _REPORT,
             (
-                pid, started, program, mode, figures["accepted"], figures["dropped"],
+                pid, started, storable(program), mode, figures["accepted"], figures["dropped"],
                 figures["capture_errors"], figures["store_errors"], figures["lost"],
-                figures["live_errors"], figures["live_missed"], time.time(),
+                figures["live_errors"], figures["live_missed"], figures.get("stored"),
+                "exit" if ended else None, time.time(),
             ),
         )  # fmt: skip
 
     def prune(self, max_age: float | None, max_rows: int | None, batch: int = 5000) -> int:
-        """Delete old events in small batches, so no write lock is held for long."""
+        """Delete the oldest events past the limits: at most ``batch`` for each limit
+        per call, ``PRUNE_CHUNK`` per transaction, so no write lock is held for long.
+
+        ``max_rows`` keeps the newest ``max_rows`` ids (a lost row leaves a gap, so
+        the store never holds more). Closed holds older than every kept event go too.
+        """
         removed = 0
         if max_age is not None:
             cutoff = time.time() - max_age
-            removed += self._delete_batch("ts < ?", (cutoff,), batch)
-            self.conn.execute(
-                "DELETE FROM holds WHERE end_ts IS NOT NULL AND end_ts < ?", (cutoff,)
-            )
+            removed += self._prune(self._by_age, cutoff, batch)
         if max_rows is not None:
-            row = self.conn.execute("SELECT max(id) - min(id) + 1 FROM events").fetchone()
-            excess = (row[0] or 0) - max_rows
-            if excess > 0:
-                (floor,) = self.conn.execute("SELECT min(id) FROM events").fetchone()
-                removed += self._delete_batch("id < ?", (floor + min(excess, batch),), batch)
+            removed += self._prune(self._by_rows, max_rows, batch)
+        if removed:
+            (oldest,) = self.conn.execute("SELECT min(ts) FROM events").fetchone()
+            self._prune_holds(time.time() if oldest is None else oldest, batch)
+        elif max_age is not None:
+            self._prune_holds(time.time() - max_age, batch)
         return removed
 
-    def _delete_batch(self, where: str, args: tuple[Any, ...], batch: int) -> int:
+    def _prune(self, chunk: Callable[[Any, int], int], limit: Any, batch: int) -> int:
+        removed = 0
+        while removed < batch:
+            n = chunk(limit, min(self.PRUNE_CHUNK, batch - removed))
+            if not n:
+                break
+            removed += n
+        return removed
+
+    def _by_rows(self, max_rows: int, most: int) -> int:
         conn = self.conn
+        lo, hi = conn.execute(_SPAN).fetchone()
+        if lo is None or hi - lo + 1 <= max_rows:
+            return 0  # read without the lock: the usual answer, at no cost to writers
         with _immediate(conn):
-            # The rows themselves, so the rollup loses exactly what the events lose.
+            # Again under the lock: another process may have pruned meanwhile.
+            lo, hi = conn.execute(_SPAN).fetchone()
+            if lo is None or hi - lo + 1 <= max_rows:
+                return 0
+            cut = lo + min(hi - lo + 1 - max_rows, most)
             rows = conn.execute(
-                "SELECT id, kind, ts, hold_ms, duration_ms, lock_call_site, call_site"
-                f" FROM events WHERE {where} LIMIT ?",
-                (*args, batch),
+                f"SELECT {_PRUNED_COLUMNS} FROM events WHERE id < ?", (cut,)
+            ).fetchall()
+            # The rows themselves, so the rollup loses exactly what the events lose.
+            rollup.apply(conn, rows, sign=-1)
+            conn.execute("DELETE FROM events WHERE id < ?", (cut,))
+        return len(rows)
+
+    def _by_age(self, cutoff: float, most: int) -> int:
+        conn = self.conn
+        (oldest,) = conn.execute("SELECT min(ts) FROM events").fetchone()
+        if oldest is None or oldest >= cutoff:
+            return 0
+        with _immediate(conn):
+            rows = conn.execute(
+                f"SELECT {_PRUNED_COLUMNS} FROM events WHERE ts < ? ORDER BY ts LIMIT ?",
+                (cutoff, most),
             ).fetchall()
             rollup.apply(conn, rows, sign=-1)
             conn.executemany("DELETE FROM events WHERE id = ?", [(r[0],) for r in rows])
         return len(rows)
+
+    def _prune_holds(self, before: float, batch: int) -> None:
+        """Closed holds that ended before ``before``, by the (db, lock_ts) index."""
+        conn = self.conn
+        dbs: list[str] = []
+        db = conn.execute("SELECT min(db) FROM holds").fetchone()[0]
+        while db is not None and len(dbs) < 1000:  # one index probe per database
+            dbs.append(db)
+            db = conn.execute("SELECT min(db) FROM holds WHERE db > ?", (db,)).fetchone()[0]
+        due = "FROM holds WHERE db = ? AND lock_ts < ? AND end_ts < ?"
+        for db in dbs:
+            left = batch
+            # Looked for first without the lock: most calls find nothing to do.
+            while (
+                left > 0
+                and conn.execute(f"SELECT 1 {due} LIMIT 1", (db, before, before)).fetchone()
+            ):
+                most = min(self.PRUNE_CHUNK, left)
+                with _immediate(conn):
+                    n = conn.execute(
+                        f"DELETE FROM holds WHERE rowid IN (SELECT rowid {due} LIMIT ?)",
+                        (db, before, before, most),
+                    ).rowcount
+                if n < most:
+                    break
+                left -= n
 
 
 # -- reading ------------------------------------------------------------------

@@ -1,0 +1,395 @@
+"""The store never loses data silently (issue 19).
+
+A row that cannot be written costs that row alone, and is counted; retention holds
+under load; a refused hold, a process killed before its flush and a damaged store file
+are all counted; the store's files are private.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connections, transaction
+from django.test import override_settings
+
+from lockwatch import conf, events, holders, pipeline, store
+from lockwatch.flusher import Flusher
+from tests.conftest import ROOT
+from tests.project.shop.models import Item
+
+MANAGE = ROOT / "tests" / "project" / "manage.py"
+
+
+@contextlib.contextmanager
+def fresh_pipeline(path: Path, **extra):
+    """A new pipeline writing to ``path``, torn down afterwards."""
+    pipeline.shutdown()
+    pipeline.reset()
+    try:
+        with override_settings(LOCKWATCH={"STORE": str(path), "FLUSH_INTERVAL": 0.02, **extra}):
+            conf.reset()
+            yield
+    finally:
+        pipeline.shutdown()
+        pipeline.reset()
+        conf.reset()
+
+
+def read(path: Path, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+# -- a row that cannot be written costs that row alone -------------------------------------
+
+
+def test_a_lone_surrogate_in_a_statement_costs_nothing(tmp_path: Path, watched):
+    """A failed statement with '\\udcff' in its text is recorded, and its batch with it."""
+    with fresh_pipeline(tmp_path / "store.sqlite3", FLUSH_INTERVAL=3600):
+        db = watched()
+        pipeline.flush()
+        for i in range(300):
+            Item.objects.using(db).create(name=f"before {i}")
+        with pytest.raises(UnicodeEncodeError), connections[db].cursor() as cur:
+            cur.execute("SELECT 'caf\udcff'")  # the app's own error, unchanged
+        for i in range(300):
+            Item.objects.using(db).create(name=f"after {i}")
+        assert len(pipeline.buffer()) > 600  # all of it in one flush
+        pipeline.flush()
+        counters = pipeline.counters
+        assert (counters.lost, counters.store_errors) == (0, 0)
+    rows = read(tmp_path / "store.sqlite3", "SELECT sql FROM events WHERE kind = 'query'")
+    texts = [r["sql"] for r in rows]
+    assert sum(t.startswith("INSERT") for t in texts) == 600
+    assert "SELECT 'caf\\xff'" in texts  # the bytes it stood for, written out
+
+
+def test_every_text_field_is_made_storable_and_a_hopeless_row_goes_alone(tmp_path: Path):
+    writer = store.Writer(tmp_path / "store.sqlite3")
+    now = time.time()
+    rows = [events.row(kind="query", ts=now + i, sql=f"SELECT {i}") for i in range(50)]
+    rows[3].update(thread="worker-\udcfe", context="request:GET /\ud800", call_site="x\udcff.py:1")
+    rows[7]["rows"] = 2**70  # no SQLite integer holds it: dropped alone
+    holds = [
+        store.Hold("k1", "/db", 1, 1, "T\udcff", "ctx", None, "INSERT", now),
+        store.Hold("k2", "/db", 1, 2, "T", "ctx", None, "INSERT", now),
+    ]
+    written = writer.write(rows, holds, [])
+    assert written == store.Written(events=49, holds=2, refused=0, dropped=1)
+    assert rows[7]["id"] is None and all(r["id"] for i, r in enumerate(rows) if i != 7)
+    stored = [r[0] for r in writer.conn.execute("SELECT id FROM events ORDER BY id")]
+    assert stored == [r["id"] for r in rows if r["id"] is not None]  # each once
+    got = dict(
+        writer.conn.execute(
+            "SELECT thread, context FROM events WHERE id = ?", (rows[3]["id"],)
+        ).fetchone()
+    )
+    assert got == {"thread": "worker-\\xfe", "context": "request:GET /\\ud800"}
+    threads = {r[0] for r in writer.conn.execute("SELECT thread FROM holds")}
+    assert threads == {"T\\xff", "T"}
+    # A hold whose key is already stored is refused, and said so.
+    again = writer.write(
+        [], [holds[1], store.Hold("k3", "/db", 1, 3, "T", "c", None, "I", now)], []
+    )
+    assert again == store.Written(events=0, holds=1, refused=1, dropped=0)
+
+
+def test_a_refused_hold_is_counted_as_lost(tmp_path: Path, watched):
+    with fresh_pipeline(tmp_path / "store.sqlite3"):
+        db = watched()
+        with transaction.atomic(using=db):
+            Item.objects.using(db).create(name="first")
+        pipeline.flush()
+        flusher = pipeline.flusher()
+        assert pipeline.counters.lost == 0
+        # The next transaction's hold key, already taken in the store (as a reused pid
+        # made one before each process's start was part of the key).
+        o = connections[db]._lockwatch.origin
+        (last,) = read(
+            flusher.cfg.store,
+            "SELECT key FROM holds WHERE pid = ? AND conn_id = ? ORDER BY lock_ts DESC LIMIT 1",
+            (o.pid, o.conn_id),
+        )[0]
+        pid, conn_id, seq, rest = re.fullmatch(r"(\d+):(\d+):(\d+)(.*)", last).groups()
+        taken = f"{pid}:{conn_id}:{int(seq) + 1}{rest}"
+        conn = sqlite3.connect(flusher.cfg.store)
+        conn.execute(
+            "INSERT INTO holds (key, db, pid, conn_id, lock_ts) VALUES (?, 'x', 1, 1, 1.0)",
+            (taken,),
+        )
+        conn.commit()
+        conn.close()
+        with transaction.atomic(using=db):
+            Item.objects.using(db).create(name="second")
+        pipeline.flush()
+        assert pipeline.counters.lost == 1
+
+
+def test_a_script_whose_path_is_not_utf8_is_stored(tmp_path: Path):
+    """argv bytes that are not UTF-8: its events, and its processes row, are stored."""
+    env = {
+        **os.environ, "LOCKWATCH_TEST_DB": str(tmp_path / "app.sqlite3"),
+        "LOCKWATCH_STORE": str(tmp_path / "store.sqlite3"), "PYTHONPATH": str(ROOT),
+    }  # fmt: skip
+    env.pop("PYTEST_CURRENT_TEST", None)
+    subprocess.run([sys.executable, str(MANAGE), "migrate", "-v0"], env=env, check=True)
+    script = os.path.join(os.fsencode(tmp_path), b"batch\xff.py")
+    with open(script, "w") as f:
+        f.write(
+            "import django, os\n"
+            "os.environ['DJANGO_SETTINGS_MODULE'] = 'tests.project.settings'\n"
+            "django.setup()\n"
+            "from django.db import transaction\n"
+            "from tests.project.shop.models import Item\n"
+            "for i in range(300):\n"
+            "    with transaction.atomic():\n"
+            "        Item.objects.create(name=str(i))\n"
+        )
+    subprocess.run([sys.executable, script], env=env, check=True, timeout=120)
+    path = tmp_path / "store.sqlite3"
+    label = "program:batch\\xff.py"  # the byte, written out
+    txns = read(path, "SELECT count(*) FROM events WHERE kind = 'transaction' AND context = ?",
+                (label,))[0][0]  # fmt: skip
+    assert txns == 300
+    (proc,) = read(path, "SELECT * FROM processes WHERE program LIKE 'program:batch%'")
+    assert proc["program"] == label
+    assert (proc["lost"], proc["ended"]) == (0, "exit") and proc["stored"] >= 600
+
+
+# -- retention under load ---------------------------------------------------------------
+
+
+def _flood(seconds: float, db: str) -> int:
+    """Offer raw records as fast as this thread can (the pipeline takes what it can)."""
+    from bench.pipeline import Unit
+
+    unit = Unit(db)
+    emit = pipeline.emit
+    sent = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for rec in unit.records():
+            emit(rec)
+        sent += 1
+        if sent % 50 == 0:
+            time.sleep(0.0005)  # let the flusher run, as an app's requests would
+    return sent
+
+
+class Sampler(threading.Thread):
+    """Reads the store every 20 ms while it is written: what a reader could see."""
+
+    def __init__(self, path: Path, sql: str) -> None:
+        super().__init__(daemon=True)
+        self.path, self.sql = path, sql
+        self.seen: list[tuple] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            if self.path.exists():
+                with contextlib.suppress(sqlite3.Error):
+                    self.seen.append(tuple(read(self.path, self.sql)[0]))
+            time.sleep(0.02)
+
+
+def test_retention_by_rows_holds_under_load(tmp_path: Path):
+    path = tmp_path / "store.sqlite3"
+    limit = 1000
+    sampler = Sampler(path, "SELECT count(*), (SELECT count(*) FROM holds) FROM events")
+    with fresh_pipeline(path, RETENTION_MAX_ROWS=limit, FLUSH_INTERVAL=0.1):
+        sampler.start()
+        _flood(3.0, str(tmp_path / "app.sqlite3"))
+        pipeline.flush(60)
+        sampler.done.set()
+        sampler.join()
+    assert read(path, "SELECT max(id) FROM events")[0][0] > 20 * limit  # really under load
+    events_seen = [n for n, _ in sampler.seen]
+    assert len(events_seen) > 20
+    # At most one write batch (5% of the limit, at least 500 rows) over the limit, and
+    # only until that batch's prune a moment later; none over once writing stops.
+    assert max(events_seen) <= limit + 500
+    (count, holds_kept) = read(path, "SELECT count(*), (SELECT count(*) FROM holds) FROM events")[0]
+    assert limit * 0.9 <= count <= limit
+    # Holds go with the events they belong to: one per ten records here.
+    assert holds_kept <= count
+
+
+def test_retention_by_age_holds_under_load(tmp_path: Path):
+    path = tmp_path / "store.sqlite3"
+    now = "(julianday('now') - 2440587.5) * 86400.0"
+    sampler = Sampler(path, f"SELECT {now} - min(ts) FROM events")
+    with fresh_pipeline(path, RETENTION_MAX_AGE=1, FLUSH_INTERVAL=0.1):
+        sampler.start()
+        _flood(3.5, str(tmp_path / "app.sqlite3"))
+        sampler.done.set()
+        sampler.join()
+    ages = [a for (a,) in sampler.seen if a is not None]
+    assert len(ages) > 20
+    # The limit, and what was written since the last prune (julianday is to the ms).
+    assert max(ages) <= 1 + 0.5
+
+
+# -- a process killed before its flush -----------------------------------------------------
+
+KILLED = """
+import os, signal, sys, time
+import django
+os.environ["DJANGO_SETTINGS_MODULE"] = "tests.project.settings"
+django.setup()
+from lockwatch import pipeline
+from bench.pipeline import Unit
+unit = Unit(sys.argv[1])
+end, n = time.monotonic() + 1.5, 0
+while time.monotonic() < end:
+    for rec in unit.records():
+        pipeline.emit(rec)
+    n += 1
+    if n % 50 == 0:
+        time.sleep(0.0005)  # as an app's requests would, so the flusher runs
+buf = pipeline.buffer()
+print(buf.accepted, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_process_is_found_and_what_it_lost_is_counted(
+    tmp_path: Path, watched, caplog, monkeypatch
+):
+    path = tmp_path / "store.sqlite3"
+    env = {**os.environ, "LOCKWATCH_STORE": str(path), "PYTHONPATH": str(ROOT), "LW_FLUSH": "0.1",
+           "LOCKWATCH_TEST_DB": str(tmp_path / "app.sqlite3")}  # fmt: skip
+    env.pop("PYTEST_CURRENT_TEST", None)
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED, str(tmp_path / "app.sqlite3")], env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    accepted = int(child.stdout)
+    (before,) = read(path, "SELECT * FROM processes")
+    assert before["ended"] is None
+    truly_lost = accepted - before["stored"] - before["lost"]
+    assert truly_lost > 0  # it was killed with records in its buffer
+
+    # The next process to start finds it (once its last report is STALE old).
+    monkeypatch.setattr(Flusher, "STALE", 0.2)
+    time.sleep(0.3)
+    with caplog.at_level(logging.WARNING, "lockwatch"), fresh_pipeline(path):
+        Item.objects.using(watched()).create(name="next")
+        pipeline.flush()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            (after,) = read(path, "SELECT * FROM processes WHERE pid = ?", (before["pid"],))
+            if after["ended"]:
+                break
+            time.sleep(0.05)
+    assert after["ended"] == "killed"
+    # A lower bound, never more than it really lost: what its last row says it held.
+    assert 0 < after["unflushed"] <= truly_lost
+    assert after["unflushed"] == before["accepted"] - before["stored"] - before["lost"]
+    assert after["lost"] == before["lost"] + after["unflushed"]
+    assert f"process {before['pid']} " in caplog.text and "never stored" in caplog.text
+
+
+# -- a damaged store -------------------------------------------------------------------------
+
+
+def test_a_store_overwritten_while_in_use_is_detected_and_counted(tmp_path: Path, watched, caplog):
+    path = tmp_path / "store.sqlite3"
+    with caplog.at_level(logging.ERROR, "lockwatch"), fresh_pipeline(path):
+        db = watched()
+        for i in range(20):
+            Item.objects.using(db).create(name=f"i{i}")
+        pipeline.flush()
+        writer = pipeline.flusher()._writer
+        writer.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the file has it all
+        with open(path, "r+b") as f:  # dd if=/dev/urandom of=store conv=notrunc
+            f.write(os.urandom(64 * 1024))
+        time.sleep(0.2)  # a housekeeping cycle or more
+        for i in range(10):
+            Item.objects.using(db).create(name=f"j{i}")
+        pipeline.flush()
+        time.sleep(0.1)
+        counters = pipeline.counters
+        assert counters.store_errors >= 1
+        assert counters.lost >= 10
+        assert "is damaged" in caplog.text and str(path) in caplog.text
+        # It stays stopped: nothing more goes into the damaged file.
+        files = [path, Path(f"{path}-wal")]
+
+        def state() -> list[tuple[int, int] | None]:
+            return [(p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else None for p in files]
+
+        before, lost = state(), counters.lost
+        for i in range(10):
+            Item.objects.using(db).create(name=f"k{i}")
+        pipeline.flush()
+        time.sleep(0.1)
+        assert state() == before
+        assert counters.lost >= lost + 10
+        # Moved aside, a new store is made and events flow again.
+        path.rename(tmp_path / "damaged.sqlite3")
+        for suffix in ("-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        Item.objects.using(db).create(name="fresh")
+        pipeline.flush()
+    assert read(path, "SELECT count(*) FROM events WHERE sql LIKE 'INSERT%'")[0][0] >= 1
+
+
+# -- the store's files are private -----------------------------------------------------------
+
+
+def test_an_existing_store_and_its_companions_become_private(tmp_path: Path, watched):
+    path = tmp_path / "store.sqlite3"
+    companions = [path, Path(f"{path}-wal"), Path(f"{path}-shm"), holders.path_for(path)]
+    # A touched store (0644), and a valid one's -wal and -shm left 0644 by an older run.
+    seed = sqlite3.connect(path)
+    seed.execute("PRAGMA journal_mode=WAL")
+    seed.execute("CREATE TABLE seed (x)")
+    keep_open = sqlite3.connect(path)  # so closing the first keeps -wal and -shm
+    keep_open.execute("SELECT * FROM seed").fetchall()
+    seed.close()
+    holders.path_for(path).touch()
+    for p in companions:
+        os.chmod(p, 0o644)
+    try:
+        with fresh_pipeline(path):
+            db = watched()
+            Item.objects.using(db).create(name="x")
+            pipeline.flush()
+            assert pipeline.counters.lost == 0
+    finally:
+        keep_open.close()
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in companions if p.exists()}
+    assert set(modes) >= {path.name, f"{path.name}-holders"}
+    assert set(modes.values()) == {0o600}, modes
+
+
+def test_a_new_store_and_its_holder_table_are_private(tmp_path: Path, watched):
+    path = tmp_path / "new" / "store.sqlite3"
+    with fresh_pipeline(path):
+        db = watched()
+        with transaction.atomic(using=db):
+            Item.objects.using(db).create(name="x")
+        pipeline.flush()
+    made = [p for p in path.parent.iterdir()]
+    assert {p.name for p in made} >= {"store.sqlite3", "store.sqlite3-holders"}
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in made} == dict.fromkeys(
+        (p.name for p in made), 0o600
+    )
