@@ -213,7 +213,7 @@ def instrument_sqlite3() -> None:
         if _installed:
             return
         sqlite3.connect = connect  # type: ignore[assignment]
-        sqlite3.dbapi2.connect = connect  # type: ignore[attr-defined]
+        sqlite3.dbapi2.connect = connect  # type: ignore[assignment]
         _installed = True
 
 
