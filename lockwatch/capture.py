@@ -234,6 +234,7 @@ class Probe:
             self._new_wait()
         site = None
         txn = self.txn
+        marks = self._marks
         if self.table is not None and (txn is None or txn.lock_wall is None):
             # A statement that may take the write lock says so first, so a waiter
             # in any process sees who is about to hold it (or is holding it).
@@ -256,9 +257,10 @@ class Probe:
         t1 = _perf()
         # Most statements need only counting: quick reads that did not wait, and
         # quick statements of a transaction that already holds the write lock.
+        # (A statement that marked the holder table goes on: the slot must be updated.)
         if (
             self.fast_reads and t1 - t0 < self.slow and (busy is None or not busy.calls)
-            and not self._marked
+            and self._marks == marks
         ):  # fmt: skip
             cls = _classes.get(sql)
             txn = self.txn
