@@ -309,7 +309,10 @@ _REPORT = (
     " dropped=excluded.dropped, capture_errors=excluded.capture_errors,"
     " store_errors=excluded.store_errors, lost=excluded.lost,"
     " live_errors=excluded.live_errors, live_missed=excluded.live_missed,"
-    " stored=excluded.stored, ended=excluded.ended, updated=excluded.updated"
+    " stored=excluded.stored, ended=excluded.ended, updated=excluded.updated,"
+    # A process that reports again was not dead (another pid namespace, a long stall):
+    # its own figures stand, and nothing is inferred for it.
+    " unflushed=NULL"
 )
 _PRUNED_COLUMNS = "id, kind, ts, hold_ms, duration_ms, lock_call_site, call_site"
 # Two subqueries: SQLite reads a lone min() or max() from the index's end, but scans the

@@ -393,3 +393,41 @@ def test_a_new_store_and_its_holder_table_are_private(tmp_path: Path, watched):
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in made} == dict.fromkeys(
         (p.name for p in made), 0o600
     )
+
+
+def test_what_is_inferred_of_a_silent_process(tmp_path: Path):
+    """Only a process that is dead and silent is marked; one that reports again was not."""
+    writer = store.Writer(tmp_path / "store.sqlite3")
+    figures = dict.fromkeys(
+        ("accepted", "dropped", "capture_errors", "store_errors", "lost", "live_errors",
+         "live_missed", "stored"), 0
+    )  # fmt: skip
+    me, now = os.getpid(), time.time()
+    gone = max(p for p in range(me + 1, me + 1000) if not _alive_pid(p))
+    held = {**figures, "accepted": 50, "stored": 30, "lost": 5}
+    writer.report(gone, 1.0, "program:gone", "exact", held)
+    writer.report(me, 2.0, "program:me-before", "exact", held)  # this pid, an earlier process
+    writer.report(me, 3.0, "program:me", "exact", held)  # this very process
+    writer.report(gone, 4.0, "program:clean", "exact", held, ended=True)
+    own = (me, 3.0)
+    assert writer.reap_unflushed(_alive_pid, now, own) == []  # none silent for 10 s yet
+    found = writer.reap_unflushed(_alive_pid, now + 60, own)
+    assert sorted(found) == sorted([(gone, "program:gone", 15), (me, "program:me-before", 15)])
+    assert writer.reap_unflushed(_alive_pid, now + 120, own) == []  # once only
+    rows = {r["program"]: dict(r) for r in writer.conn.execute("SELECT * FROM processes")}
+    assert (rows["program:gone"]["ended"], rows["program:gone"]["lost"]) == ("killed", 20)
+    assert rows["program:me"]["ended"] is None and rows["program:clean"]["ended"] == "exit"
+    # It was only silent (another pid namespace, a long stall): its own figures stand.
+    writer.report(gone, 1.0, "program:gone", "exact", held)
+    row = writer.conn.execute("SELECT * FROM processes WHERE started = 1.0").fetchone()
+    assert (row["ended"], row["unflushed"], row["lost"]) == (None, None, 5)
+
+
+def _alive_pid(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
