@@ -12,6 +12,7 @@ written with each batch, so the store never says more was stored than it holds.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -144,7 +145,13 @@ class Flusher(threading.Thread):
                 if same:
                     raise StoreDamaged(f"the store {self.cfg.store} is damaged")
                 self._damaged = None  # moved aside or deleted: a new store is made
-            w = self._writer = Writer(self.cfg.store)
+            try:
+                w = self._writer = Writer(self.cfg.store)
+            except Exception as exc:
+                if damaged(exc):  # damaged before we came: the same, from the start
+                    with contextlib.suppress(OSError):
+                        self._stop_writing(os.stat(self.cfg.store).st_ino, str(exc))
+                raise
         return w
 
     def _write(self, batch: list[Any]) -> int:
@@ -155,6 +162,8 @@ class Flusher(threading.Thread):
         for rec in batch:
             try:
                 if isinstance(rec, Lock):
+                    if rec.key in opened:  # one lock, one hold: a second is refused
+                        self.counters.lost += 1
                     opened[rec.key] = self._hold(self._key(rec.key), rec)
                     continue
                 row = to_row(rec, self.limits)
@@ -204,17 +213,16 @@ class Flusher(threading.Thread):
         c.store_errors += 1
         c.lost += lost
         if damaged(exc) and self._writer is not None:
-            self._stop_writing(str(exc))
-        else:
+            self._stop_writing(self._writer.inode, str(exc))
+        elif not (damaged(exc) and self._damaged is not None):  # else said once already
             c.log_once(what, exc)
         self._drop_writer()
 
-    def _stop_writing(self, why: str) -> None:
+    def _stop_writing(self, inode: int, why: str) -> None:
         """The store file is damaged: never write to it again (it would only get worse)."""
-        w = self._writer
-        if w is None:
+        if self._damaged == inode:
             return
-        self._damaged = w.inode
+        self._damaged = inode
         log.error(
             "lockwatch: the store %s is damaged (%s): lockwatch has stopped writing to it, and"
             " counts the events it cannot store as lost. Move it aside or delete it: a new"

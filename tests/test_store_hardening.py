@@ -352,6 +352,25 @@ def test_a_store_overwritten_while_in_use_is_detected_and_counted(tmp_path: Path
     assert read(path, "SELECT count(*) FROM events WHERE sql LIKE 'INSERT%'")[0][0] >= 1
 
 
+def test_a_store_damaged_before_the_start_is_left_alone_and_counted(
+    tmp_path: Path, watched, caplog
+):
+    path = tmp_path / "store.sqlite3"
+    garbage = b"not a database " * 4096
+    path.write_bytes(garbage)
+    with caplog.at_level(logging.WARNING, "lockwatch"), fresh_pipeline(path):
+        db = watched()
+        for batch in range(3):
+            for i in range(5):
+                Item.objects.using(db).create(name=f"{batch}.{i}")
+            pipeline.flush()
+        assert pipeline.counters.lost >= 15
+        assert pipeline.counters.store_errors >= 3
+    assert path.read_bytes() == garbage
+    said = [r for r in caplog.records if "lockwatch" in r.getMessage()]
+    assert len(said) == 1 and "is damaged" in said[0].getMessage(), caplog.text
+
+
 # -- the store's files are private -----------------------------------------------------------
 
 
