@@ -1,0 +1,116 @@
+"""The live holder table itself: torn reads, dead processes, the operating system's view."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lockwatch import holders
+from tests.conftest import ROOT
+
+WRITER = """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+from lockwatch import holders
+table = holders.Table(Path(sys.argv[1]))
+slot = table.claim()
+print(slot.index, flush=True)
+key = holders.db_key("/db")
+stop = time.monotonic() + float(sys.argv[3])
+a = (holders.HOLDING, key, 1, 1, 1, 1.0, b"a" * 90, b"A" * 120, b"t", b"x" * 170)
+b = (holders.RUNNING, key, 2, 2, 2, 2.0, b"b" * 90, b"B" * 120, b"t", b"y" * 170)
+n = 0
+while time.monotonic() < stop:
+    slot.fill(*(a if n % 2 else b))
+    n += 1
+print(n, flush=True)
+"""
+
+
+def test_a_reader_never_takes_a_half_written_slot(tmp_path: Path):
+    """Another process rewrites one slot as fast as it can; every read is whole."""
+    path = tmp_path / "holders"
+    table = holders.Table(path)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path), str(ROOT), "1.5"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    index = int(writer.stdout.readline())
+    seen = {1: 0, 2: 0}
+    deadline = time.monotonic() + 1.2
+    while time.monotonic() < deadline:
+        h = table.read(index)
+        if h is None or h.state == holders.IDLE:
+            continue
+        # The numbers and the texts come from the same write, never from two.
+        if h.conn_id == 1:
+            assert (h.state, h.context, h.call_site, h.since) == (
+                holders.HOLDING, "a" * 90, "A" * 120, 1.0)  # fmt: skip
+        else:
+            assert (h.conn_id, h.state, h.context, h.call_site, h.since) == (
+                2, holders.RUNNING, "b" * 90, "B" * 120, 2.0)  # fmt: skip
+        seen[h.conn_id] += 1
+    writes = int(writer.stdout.readline())
+    writer.wait(10)
+    assert writes > 1000 and seen[1] > 100 and seen[2] > 100
+
+
+DIES = """
+import os, sys, time
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+from lockwatch import holders
+table = holders.Table(Path(sys.argv[1]))
+slot = table.claim()
+slot.fill(holders.HOLDING, holders.db_key("/db"), 7, 7, 7, time.time(), b"command:batch",
+          b"app/batch.py:3 in run", b"MainThread", b"UPDATE t SET x = 1")
+print(slot.index, flush=True)
+os._exit(0)  # dies holding: never releases its slot
+"""
+
+
+def test_a_slot_left_by_a_dead_process_is_abandoned_and_reused(tmp_path: Path):
+    path = tmp_path / "holders"
+    out = subprocess.run(
+        [sys.executable, "-c", DIES, str(path), str(ROOT)], capture_output=True, text=True
+    )
+    index = int(out.stdout)
+    table = holders.Table(path)
+    ((h, abandoned),) = table.snapshot()
+    assert (h.context, h.call_site, abandoned) == ("command:batch", "app/batch.py:3 in run", True)
+    # SQLite let go of a dead process's locks: it blocks nobody.
+    assert table.holder(holders.db_key("/db"), None) == (None, None)
+    # And its slot is taken again by the next process that needs one.
+    assert {table.claim().index, table.claim().index} >= {index}
+
+
+def test_the_operating_system_names_the_holding_process(tmp_path: Path):
+    """F_GETLK on SQLite's lock bytes: another process's write lock, rollback and WAL."""
+    for journal in ("delete", "wal"):
+        db = tmp_path / f"{journal}.sqlite3"
+        conn = sqlite3.connect(db)
+        conn.execute(f"PRAGMA journal_mode={journal}")
+        conn.execute("CREATE TABLE t (x)")
+        conn.commit()
+        locks = holders.FileLocks(str(db))
+        assert locks.holder_pid() == 0
+        holder = subprocess.Popen(
+            [sys.executable, "-c",
+             "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None);"
+             " c.execute('BEGIN IMMEDIATE'); print('held', flush=True); time.sleep(30)", str(db)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            locks = holders.FileLocks(str(db))
+            assert locks.holder_pid() == holder.pid
+        finally:
+            holder.kill()
+            holder.wait()
+        locks = holders.FileLocks(str(db))
+        assert locks.holder_pid() == 0
+        conn.close()
