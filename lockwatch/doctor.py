@@ -26,6 +26,9 @@ FAILED_REQUEST_COST_MS = 1000.0
 HIDDEN_WAIT_TOTAL_MS = 1000.0
 HIDDEN_WAIT_P95_MS = 100.0
 LONG_HOLD_P95_MS = 1000.0
+# A blocker whose p95 hold is under this did not make anyone wait long: the wait was
+# SQLite's busy handler, which sleeps between tries (up to 100 ms each).
+SHORT_HOLD_P95_MS = 5.0
 _WAITS = rollup.WAITS  # waits and busy errors: their covering index's own WHERE
 
 
@@ -38,6 +41,8 @@ class Finding:
     impact_ms: float
     call_site: str | None = None
     figures: dict[str, Any] = field(default_factory=dict)
+    # Harm: failed (busy errors, failed requests) ranks before waits that succeeded.
+    failed: bool = False
 
     def text(self) -> str:
         return f"{self.title}: {self.change}"
@@ -52,6 +57,11 @@ def _p95(values: list[float]) -> float:
     if not values:
         return 0.0
     return sorted(values)[_rank(len(values)) - 1]
+
+
+def _count(n: int, noun: str) -> str:
+    """ "1 transaction", "2 transactions"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _seconds(ms: float) -> str:
@@ -153,7 +163,7 @@ def findings(
     out += _upgrades(ev)
     out += _timeouts(ev)
     out += _snapshots(ev)
-    out += _commit_waits(ev)
+    out += _wal(ev)
     out += _locked(ev)
     out += _hidden_waits(ev)
     out += _long_holds(ev, {f.call_site for f in out})
@@ -194,6 +204,12 @@ def _upgrades(ev: _Evidence) -> list[Finding]:
 
 
 _NOT_A_SITE = (None, events.UNKNOWN, events.OUTSIDE, events.READERS)
+# The waits WAL removes: a read behind an instrumented writer (under WAL a reader never
+# waits for a writer, so this is the rollback journal), and a COMMIT waiting for readers.
+_WAL_REMOVES = (
+    "stmt_class = 'commit' OR (stmt_class = 'read' AND blocker_context IS NOT NULL"
+    " AND blocker_context NOT IN ('outside', 'unknown', 'readers'))"
+)
 
 
 def _timeouts(ev: _Evidence) -> list[Finding]:
@@ -264,24 +280,46 @@ def _snapshots(ev: _Evidence) -> list[Finding]:
     )
 
 
-def _commit_waits(ev: _Evidence) -> list[Finding]:
+def _wal(ev: _Evidence) -> list[Finding]:
+    """Every wait WAL would remove: under the rollback journal a committing writer blocks
+    readers (it holds PENDING, then EXCLUSIVE), and a COMMIT waits for open readers."""
     (r,) = ev.all(
-        "SELECT count(*) AS n, coalesce(sum(wait_ms), 0) AS waited FROM events"
-        f" WHERE {_WAITS} AND kind = 'wait' AND stmt_class = 'commit'{{w}}"
+        "SELECT count(*) AS n, coalesce(sum(wait_ms), 0) AS waited,"
+        " coalesce(sum(stmt_class = 'commit'), 0) AS commits,"
+        " coalesce(sum(CASE WHEN stmt_class = 'commit' THEN wait_ms END), 0) AS commit_ms,"
+        " coalesce(sum(kind = 'busy'), 0) AS busy FROM events"
+        f" WHERE {_WAITS} AND ({_WAL_REMOVES}){{w}}"
     )
-    if not r["n"] or r["waited"] < HIDDEN_WAIT_P95_MS:
+    if not r["n"] or (r["waited"] < HIDDEN_WAIT_P95_MS and not r["busy"]):
         return []
+    reads = r["n"] - r["commits"]
+    parts = []
+    if reads:
+        parts.append(f"{_count(reads, 'read')} blocked by a committing writer")
+    if r["commits"]:
+        parts.append(
+            f"{_count(r['commits'], 'COMMIT')} waited {_seconds(r['commit_ms'])} for readers"
+        )
+    failed = f", {r['busy']} of them failed (busy)" if r["busy"] else ""
     return [
         Finding(
-            code="commit-readers",
+            code="wal",
             title=(
-                f"COMMIT waited on readers for {_seconds(r['waited'])} in total "
+                f"WAL would remove {_count(r['n'], 'wait')} ({_seconds(r['waited'])} in total) "
                 "under the rollback journal"
             ),
-            evidence=f"{r['n']} commits had to wait for readers to finish",
-            change="enable WAL (PRAGMA journal_mode=WAL), so readers never block a commit",
-            impact_ms=r["waited"],
-            figures={"waits": r["n"], "waited_ms": r["waited"]},
+            evidence=" and ".join(parts) + failed,
+            change="enable WAL (PRAGMA journal_mode=WAL): readers and writers then never block "
+            "each other",
+            impact_ms=r["waited"] + r["busy"] * FAILED_REQUEST_COST_MS,
+            failed=bool(r["busy"]),
+            figures={
+                "waits": r["n"],
+                "waited_ms": r["waited"],
+                "reads": reads,
+                "commits": r["commits"],
+                "busy": r["busy"],
+            },
         )
     ]
 
@@ -314,7 +352,7 @@ def _hidden_waits(ev: _Evidence) -> list[Finding]:
     for site, ms in ev.tuples(
         "SELECT blocker_call_site, COALESCE(wait_ms, 0) FROM events"
         f" WHERE {_WAITS} AND kind = 'wait' AND outcome = 'acquired'"
-        " AND stmt_class != 'commit'{w}"
+        f" AND NOT ({_WAL_REMOVES}){{w}}"
     ):
         values[site or "unknown"].append(ms)
     out = []
@@ -324,23 +362,37 @@ def _hidden_waits(ev: _Evidence) -> list[Finding]:
         if total < HIDDEN_WAIT_TOTAL_MS and waits.p95_ms < HIDDEN_WAIT_P95_MS:
             continue
         blocker, figures = "", {"waits": waits.count, "waited_ms": total}
+        change = (
+            "keep write transactions short: take the lock late (write last), and move "
+            "slow work out of atomic()"
+        )
+        evidence = f"no error was raised, but p95 wait was {waits.p95()}"
+        code = "hidden-waits"
         if site != "unknown":
             holds = ev.holds().get(site, _Times())
             figures["p95_hold_ms"] = holds.p95_ms
             figures["p95_estimated"] = holds.estimated
             blocker = f", behind `{site}` (p95 hold {holds.p95()})"
+            if holds.count and holds.p95_ms < SHORT_HOLD_P95_MS:
+                code = "busy-schedule"
+                evidence = (
+                    f"p95 wait {waits.p95()} behind holds of p95 {holds.p95()}: not a long "
+                    "transaction, but SQLite's busy handler, which sleeps up to 100 ms between "
+                    "tries and misses the moments the lock is free"
+                )
+                change = (
+                    'enable WAL, set "transaction_mode": "IMMEDIATE" (writers queue at BEGIN), '
+                    'or LOCKWATCH["FAST_HANDOFF"] (polls every 0.25-2 ms)'
+                )
         out.append(
             Finding(
-                code="hidden-waits",
+                code=code,
                 title=(
-                    f"{waits.count} statements waited {_seconds(total)} in total "
+                    f"{_count(waits.count, 'statement')} waited {_seconds(total)} in total "
                     f"for the lock{blocker}"
                 ),
-                evidence=f"no error was raised, but p95 wait was {waits.p95()}",
-                change=(
-                    "keep write transactions short: take the lock late (write last), and move "
-                    "slow work out of atomic()"
-                ),
+                evidence=evidence,
+                change=change,
                 impact_ms=total,
                 call_site=None if site == "unknown" else site,
                 figures=figures,

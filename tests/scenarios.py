@@ -44,3 +44,39 @@ def commit_behind_reader(db: str, read_for: float) -> list[BaseException | None]
             Item.objects.using(db).create(name="w")
 
     return run_threads(reader, writer)
+
+
+def short_writes(db: str, threads: int, seconds: float) -> list[BaseException | None]:
+    """``threads`` threads make autocommit writes at one line, back to back, for ``seconds``."""
+    deadline = time.monotonic() + seconds
+
+    def writer() -> None:
+        while time.monotonic() < deadline:
+            Item.objects.using(db).create(name="short")  # SCENARIO-SHORT
+
+    return run_threads(*[writer] * threads)
+
+
+def reads_behind_commit(db: str, read_for: float, readers: int) -> list[BaseException | None]:
+    """Under the rollback journal: t0 reads in a transaction for ``read_for`` s; t1's COMMIT
+    waits for it while holding PENDING, which blocks ``readers`` new readers meanwhile."""
+    reading, committing = threading.Event(), threading.Event()
+
+    def long_reader() -> None:
+        with transaction.atomic(using=db):
+            Item.objects.using(db).count()
+            reading.set()
+            time.sleep(read_for)
+
+    def writer() -> None:
+        reading.wait(5)
+        with transaction.atomic(using=db):
+            Item.objects.using(db).create(name="w")  # SCENARIO-COMMITTER
+            committing.set()
+
+    def reader() -> None:
+        committing.wait(5)
+        time.sleep(read_for / 4)  # the COMMIT is waiting for t0 by now
+        Item.objects.using(db).count()  # SCENARIO-BLOCKED-READ
+
+    return run_threads(long_reader, writer, *[reader] * readers)

@@ -21,7 +21,7 @@ from lockwatch import doctor, events, rollup, store
 from lockwatch.dashboard import queries
 from tests.conftest import ROOT, line_of, run_threads
 from tests.project.shop.models import Item
-from tests.scenarios import commit_behind_reader, hold_then_write
+from tests.scenarios import commit_behind_reader, hold_then_write, reads_behind_commit, short_writes
 
 SCENARIOS = ROOT / "tests" / "scenarios.py"
 
@@ -78,10 +78,28 @@ def test_timeouts_name_the_blocker_and_its_p95_hold(lw, watched):
 
 def test_commit_waiting_for_readers_advises_wal(lw, watched):
     assert commit_behind_reader(watched(), 0.4) == [None, None]
-    f = _findings(lw)["commit-readers"]
-    assert f.title.startswith("COMMIT waited on readers for ")
+    f = _findings(lw)["wal"]
+    assert f.title.startswith("WAL would remove 1 wait (")
+    assert f.evidence.startswith("1 COMMIT waited ")
     assert "enable WAL" in f.change
     assert 200 < f.figures["waited_ms"] < 460
+
+
+def test_readers_blocked_by_a_committing_writer_are_counted_for_wal(lw, watched):
+    """The third-party case: most waits were SELECTs behind a writer's COMMIT, which held
+    PENDING while it waited for an older reader. WAL removes them all, and the doctor says so
+    first, counting the reads, not only the COMMIT."""
+    db = watched()
+    assert reads_behind_commit(db, 0.6, 3) == [None] * 5
+    lw.settle()
+    found = doctor.findings(sqlite3.connect(lw.store))
+    first = found[0]
+    assert first.code == "wal"
+    assert first.title.startswith("WAL would remove 4 waits (")
+    assert first.title.endswith(" in total) under the rollback journal")
+    assert first.evidence.startswith("3 reads blocked by a committing writer and 1 COMMIT waited ")
+    assert first.figures["reads"] == 3 and first.figures["commits"] == 1
+    assert "hidden-waits" not in {f.code for f in found}  # the reads are not counted twice
 
 
 def test_hidden_waits_and_long_holds(lw, watched):
@@ -95,6 +113,23 @@ def test_hidden_waits_and_long_holds(lw, watched):
     assert f"behind `tests/scenarios.py:{begin} in holder`" in waits.title
     assert waits.figures["p95_hold_ms"] == pytest.approx(1200, rel=0.15)
     assert "long-hold" not in found  # the same call site is not reported twice
+
+
+def test_waits_behind_sub_millisecond_holds_are_the_busy_handler_schedule(lw, watched):
+    """Three threads of short autocommit writes: each hold is well under a millisecond, yet
+    the waits add up to seconds, SQLite's busy handler sleeping between tries."""
+    db = watched(init_command="PRAGMA synchronous=OFF")
+    assert short_writes(db, 3, 2.0) == [None] * 3
+    found = _findings(lw)
+    first = doctor.findings(sqlite3.connect(lw.store))[0]
+    assert first.code == "busy-schedule"
+    line = line_of(SCENARIOS, "SCENARIO-SHORT")
+    assert f"behind `tests/scenarios.py:{line} in writer` (p95 hold " in first.title
+    assert first.figures["p95_hold_ms"] < doctor.SHORT_HOLD_P95_MS
+    assert "busy handler, which sleeps up to 100 ms between tries" in first.evidence
+    assert first.change.startswith('enable WAL, set "transaction_mode": "IMMEDIATE"')
+    assert "FAST_HANDOFF" in first.change
+    assert "hidden-waits" not in found
 
 
 def test_long_holds_without_waiters(lw, watched):
