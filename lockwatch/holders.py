@@ -84,6 +84,7 @@ class Holder(NamedTuple):
     call_site: str
     thread: str
     sql: str
+    db: int = 0  # the database's key (db_key)
 
     @property
     def key(self) -> tuple[int, int, int]:
@@ -117,11 +118,25 @@ def alive(pid: int) -> bool:
 class Table:
     """One mapped holder file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
+        size = _HEADER + (SLOTS + WRITERS) * SLOT_SIZE
+        if readonly:  # a reader of an existing table (the dashboard): never creates it
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                if os.fstat(fd).st_size < size or os.pread(fd, len(MAGIC), 0) != MAGIC:
+                    raise ValueError(f"{path} is not a lockwatch holder table")
+                self.mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+            except BaseException:
+                os.close(fd)
+                raise
+            self.fd = fd
+            self._free = []
+            self._lock = threading.Lock()
+            self.pid = os.getpid()
+            return
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            size = _HEADER + (SLOTS + WRITERS) * SLOT_SIZE
             fcntl.lockf(fd, fcntl.LOCK_EX)
             try:
                 if os.fstat(fd).st_size < size:
@@ -204,7 +219,7 @@ class Table:
                 return None
             return Holder(
                 pid, conn_id, ident, txn, state, since,
-                _text(f[9]), _text(f[10]), _text(f[11]), _text(f[12]),
+                _text(f[9]), _text(f[10]), _text(f[11]), _text(f[12]), key,
             )  # fmt: skip
         return None
 
@@ -251,7 +266,7 @@ class Table:
             return None
         holder = Holder(
             f[3], f[4], f[5], f[6], f[0], f[7], _text(f[9]), _text(f[10]), _text(f[11]),
-            _text(f[12]),
+            _text(f[12]), f[2],
         )  # fmt: skip
         return holder, f[8]
 
@@ -476,6 +491,41 @@ def file_locks(path: str) -> FileLocks | None:
 _tables: dict[str, Table | None] = {}
 _tables_lock = threading.Lock()
 errors = 0
+
+
+class HeldNow(NamedTuple):
+    """A database's write lock as the table shows it now (the dashboard's "held now")."""
+
+    db_key: int
+    holder: Holder
+    state: str  # holding, waiting for readers, or running (may hold it)
+    age: float  # seconds since it took the lock (or began the statement)
+    abandoned: bool  # its process is gone
+
+
+def held_now(store: Path) -> list[HeldNow]:
+    """Who holds a write lock now, for a reader of ``store`` (never creates the table).
+
+    The longest-held first; an empty list when there is no table yet.
+    """
+    digest = hashlib.blake2b(str(store).encode(), digest_size=8).hexdigest()
+    fallback = Path(tempfile.gettempdir()) / f"lockwatch-{os.getuid()}-{digest}-holders"
+    for candidate in (path_for(store), fallback):
+        try:
+            table = Table(candidate, readonly=True)
+        except (OSError, ValueError):
+            continue
+        try:
+            now = time.time()
+            out = [
+                HeldNow(h.db, h, STATE_NAMES[h.state], max(now - h.since, 0.0), dead)
+                for h, dead in table.snapshot()
+                if h.state in (HOLDING, COMMITTING)
+            ]
+        finally:
+            table.close()
+        return sorted(out, key=lambda x: -x.age)
+    return []
 
 
 def path_for(store: Path) -> Path:

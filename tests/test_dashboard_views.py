@@ -629,3 +629,38 @@ def test_event_detail_shows_the_split_the_stack_and_another_program(client, serv
     assert "outside (pid 4242)" in body and "950.0" in body
     assert "shop/views.py:83 in checkout" in body
     assert "Chain of blockers" in body and "for the write lock held by" not in body
+
+
+def test_the_header_shows_who_holds_the_write_lock_right_now(client, server, tmp_path):
+    """A management command holds the lock: the header names it while it holds, not after."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT, line_of
+
+    commands = ROOT / "tests" / "project" / "shop" / "management" / "commands"
+    env = {**os.environ, "LOCKWATCH_TEST_DB": str(tmp_path / "app.sqlite3"),
+           "LOCKWATCH_STORE": str(server)}  # fmt: skip
+    env.pop("PYTEST_CURRENT_TEST", None)
+    manage = [sys.executable, str(ROOT / "tests" / "project" / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    ready = tmp_path / "ready"
+    holder = subprocess.Popen(
+        [*manage, "hold_lock", "--seconds", "3", "--ready-file", str(ready)], cwd=ROOT, env=env
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            assert holder.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        body = client.get("/partials/header/").content.decode()
+        assert "Write lock held now" in body
+        assert "command:hold_lock" in body and f"pid {holder.pid}" in body
+        hold_line = line_of(commands / "hold_lock.py", "HOLD-LINE")
+        assert f"hold_lock.py:{hold_line} in handle" in body
+        assert str(tmp_path / "app.sqlite3") in body
+    finally:
+        holder.wait(30)
+    assert "Write lock held now" not in client.get("/partials/header/").content.decode()

@@ -35,7 +35,7 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
 from .. import doctor as doctor_module
-from .. import events, export, reading, store
+from .. import events, export, holders, reading, store
 from ..conf import get_config
 from ..filters import FilterError, shown
 from . import auth, charts, params, queries
@@ -300,8 +300,28 @@ def header(request: HttpRequest, v: params.View, conn: sqlite3.Connection | None
         request,
         "lockwatch/partials/header.html",
         {"h": h, "empty": empty, "store_path": str(get_config().store), "view": v,
-         "window_label": _window_label(v.window)},
+         "window_label": _window_label(v.window), "held": _held_now(conn)},
     )  # fmt: skip
+
+
+def _held_now(conn: sqlite3.Connection | None) -> list[dict[str, Any]]:
+    """Who holds a write lock right now, from the live holder table beside the store."""
+    try:
+        held = holders.held_now(get_config().store)
+    except Exception:  # the header must render whatever the table holds
+        log.exception("lockwatch: cannot read the holder table")
+        return []
+    names: dict[int, str] = {}
+    if held and conn is not None:
+        for (db,) in conn.execute("SELECT DISTINCT db FROM holds WHERE db IS NOT NULL"):
+            names[holders.db_key(db)] = db
+    return [
+        {"db": names.get(x.db_key, "a watched database"), "pid": x.holder.pid,
+         "thread": x.holder.thread, "context": x.holder.context,
+         "call_site": x.holder.call_site, "sql": x.holder.sql, "state": x.state,
+         "seconds": x.age, "abandoned": x.abandoned}
+        for x in held
+    ]  # fmt: skip
 
 
 def _window_label(w: params.Window) -> str:
