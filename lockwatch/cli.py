@@ -144,6 +144,8 @@ def _serve(args: argparse.Namespace) -> int:
         LOCKWATCH_PUBLIC_URL=args.public_url or "",
         DJANGO_SETTINGS_MODULE="lockwatch.server.settings",
     )
+    if args.metrics_allow is not None:
+        os.environ["LOCKWATCH_METRICS_ALLOW"] = ",".join(str(n) for n in args.metrics_allow)
     try:
         from .server import run
     except ImportError as exc:  # daphne is a dependency: only a broken install lacks it
@@ -166,6 +168,15 @@ def _serve(args: argparse.Namespace) -> int:
     )
     run.serve(args.host, args.port, args.proxy_headers)
     return 0
+
+
+def _networks(value: str) -> list:
+    from .metrics import networks
+
+    try:
+        return networks(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--public-url", type=public_url, metavar="URL",
         help="the address users open through the proxy, e.g. https://lockwatch.example.com",
+    )  # fmt: skip
+    serve.add_argument(
+        "--metrics-allow", type=_networks, metavar="ADDRESSES",
+        help="let Prometheus scrape /metrics without the token from these addresses or"
+        " networks, comma-separated (e.g. 127.0.0.1,10.0.0.0/8); others need"
+        " 'Authorization: Bearer <token>'",
     )  # fmt: skip
     serve.set_defaults(func=_serve)
 

@@ -14,6 +14,9 @@ Behind a proxy (``lockwatch serve --proxy-headers [--public-url URL]``):
 ``LOCKWATCH_PROXY_HEADERS=1`` trusts its ``X-Forwarded-Proto``, and
 ``LOCKWATCH_PUBLIC_URL`` is the address users open (an allowed host, and a
 trusted origin for the login form and the websocket).
+
+``/metrics`` (Prometheus) takes the token as a bearer token, or a scrape from an
+address in ``LOCKWATCH_METRICS_ALLOW`` (``lockwatch serve --metrics-allow``).
 """
 
 from __future__ import annotations
@@ -93,6 +96,10 @@ SECURE_PROXY_SSL_HEADER = (
     if os.environ.get("LOCKWATCH_PROXY_HEADERS") == "1"
     else None
 )
+# Prometheus scrapes of /metrics let in without the token, by client address:
+# comma-separated addresses or networks (lockwatch serve --metrics-allow).
+_allow = os.environ.get("LOCKWATCH_METRICS_ALLOW", "")
+LOCKWATCH_METRICS_ALLOW = [item.strip() for item in _allow.split(",") if item.strip()]
 CSRF_TRUSTED_ORIGINS: list[str] = []
 _public = urlsplit(os.environ.get("LOCKWATCH_PUBLIC_URL", "").strip())
 if _public.scheme and _public.hostname:

@@ -1,0 +1,385 @@
+"""Prometheus metrics from the store: ``GET /metrics`` under ``lockwatch serve``.
+
+The figures are read from the store at scrape time (a ``prometheus_client``
+Collector), so one scrape sees every process that writes to it, and from the
+holder table beside it for the lock held right now.
+
+Counters and retention: the store forgets its oldest events (``RETENTION_MAX_ROWS``,
+``RETENTION_MAX_AGE``), so a count of what it holds goes down. The collector keeps
+running totals instead: its first scrape counts everything the store holds (holds
+from the hourly rollup, which is kept exact in the events' own transactions), and
+each later scrape adds the events stored since, by id (ids are given under the
+store's write lock, in commit order, and never reused while any event is kept).
+A pruned event has been counted already, so the counters never go down while the
+server runs. When the store is replaced or emptied and its ids start again, the
+totals start again from what it holds: Prometheus reads that as a counter reset.
+A restart of ``lockwatch serve`` starts from what the store holds then (a reset if
+retention removed events meanwhile). The health counters come from the store's
+``processes`` table, one row per process, never pruned: sums of per-process
+counters that only grow.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from . import holders, holders_ro, reading, rollup, store
+
+log = logging.getLogger("lockwatch.metrics")
+
+# Bucket bounds in seconds: the rollup's 1-2-5 edges (10 µs to 10 minutes). As in
+# the rollup, a bin holds the values from its lower edge up to, not including, its
+# upper one: a value exactly on an edge counts in the bucket above it.
+BOUNDS = tuple(edge / 1000.0 for edge in rollup.EDGES)
+# Databases named on the held-now gauge: the store names at most this many.
+MAX_DBS = 100
+UNKNOWN_DB = "unknown"  # a holder on a database the store has no hold of yet
+
+_WAIT_BIN = rollup.bin_case("wait_ms")
+_HOLD_BIN = rollup.bin_case("hold_ms")
+_HOLDS = "kind IN ('transaction', 'query') AND hold_ms IS NOT NULL AND ts >= 0"
+# The first scrape: everything the store holds. Each query repeats rollup.WAITS so
+# SQLite reads it from the partial index that covers waits and busy errors.
+_LOAD_BUSY = (
+    f"SELECT classification, db, count(*) FROM events WHERE {rollup.WAITS}"
+    " AND kind = 'busy' GROUP BY 1, 2"
+)
+_LOAD_WAITS = (
+    f"SELECT outcome, {_WAIT_BIN}, count(*), sum(wait_ms) FROM events WHERE {rollup.WAITS}"
+    " AND kind = 'wait' AND wait_ms IS NOT NULL GROUP BY 1, 2"
+)
+_LOAD_HOLDS = (
+    f"SELECT bin, sum(n), sum(total_ms) FROM rollup WHERE span = {rollup.HOUR}"
+    f" AND series IN ('{rollup.TXN}', '{rollup.WRITE}') GROUP BY bin"
+)
+# Each later scrape: the events stored since, by their ids (a range of the rowid).
+_TAIL = (
+    "SELECT kind, classification, outcome, CASE kind WHEN 'busy' THEN db END,"
+    f" CASE kind WHEN 'busy' THEN 0 WHEN 'wait' THEN {_WAIT_BIN} ELSE {_HOLD_BIN} END,"
+    " count(*), sum(CASE kind WHEN 'wait' THEN wait_ms ELSE hold_ms END)"
+    " FROM events WHERE id > ? AND id <= ?"
+    f" AND (kind = 'busy' OR (kind = 'wait' AND wait_ms IS NOT NULL) OR ({_HOLDS}))"
+    " GROUP BY 1, 2, 3, 4, 5"
+)
+_HEALTH = (
+    "SELECT COALESCE(program, ''), sum(COALESCE(stored, 0)), sum(COALESCE(dropped, 0)),"
+    " sum(COALESCE(lost, 0)) FROM processes GROUP BY 1"
+)
+
+
+class Hist:
+    """Counts per rollup bin and the total, in ms."""
+
+    def __init__(self) -> None:
+        self.n = [0] * rollup.BINS
+        self.total_ms = 0.0
+
+    def add(self, bin: int, n: int, total_ms: float | None) -> None:
+        self.n[bin] += n
+        self.total_ms += total_ms or 0.0
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative (le, count) pairs, +Inf last, as Prometheus wants them."""
+        out, running = [], 0
+        for bound, n in zip(BOUNDS, self.n, strict=False):
+            running += n
+            out.append((_le(bound), running))
+        out.append(("+Inf", running + self.n[-1]))
+        return out
+
+
+def _le(bound: float) -> str:
+    text = repr(bound)
+    return text[:-2] if text.endswith(".0") else text
+
+
+class StoreCollector(Collector):
+    """The store's figures at scrape time; see the module docstring for the counters."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._table: holders.Table | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.last_id: int | None = None  # None: nothing read yet
+        self.last_ts: float | None = None
+        self.busy: dict[tuple[str, str], int] = {}
+        self.waits: dict[str, Hist] = {}
+        self.holds = Hist()
+        self.dbs: set[str] = set()
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # registering must not read the store
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            yield from self._families()
+
+    # -- reading the store ------------------------------------------------------------
+
+    def _families(self) -> list[Metric]:
+        health: list[tuple[str, int, int, int]] = []
+        readable = 1
+        try:
+            conn = reading.open_store(self.path)
+        except store.StoreError as exc:
+            readable = 0
+            log.debug("lockwatch metrics: %s", exc)
+        else:
+            try:
+                health = self._read(conn)
+            except sqlite3.DatabaseError as exc:
+                readable = 0
+                log.warning("lockwatch metrics: the store %s cannot be read: %s", self.path, exc)
+            finally:
+                conn.close()
+        up = GaugeMetricFamily(
+            "lockwatch_store_readable",
+            "1 when this scrape read the store, 0 when it could not (missing or unreadable)",
+            value=readable,
+        )
+        return [up, *self._counters(health), self._held_now()]
+
+    def _read(self, conn: sqlite3.Connection) -> list[tuple[str, int, int, int]]:
+        conn.execute("BEGIN")  # one snapshot for every query below
+        try:
+            (top,) = conn.execute("SELECT COALESCE(max(id), 0) FROM events").fetchone()
+            if self.last_id is not None and self._ids_restarted(conn):
+                log.info("lockwatch metrics: the store's ids started again; totals too")
+                self._reset()
+            if self.last_id is None:
+                self._load(conn)
+            elif top > self.last_id:
+                self._tail(conn, self.last_id, top)
+            self.last_id = top
+            row = conn.execute("SELECT ts FROM events WHERE id = ?", (top,)).fetchone()
+            self.last_ts = row[0] if row else None
+            self._hold_dbs(conn)
+            return [tuple(r) for r in conn.execute(_HEALTH)]  # type: ignore[misc]
+        finally:
+            conn.execute("COMMIT")
+
+    def _ids_restarted(self, conn: sqlite3.Connection) -> bool:
+        """Whether the ids seen so far now name other events (an emptied or new store)."""
+        if not self.last_id:
+            return False
+        row = conn.execute("SELECT ts FROM events WHERE id = ?", (self.last_id,)).fetchone()
+        if row is not None:
+            return row[0] != self.last_ts
+        # Pruning deletes the oldest first: once the last seen id is gone, so is every
+        # id below it, unless ids were given again from 1.
+        (lowest,) = conn.execute("SELECT min(id) FROM events").fetchone()
+        return lowest is not None and lowest <= self.last_id
+
+    def _load(self, conn: sqlite3.Connection) -> None:
+        for classification, db, n in conn.execute(_LOAD_BUSY):
+            self._add_busy(classification, db, n)
+        for outcome, bin, n, total in conn.execute(_LOAD_WAITS):
+            self.waits.setdefault(outcome or "", Hist()).add(bin, n, total)
+        for bin, n, total in conn.execute(_LOAD_HOLDS):
+            self.holds.add(bin, n, total)
+
+    def _tail(self, conn: sqlite3.Connection, after: int, upto: int) -> None:
+        for kind, classification, outcome, db, bin, n, total in conn.execute(_TAIL, (after, upto)):
+            if kind == "busy":
+                self._add_busy(classification, db, n)
+            elif kind == "wait":
+                self.waits.setdefault(outcome or "", Hist()).add(bin, n, total)
+            else:
+                self.holds.add(bin, n, total)
+
+    def _add_busy(self, classification: str | None, db: str | None, n: int) -> None:
+        key = (classification or "", db or "")
+        self.busy[key] = self.busy.get(key, 0) + n
+        if db:
+            self.dbs.add(db)
+
+    def _hold_dbs(self, conn: sqlite3.Connection) -> None:
+        """The databases the store has holds of: one probe of the (db, lock_ts) index each."""
+        db = conn.execute("SELECT min(db) FROM holds").fetchone()[0]
+        while db is not None and len(self.dbs) < MAX_DBS:
+            self.dbs.add(db)
+            db = conn.execute("SELECT min(db) FROM holds WHERE db > ?", (db,)).fetchone()[0]
+
+    # -- the families -----------------------------------------------------------------
+
+    def _counters(self, health: list[tuple[str, int, int, int]]) -> list[Metric]:
+        busy = CounterMetricFamily(
+            "lockwatch_busy_errors",
+            "Busy errors ('database is locked') stored, by classification and database",
+            labels=["classification", "db"],
+        )
+        for (classification, db), n in sorted(self.busy.items()):
+            busy.add_metric([classification, db], n)
+        waits = HistogramMetricFamily(
+            "lockwatch_lock_wait_seconds",
+            "Lock waits stored: seconds each statement waited for a lock, by outcome",
+            labels=["outcome"],
+        )
+        for outcome, hist in sorted(self.waits.items()):
+            waits.add_metric([outcome], hist.buckets(), hist.total_ms / 1000.0)
+        holds = HistogramMetricFamily(
+            "lockwatch_write_lock_hold_seconds",
+            "Write-lock holds stored (transactions and autocommit writes): seconds held",
+        )
+        holds.add_metric([], self.holds.buckets(), self.holds.total_ms / 1000.0)
+        stored = CounterMetricFamily(
+            "lockwatch_events_stored",
+            "Records (events and hold rows) lockwatch's processes stored, by program",
+            labels=["program"],
+        )
+        dropped = CounterMetricFamily(
+            "lockwatch_events_dropped",
+            "Events lockwatch's processes dropped (a full buffer), by program",
+            labels=["program"],
+        )
+        lost = CounterMetricFamily(
+            "lockwatch_events_lost",
+            "Records lockwatch's processes could not store (store errors, killed"
+            " processes' unflushed events), by program",
+            labels=["program"],
+        )
+        for program, n_stored, n_dropped, n_lost in health:
+            stored.add_metric([program], n_stored)
+            dropped.add_metric([program], n_dropped)
+            lost.add_metric([program], n_lost)
+        return [busy, waits, holds, stored, dropped, lost]
+
+    def _held_now(self) -> Metric:
+        held = GaugeMetricFamily(
+            "lockwatch_write_lock_held_seconds",
+            "Seconds the current holder of each database's write lock has held it (0: none)",
+            labels=["db"],
+        )
+        ages = {db: 0.0 for db in sorted(self.dbs)}
+        table = self._holder_table()
+        if table is not None:
+            names = {holders.db_key(db): db for db in self.dbs}
+            now = time.time()
+            for key, h, abandoned in holders_ro.holders_by_key(table):
+                if abandoned or h.state not in (holders.HOLDING, holders.COMMITTING):
+                    continue
+                db = names.get(key, UNKNOWN_DB)
+                ages[db] = max(ages.get(db, 0.0), now - h.since, 0.0)
+        for db, age in ages.items():
+            held.add_metric([db], age)
+        return held
+
+    def _holder_table(self) -> holders.Table | None:
+        table = self._table
+        if table is not None and holders_ro.replaced(table):
+            table.close()
+            table = self._table = None
+        if table is None:
+            table = self._table = holders_ro.open_table(self.path)
+        return table
+
+
+# -- the endpoint -----------------------------------------------------------------------
+
+_registries: dict[str, CollectorRegistry] = {}
+_registries_lock = threading.Lock()
+
+
+def registry_for(path: Path) -> CollectorRegistry:
+    """One registry, with one collector, per store (its running totals live there)."""
+    key = str(path)
+    with _registries_lock:
+        registry = _registries.get(key)
+        if registry is None:
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(StoreCollector(path))
+            _registries[key] = registry
+        return registry
+
+
+def networks(text: str | Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Addresses or networks, comma-separated (``127.0.0.1,10.0.0.0/8``); ValueError if bad."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    return [ipaddress.ip_network(item.strip(), strict=False) for item in items if item.strip()]
+
+
+def address_allowed(client: str | None, allowed: Iterable[Any]) -> bool:
+    if not client:
+        return False
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    return any(address in network for network in allowed)
+
+
+def _bearer(value: str) -> str | None:
+    scheme, _, credential = value.partition(" ")
+    return credential.strip() or None if scheme.lower() == "bearer" else None
+
+
+def view(request: Any) -> Any:
+    """``GET /metrics``: the bearer token, a configured address, or a logged-in session."""
+    from django.conf import settings
+    from django.http import HttpResponse
+
+    from .conf import get_config
+    from .dashboard import auth
+
+    def refused(status: int, reason: str) -> HttpResponse:
+        response = HttpResponse(reason + "\n", status=status, content_type="text/plain")
+        if status == 401:
+            response["WWW-Authenticate"] = 'Bearer realm="lockwatch"'
+        return response
+
+    if request.method not in ("GET", "HEAD"):
+        return refused(405, "GET only")
+    client = auth.client_of(request)
+    allowed = getattr(settings, "LOCKWATCH_METRICS_ALLOW", None) or []
+    if not address_allowed(client, networks(allowed)):
+        candidate = _bearer(request.headers.get("Authorization", ""))
+        if candidate is not None:
+            decision = auth.check_token(candidate, client, "wrong bearer token")
+        else:
+            decision = auth.request_allowed(request)  # a session, or 'Token ...'
+            if not decision and decision.status != 429:
+                return refused(
+                    401,
+                    "send 'Authorization: Bearer <the dashboard token>', or scrape from an"
+                    " address in --metrics-allow",
+                )
+        if not decision:
+            return refused(decision.status, decision.reason)
+    started = time.perf_counter()
+    body = generate_latest(registry_for(Path(get_config().store)))
+    response = HttpResponse(body, content_type="text/plain; version=0.0.4; charset=utf-8")
+    response["Cache-Control"] = "no-store"
+    elapsed = time.perf_counter() - started
+    if elapsed > 1.0:
+        log.warning("lockwatch metrics: a scrape took %.1f s", elapsed)
+    return response
+
+
+def scrape_seconds(path: Path, repeat: int = 1) -> float:
+    """Seconds one scrape of ``path`` takes, the best of ``repeat`` (for measuring)."""
+    best = math.inf
+    for _ in range(repeat):
+        started = time.perf_counter()
+        generate_latest(registry_for(path))
+        best = min(best, time.perf_counter() - started)
+    return best
