@@ -40,7 +40,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from . import holders, holders_ro, reading, rollup, store
+from . import events, holders, reading, rollup, store
 
 log = logging.getLogger("lockwatch.metrics")
 
@@ -116,7 +116,6 @@ class StoreCollector(Collector):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._table: holders.Table | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -228,13 +227,19 @@ class StoreCollector(Collector):
             "Busy errors ('database is locked') stored, by classification and database",
             labels=["classification", "db"],
         )
-        for (classification, db), n in sorted(self.busy.items()):
+        # Every classification of every known database, 0 until it happens: a series
+        # that appears at its first error hides that error from increase() and rate().
+        counts = {(c, db): 0 for db in self.dbs for c in events.CLASSIFICATIONS}
+        counts.update(self.busy)
+        for (classification, db), n in sorted(counts.items()):
             busy.add_metric([classification, db], n)
         waits = HistogramMetricFamily(
             "lockwatch_lock_wait_seconds",
             "Lock waits stored: seconds each statement waited for a lock, by outcome",
             labels=["outcome"],
         )
+        for outcome in events.WAIT_OUTCOMES:
+            self.waits.setdefault(outcome, Hist())
         for outcome, hist in sorted(self.waits.items()):
             waits.add_metric([outcome], hist.buckets(), hist.total_ms / 1000.0)
         holds = HistogramMetricFamily(
@@ -271,27 +276,15 @@ class StoreCollector(Collector):
             labels=["db"],
         )
         ages = {db: 0.0 for db in sorted(self.dbs)}
-        table = self._holder_table()
-        if table is not None:
-            names = {holders.db_key(db): db for db in self.dbs}
-            now = time.time()
-            for key, h, abandoned in holders_ro.holders_by_key(table):
-                if abandoned or h.state not in (holders.HOLDING, holders.COMMITTING):
-                    continue
-                db = names.get(key, UNKNOWN_DB)
-                ages[db] = max(ages.get(db, 0.0), now - h.since, 0.0)
+        names = {holders.db_key(db): db for db in self.dbs}
+        # Read-only, and only a table that exists: a reader never creates it.
+        for x in holders.held_now(self.path):
+            if not x.abandoned:  # its process is gone, and SQLite let go of its lock
+                db = names.get(x.db_key, UNKNOWN_DB)
+                ages[db] = max(ages.get(db, 0.0), x.age)
         for db, age in ages.items():
             held.add_metric([db], age)
         return held
-
-    def _holder_table(self) -> holders.Table | None:
-        table = self._table
-        if table is not None and holders_ro.replaced(table):
-            table.close()
-            table = self._table = None
-        if table is None:
-            table = self._table = holders_ro.open_table(self.path)
-        return table
 
 
 # -- the endpoint -----------------------------------------------------------------------
