@@ -160,6 +160,7 @@ def findings(
     conn.row_factory = sqlite3.Row
     ev = _Evidence(conn, since, until)
     out: list[Finding] = []
+    out += _same_thread(ev)
     out += _upgrades(ev)
     out += _timeouts(ev)
     out += _snapshots(ev)
@@ -168,7 +169,8 @@ def findings(
     out += _hidden_waits(ev)
     out += _long_holds(ev, {f.call_site for f in out})
     out += _health(conn)
-    return sorted(out, key=lambda f: f.impact_ms, reverse=True)
+    # Harm first: failed statements and requests, then waits that succeeded; each by time lost.
+    return sorted(out, key=lambda f: (not f.failed, -f.impact_ms))
 
 
 def _by_call_site(ev: _Evidence, classification: str, evidence: str, change: str) -> list[Finding]:
@@ -187,10 +189,84 @@ def _by_call_site(ev: _Evidence, classification: str, evidence: str, change: str
                 change=change,
                 impact_ms=r["n"] * FAILED_REQUEST_COST_MS,
                 call_site=site,
+                failed=True,
                 figures={"busy": r["n"]},
             )
         )
     return out
+
+
+# Held by a test's main thread: pytest-django's transaction around a django_db test (an
+# atomic() there is a savepoint inside it); threads a test starts have their own connections.
+_TEST_TRANSACTION = "blocker_context LIKE 'test:%' AND blocker_thread = 'MainThread'"
+TEST_ADVICE = (
+    "in a test: mark it @pytest.mark.django_db(transaction=True), or give the second client "
+    "Django's own connection (then it can commit the test's transaction, as pandas does, "
+    "and the test's changes outlive it)"
+)
+
+
+def _same_thread(ev: _Evidence) -> list[Finding]:
+    """Waits behind the waiter's own thread, on another connection: they cannot succeed."""
+    out = []
+    for r in ev.all(
+        "SELECT call_site, context, blocker_call_site, blocker_context, blocker_thread,"
+        " count(*) AS n,"
+        " coalesce(sum(kind = 'busy'), 0) AS busy, coalesce(sum(wait_ms), 0) AS waited"
+        f" FROM events WHERE {_WAITS} AND blocker_same_thread = 1{{w}}"
+        " GROUP BY call_site, context, blocker_call_site, blocker_context, blocker_thread"
+        " ORDER BY n DESC"
+    ):
+        site, holder = r["call_site"] or "unknown", r["blocker_call_site"] or "unknown"
+        context = r["context"] or ""
+        what = _count(r["busy"], "busy error") if r["busy"] else _count(r["n"], "wait")
+        evidence = (
+            f"the holder is the waiter's own thread, on another connection: it cannot let go "
+            f"while that thread waits, so waiting cannot succeed ({_seconds(r['waited'])} waited)"
+        )
+        test = r["blocker_thread"] == "MainThread" and context.startswith("test:")
+        if test and r["blocker_context"] == context:
+            out.append(
+                Finding(
+                    code="test-transaction",
+                    title=(
+                        f"`{context[5:]}`: {what} at `{site}`, blocked by the test's own "
+                        f"transaction, which took the write lock at `{holder}`"
+                    ),
+                    evidence=evidence,
+                    change=TEST_ADVICE,
+                    impact_ms=r["waited"] + r["busy"] * FAILED_REQUEST_COST_MS,
+                    call_site=site,
+                    failed=bool(r["busy"]),
+                    figures={"busy": r["busy"], "waits": r["n"], "waited_ms": r["waited"]},
+                )
+            )
+            continue
+        out.append(
+            Finding(
+                code="same-thread",
+                title=(
+                    f"{what} at `{site}`{_in(context)}: two connections in one thread; the "
+                    f"other one holds the write lock, taken at `{holder}`"
+                ),
+                evidence=evidence,
+                change="use one connection for both, or commit before opening the second",
+                impact_ms=r["waited"] + r["busy"] * FAILED_REQUEST_COST_MS,
+                call_site=site,
+                failed=bool(r["busy"]),
+                figures={"busy": r["busy"], "waits": r["n"], "waited_ms": r["waited"]},
+            )
+        )
+    return out
+
+
+def _in(context: str | None) -> str:
+    """ " in POST /orders/", " in command:import": where a finding happened."""
+    if not context:
+        return ""
+    if context.startswith("request:"):
+        return f" in {context[len('request:') :]}"
+    return f" in {context}"
 
 
 def _upgrades(ev: _Evidence) -> list[Finding]:
@@ -214,8 +290,10 @@ _WAL_REMOVES = (
 
 def _timeouts(ev: _Evidence) -> list[Finding]:
     rows = ev.all(
-        "SELECT blocker_call_site, count(*) AS n, sum(wait_ms) AS waited FROM events"
-        f" WHERE {_WAITS} AND kind = 'busy' AND classification = 'timeout'{{w}}"
+        "SELECT blocker_call_site, count(*) AS n, sum(wait_ms) AS waited,"
+        f" coalesce(sum({_TEST_TRANSACTION}), 0) AS in_tests FROM events"
+        f" WHERE {_WAITS} AND kind = 'busy' AND classification = 'timeout'"
+        " AND NOT coalesce(blocker_same_thread, 0){w}"
         " GROUP BY blocker_call_site ORDER BY n DESC"
     )
     total = sum(r["n"] for r in rows)
@@ -240,6 +318,7 @@ def _timeouts(ev: _Evidence) -> list[Finding]:
                 ),
                 change="find what else opens the database file, or raise the timeout",
                 impact_ms=waited + total * FAILED_REQUEST_COST_MS,
+                failed=True,
                 figures={"busy": total},
             )
         ]
@@ -254,11 +333,14 @@ def _timeouts(ev: _Evidence) -> list[Finding]:
                 f"which holds the write lock for p95 {holds.p95()}"
             ),
             evidence=f"they waited {_seconds(waited)} in total before giving up",
-            change=(
+            change=TEST_ADVICE
+            if top["in_tests"] * 2 > top["n"]
+            else (
                 "shorten that transaction, batch it, or move the slow work (password hashing, "
                 "HTTP calls) out of atomic()"
             ),
             impact_ms=waited + total * FAILED_REQUEST_COST_MS,
+            failed=True,
             call_site=site,
             figures={
                 "busy": total,
@@ -339,6 +421,7 @@ def _locked(ev: _Evidence) -> list[Finding]:
             change="avoid shared cache (cache=shared), and finish reading a cursor before writing",
             impact_ms=r["n"] * FAILED_REQUEST_COST_MS,
             call_site=r["site"],
+            failed=True,
             figures={"busy": r["n"]},
         )
     ]

@@ -7,6 +7,7 @@ import time
 
 from django.db import transaction
 
+import lockwatch
 from tests.conftest import run_threads
 from tests.project.shop.models import Item
 
@@ -80,3 +81,15 @@ def reads_behind_commit(db: str, read_for: float, readers: int) -> list[BaseExce
         Item.objects.using(db).count()  # SCENARIO-BLOCKED-READ
 
     return run_threads(long_reader, writer, *[reader] * readers)
+
+
+def two_connections_in_one_thread(db: str, other: str) -> list[BaseException | None]:
+    """One thread writes on ``db`` in atomic(), then on ``other`` (the same file, another
+    connection) before committing: the second waits for the first, which cannot commit."""
+
+    def both() -> None:
+        with lockwatch.tag("command:import"), transaction.atomic(using=db):
+            Item.objects.using(db).create(name="first")  # SCENARIO-FIRST-CONNECTION
+            Item.objects.using(other).create(name="second")  # SCENARIO-SECOND-CONNECTION
+
+    return run_threads(both)

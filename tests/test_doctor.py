@@ -14,14 +14,20 @@ import warnings
 
 import pytest
 from django.core import checks
-from django.db import OperationalError, transaction
+from django.db import OperationalError, connections, transaction
 from django.test import override_settings
 
 from lockwatch import doctor, events, rollup, store
 from lockwatch.dashboard import queries
 from tests.conftest import ROOT, line_of, run_threads
 from tests.project.shop.models import Item
-from tests.scenarios import commit_behind_reader, hold_then_write, reads_behind_commit, short_writes
+from tests.scenarios import (
+    commit_behind_reader,
+    hold_then_write,
+    reads_behind_commit,
+    short_writes,
+    two_connections_in_one_thread,
+)
 
 SCENARIOS = ROOT / "tests" / "scenarios.py"
 
@@ -130,6 +136,32 @@ def test_waits_behind_sub_millisecond_holds_are_the_busy_handler_schedule(lw, wa
     assert first.change.startswith('enable WAL, set "transaction_mode": "IMMEDIATE"')
     assert "FAST_HANDOFF" in first.change
     assert "hidden-waits" not in found
+
+
+def test_two_connections_in_one_thread_cannot_wait_their_way_out(lw, watched, tmp_path):
+    db = watched(name="same.sqlite3")
+    other = f"{db}b"  # a second alias on the same file
+    connections.settings[other] = connections.configure_settings(
+        {**connections.settings, other: {**connections.settings[db], "OPTIONS": {"timeout": 0.3}}}
+    )[other]
+    try:
+        (error,) = two_connections_in_one_thread(db, other)
+    finally:
+        connections[other].close()
+        del connections.settings[other]
+    assert isinstance(error, OperationalError)
+    lw.settle()
+    first = doctor.findings(sqlite3.connect(lw.store))[0]
+    second = line_of(SCENARIOS, "SCENARIO-SECOND-CONNECTION")
+    held = line_of(SCENARIOS, "SCENARIO-FIRST-CONNECTION")
+    assert first.title == (
+        f"1 busy error at `tests/scenarios.py:{second} in both` in command:import: two "
+        "connections in one thread; the other one holds the write lock, taken at "
+        f"`tests/scenarios.py:{held} in both`"
+    )
+    assert "waiting cannot succeed" in first.evidence
+    assert first.change == "use one connection for both, or commit before opening the second"
+    assert first.failed
 
 
 def test_long_holds_without_waiters(lw, watched):

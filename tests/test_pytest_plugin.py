@@ -6,6 +6,7 @@ import sqlite3
 
 import pytest
 
+from lockwatch import doctor
 from tests.conftest import ROOT
 
 pytest_plugins = ["pytester"]
@@ -147,3 +148,21 @@ def test_database_setup_is_test_setup_not_the_first_test(run, pytester, tmp_path
     # The tests keep their own writes.
     assert any(s.startswith('INSERT INTO "shop_item"') for s in by_context.get(first, []))
     assert "test:test_setup_label.py::test_second" in by_context
+
+
+def test_the_doctor_names_a_django_db_test_blocked_by_its_own_transaction(run, pytester, tmp_path):
+    run("--lockwatch", "test_classic.py::test_raw_sqlite3_is_blocked").assert_outcomes(failed=1)
+    found = doctor.findings(sqlite3.connect(tmp_path / "store.sqlite3"))
+    first = found[0]
+    assert first.code == "test-transaction"
+    path = pytester.path / "test_classic.py"  # outside the project root: absolute
+    assert first.title.startswith(
+        "`test_classic.py::test_raw_sqlite3_is_blocked`: 1 busy error at "
+        f"`{path}:{_line('# BLOCKED')} in test_raw_sqlite3_is_blocked`, blocked by "
+        f"the test's own transaction, which took the write lock at `{path}:"
+        f"{_line('# TAKES-THE-LOCK')} in test"  # the holder table keeps a site's first bytes
+    )
+    assert "waiting cannot succeed" in first.evidence
+    assert "@pytest.mark.django_db(transaction=True)" in first.change
+    assert "commit the test's transaction" in first.change
+    assert "atomic()" not in first.change  # a test's transaction is not production's
