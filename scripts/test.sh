@@ -7,7 +7,7 @@
 #   with a check that lockwatch's store lost nothing (scripts/django_suite.py;
 #   about 2 minutes here; it fetches Django's source distribution once, into
 #   .venv/django-src/). Skipped when arguments are given for pytest.
-# Installs what it needs: Debian's chromium and redis-server (as root, with
+# Installs what it needs: Debian's chromium, redis-server and prometheus (as root, with
 # apt-get), and two virtualenvs under .venv/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v prometheus >/dev/null || need_apt+=(prometheus)  # brings promtool (tests/test_metrics.py)
 if ((${#need_apt[@]})); then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq
