@@ -13,6 +13,7 @@ edge, so whether a p95 reaches it is still decided exactly.
 from __future__ import annotations
 
 import functools
+import json
 import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ LONG_HOLD_P95_MS = 1000.0
 # A blocker whose p95 hold is under this did not make anyone wait long: the wait was
 # SQLite's busy handler, which sleeps between tries (up to 100 ms each).
 SHORT_HOLD_P95_MS = 5.0
+# Busy errors at one call site, in one thread, this close together are one statement retried.
+RETRY_GAP_S = 2.0
 _WAITS = rollup.WAITS  # waits and busy errors: their covering index's own WHERE
 
 
@@ -97,6 +100,7 @@ class _Evidence:
         clause, self.args = Filters(since=since, until=until).where()
         self.where = f" AND {clause}" if clause else ""
         self._holds: tuple[dict[str, _Times], dict[str, _Times]] | None = None
+        self.retried: list[int] = []  # busy errors told as retries, not again on their own
 
     def all(self, sql: str, *lead: Any) -> list[sqlite3.Row]:
         """Rows of ``sql``; its ``{w}`` takes the time window, after the ``lead`` args."""
@@ -161,6 +165,7 @@ def findings(
     ev = _Evidence(conn, since, until)
     out: list[Finding] = []
     out += _same_thread(ev)
+    out += _retries(ev)
     out += _upgrades(ev)
     out += _timeouts(ev)
     out += _snapshots(ev)
@@ -177,8 +182,9 @@ def _by_call_site(ev: _Evidence, classification: str, evidence: str, change: str
     out = []
     for r in ev.all(
         f"SELECT call_site, count(*) AS n FROM events WHERE {_WAITS} AND kind = 'busy'"
-        " AND classification = ?{w} GROUP BY call_site ORDER BY n DESC",
+        f" AND classification = ? AND {_NOT_RETRIED}{{w}} GROUP BY call_site ORDER BY n DESC",
         classification,
+        json.dumps(ev.retried),
     ):
         site = r["call_site"] or "unknown"
         out.append(
@@ -269,6 +275,104 @@ def _in(context: str | None) -> str:
     return f" in {context}"
 
 
+_NOT_RETRIED = "id NOT IN (SELECT value FROM json_each(?))"
+
+
+@dataclass
+class _Run:
+    """One statement's tries: busy errors close together, then a success or not."""
+
+    ids: list[int]
+    start: float
+    end: float
+    waited_ms: float
+    blocker: str
+    succeeded: bool = False
+
+
+def _retries(ev: _Evidence) -> list[Finding]:
+    """Busy errors at one call site in one thread, in quick succession, ending in a success
+    or a last failure: one statement retried, one story."""
+    runs: dict[tuple[str, str], list[_Run]] = defaultdict(list)
+    key: tuple[Any, ...] | None = None
+    run: _Run | None = None
+    candidates: list[tuple[tuple[Any, ...], _Run]] = []
+    for id_, ts, ms, wait, site, context, pid, thread, blocker in ev.tuples(
+        "SELECT id, ts, duration_ms, wait_ms, call_site, context, pid, thread_id,"
+        f" blocker_call_site FROM events WHERE {_WAITS} AND kind = 'busy'"
+        " AND NOT coalesce(blocker_same_thread, 0){w}"
+        " ORDER BY pid, thread_id, call_site, context, ts"
+    ):
+        end = ts + (ms or wait or 0.0) / 1000.0
+        this = (pid, thread, site, context)
+        if run is not None and this == key and ts - run.end < RETRY_GAP_S:
+            run.ids.append(id_)
+            run.end, run.waited_ms = end, run.waited_ms + (wait or 0.0)
+            continue
+        key, run = this, _Run([id_], ts, end, wait or 0.0, blocker or "unknown")
+        candidates.append((this, run))
+    for (pid, thread, site, context), run in candidates:
+        # A success: the same statement got the lock (after a wait, or at once) soon after.
+        ok = ev.conn.execute(
+            "SELECT ts + coalesce(duration_ms, wait_ms, 0) / 1000.0 AS done, wait_ms FROM"
+            " events WHERE ts > ? AND ts < ? AND pid = ? AND thread_id IS ?"
+            " AND ((kind IN ('query', 'wait') AND call_site IS ? AND coalesce(outcome, '')"
+            " != 'gave_up') OR (kind = 'transaction' AND lock_call_site IS ?))"
+            " ORDER BY ts LIMIT 1",
+            (run.end - 1e-3, run.end + RETRY_GAP_S, pid, thread, site, site),
+        ).fetchone()
+        if ok is not None:
+            run.succeeded, run.end = True, max(run.end, ok[0])
+            run.waited_ms += ok[1] or 0.0
+        if len(run.ids) > 1 or run.succeeded:
+            runs[(site or "unknown", context or "")].append(run)
+    out = []
+    for (site, context), story in runs.items():
+        ev.retried += [i for r in story for i in r.ids]
+        tries = sum(len(r.ids) + r.succeeded for r in story)
+        failed = sum(not r.succeeded for r in story)
+        waited = sum(r.waited_ms for r in story)
+        blocker = max(story, key=lambda r: len(r.ids)).blocker
+        behind = "another program" if blocker in _NOT_A_SITE else f"`{blocker}`"
+        if len(story) == 1:
+            (r,) = story
+            title = (
+                f"{tries} tries over {_seconds((r.end - r.start) * 1000)} at `{site}`"
+                f"{_in(context)} behind {behind}, the last "
+                + ("succeeded" if r.succeeded else "failed")
+            )
+        else:
+            title = (
+                f"{len(story)} statements retried at `{site}`{_in(context)} behind {behind}: "
+                f"{tries} tries, {len(story) - failed} of {len(story)} succeeded in the end"
+            )
+        out.append(
+            Finding(
+                code="retries",
+                title=title,
+                evidence=(
+                    f"each busy error was retried within {RETRY_GAP_S:.0f} s; they waited "
+                    f"{_seconds(waited)} in total"
+                ),
+                change=(
+                    "a retry waits again behind the same holder: shorten what holds the lock, "
+                    "or raise the timeout instead of retrying"
+                ),
+                impact_ms=waited + failed * FAILED_REQUEST_COST_MS,
+                call_site=site,
+                failed=True,
+                figures={
+                    "runs": len(story),
+                    "tries": tries,
+                    "failed": failed,
+                    "waited_ms": waited,
+                    "span_ms": max((r.end - r.start) * 1000 for r in story),
+                },
+            )
+        )
+    return out
+
+
 def _upgrades(ev: _Evidence) -> list[Finding]:
     return _by_call_site(
         ev,
@@ -293,8 +397,9 @@ def _timeouts(ev: _Evidence) -> list[Finding]:
         "SELECT blocker_call_site, count(*) AS n, sum(wait_ms) AS waited,"
         f" coalesce(sum({_TEST_TRANSACTION}), 0) AS in_tests FROM events"
         f" WHERE {_WAITS} AND kind = 'busy' AND classification = 'timeout'"
-        " AND NOT coalesce(blocker_same_thread, 0){w}"
-        " GROUP BY blocker_call_site ORDER BY n DESC"
+        f" AND NOT coalesce(blocker_same_thread, 0) AND {_NOT_RETRIED}{{w}}"
+        " GROUP BY blocker_call_site ORDER BY n DESC",
+        json.dumps(ev.retried),
     )
     total = sum(r["n"] for r in rows)
     if not total:

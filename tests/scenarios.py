@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from django.db import transaction
+from django.db import OperationalError, transaction
 
 import lockwatch
 from tests.conftest import run_threads
@@ -93,3 +93,26 @@ def two_connections_in_one_thread(db: str, other: str) -> list[BaseException | N
             Item.objects.using(other).create(name="second")  # SCENARIO-SECOND-CONNECTION
 
     return run_threads(both)
+
+
+def retry_until_written(db: str, hold: float, pause: float) -> list[BaseException | None]:
+    """t0 holds the write lock for ``hold`` s; t1 writes, and on 'database is locked' waits
+    ``pause`` s and tries again, until it succeeds."""
+    locked = threading.Event()
+
+    def holder() -> None:
+        with transaction.atomic(using=db):
+            Item.objects.using(db).create(name="held")  # SCENARIO-RETRY-HOLDER
+            locked.set()
+            time.sleep(hold)
+
+    def retrying() -> None:
+        locked.wait(5)
+        for _ in range(20):
+            try:
+                Item.objects.using(db).create(name="retried")  # SCENARIO-RETRIED
+                return
+            except OperationalError:
+                time.sleep(pause)
+
+    return run_threads(holder, retrying)

@@ -25,6 +25,7 @@ from tests.scenarios import (
     commit_behind_reader,
     hold_then_write,
     reads_behind_commit,
+    retry_until_written,
     short_writes,
     two_connections_in_one_thread,
 )
@@ -162,6 +163,28 @@ def test_two_connections_in_one_thread_cannot_wait_their_way_out(lw, watched, tm
     assert "waiting cannot succeed" in first.evidence
     assert first.change == "use one connection for both, or commit before opening the second"
     assert first.failed
+
+
+def test_retries_of_one_statement_are_one_story(lw, watched, request):
+    """A statement retried after each 'database is locked' until it gets through: the
+    doctor tells it once, as tries, not as busy errors that failed."""
+    db = watched(timeout=0.5)
+    assert retry_until_written(db, 1.5, 0.1) == [None, None]
+    lw.settle()
+    found = doctor.findings(sqlite3.connect(lw.store))
+    first = found[0]
+    retried = line_of(SCENARIOS, "SCENARIO-RETRIED")
+    holder = line_of(SCENARIOS, "SCENARIO-RETRY-HOLDER")
+    busy = lw.rows("SELECT count(*) AS n FROM events WHERE kind = 'busy'")[0]["n"]
+    assert busy == 2  # tries at 0-0.5 s and 0.6-1.1 s fail; the third gets the lock at 1.5 s
+    span = doctor._seconds(first.figures["span_ms"])
+    assert first.title == (
+        f"3 tries over {span} at `tests/scenarios.py:{retried} in retrying` in "
+        f"test:{request.node.nodeid} behind "
+        f"`tests/scenarios.py:{holder} in holder`, the last succeeded"
+    )
+    assert 1400 < first.figures["span_ms"] < 2500
+    assert "timeout" not in {f.code for f in found}  # the busy errors are not told twice
 
 
 def test_long_holds_without_waiters(lw, watched):
