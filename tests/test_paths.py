@@ -59,9 +59,7 @@ def test_names_of_one_file_resolve_alike(tmp_path: Path):
 
 def test_a_relative_uri_is_relative_to_the_working_directory(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert paths.database("file:data.sqlite3?mode=rwc", uri=True) == str(
-        tmp_path / "data.sqlite3"
-    )
+    assert paths.database("file:data.sqlite3?mode=rwc", uri=True) == str(tmp_path / "data.sqlite3")
 
 
 def test_databases_that_are_no_file():
