@@ -69,12 +69,13 @@ _LOAD_HOLDS = (
     f"SELECT bin, sum(n), sum(total_ms) FROM rollup WHERE span = {rollup.HOUR}"
     f" AND series IN ('{rollup.TXN}', '{rollup.WRITE}') GROUP BY bin"
 )
-# Each later scrape: the events stored since, by their ids (a range of the rowid).
+# Each later scrape: the events stored since, by their ids: a range of the rowid
+# (NOT INDEXED: otherwise SQLite reads every wait and busy error by the kind indexes).
 _TAIL = (
     "SELECT kind, classification, outcome, CASE kind WHEN 'busy' THEN db END,"
     f" CASE kind WHEN 'busy' THEN 0 WHEN 'wait' THEN {_WAIT_BIN} ELSE {_HOLD_BIN} END,"
     " count(*), sum(CASE kind WHEN 'wait' THEN wait_ms ELSE hold_ms END)"
-    " FROM events WHERE id > ? AND id <= ?"
+    " FROM events NOT INDEXED WHERE id > ? AND id <= ?"
     f" AND (kind = 'busy' OR (kind = 'wait' AND wait_ms IS NOT NULL) OR ({_HOLDS}))"
     " GROUP BY 1, 2, 3, 4, 5"
 )
