@@ -287,6 +287,7 @@ class _Run:
     end: float
     waited_ms: float
     blocker: str
+    last: float = 0.0  # the last busy error's start: its own query event has the same ts
     succeeded: bool = False
 
 
@@ -307,9 +308,9 @@ def _retries(ev: _Evidence) -> list[Finding]:
         this = (pid, thread, site, context)
         if run is not None and this == key and ts - run.end < RETRY_GAP_S:
             run.ids.append(id_)
-            run.end, run.waited_ms = end, run.waited_ms + (wait or 0.0)
+            run.end, run.last, run.waited_ms = end, ts, run.waited_ms + (wait or 0.0)
             continue
-        key, run = this, _Run([id_], ts, end, wait or 0.0, blocker or "unknown")
+        key, run = this, _Run([id_], ts, end, wait or 0.0, blocker or "unknown", ts)
         candidates.append((this, run))
     for (pid, thread, site, context), run in candidates:
         # A success: the same statement got the lock (after a wait, or at once) soon after.
@@ -319,7 +320,7 @@ def _retries(ev: _Evidence) -> list[Finding]:
             " AND ((kind IN ('query', 'wait') AND call_site IS ? AND coalesce(outcome, '')"
             " != 'gave_up') OR (kind = 'transaction' AND lock_call_site IS ?))"
             " ORDER BY ts LIMIT 1",
-            (run.end - 1e-3, run.end + RETRY_GAP_S, pid, thread, site, site),
+            (run.last, run.end + RETRY_GAP_S, pid, thread, site, site),
         ).fetchone()
         if ok is not None:
             run.succeeded, run.end = True, max(run.end, ok[0])
