@@ -11,19 +11,24 @@ from the hourly rollup, which is kept exact in the events' own transactions), an
 each later scrape adds the events stored since, by id (ids are given under the
 store's write lock, in commit order, and never reused while any event is kept).
 A pruned event has been counted already, so the counters never go down while the
-server runs. When the store is replaced or emptied and its ids start again, the
-totals start again from what it holds: Prometheus reads that as a counter reset.
-A restart of ``lockwatch serve`` starts from what the store holds then (a reset if
-retention removed events meanwhile). The health counters come from the store's
+server runs. ``lockwatch serve`` keeps the totals in its state directory
+(``metrics-<hash>.json``, written after each scrape that saw something new) and a
+restart goes on from them, counting what was stored meanwhile that retention has
+not removed yet. When the store is replaced or emptied and its ids start again,
+the totals start again from what it holds: Prometheus reads that as a counter
+reset. The health counters come from the store's
 ``processes`` table, one row per process, never pruned: sums of per-process
 counters that only grow.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import logging
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -96,6 +101,18 @@ class Hist:
         self.n[bin] += n
         self.total_ms += total_ms or 0.0
 
+    def as_json(self) -> list[Any]:
+        return [self.n, self.total_ms]
+
+    @classmethod
+    def of(cls, data: Any) -> Hist:
+        n, total = data
+        if len(n) != rollup.BINS:
+            raise ValueError("other bins")
+        hist = cls()
+        hist.n, hist.total_ms = [int(x) for x in n], float(total)
+        return hist
+
     def buckets(self) -> list[tuple[str, float]]:
         """Cumulative (le, count) pairs, +Inf last, as Prometheus wants them."""
         out, running = [], 0
@@ -114,10 +131,13 @@ def _le(bound: float) -> str:
 class StoreCollector(Collector):
     """The store's figures at scrape time; see the module docstring for the counters."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, state: Path | None = None) -> None:
         self.path = Path(path)
+        self.state = state  # where the totals are kept across restarts (None: nowhere)
         self._lock = threading.Lock()
+        self._warned = False
         self._reset()
+        self._restore()
 
     def _reset(self) -> None:
         self.last_id: int | None = None  # None: nothing read yet
@@ -146,7 +166,10 @@ class StoreCollector(Collector):
             log.debug("lockwatch metrics: %s", exc)
         else:
             try:
+                seen = (self.last_id, self.last_ts, len(self.dbs))
                 health = self._read(conn)
+                if (self.last_id, self.last_ts, len(self.dbs)) != seen:
+                    self._save()
             except sqlite3.DatabaseError as exc:
                 readable = 0
                 log.warning("lockwatch metrics: the store %s cannot be read: %s", self.path, exc)
@@ -177,6 +200,53 @@ class StoreCollector(Collector):
             return [tuple(r) for r in conn.execute(_HEALTH)]  # type: ignore[misc]
         finally:
             conn.execute("COMMIT")
+
+    # -- the totals across restarts ------------------------------------------------------
+
+    def _restore(self) -> None:
+        """The totals a previous server kept for this store, if any (else a first load)."""
+        if self.state is None:
+            return
+        try:
+            data = json.loads(self.state.read_text())
+            if data["version"] != 1 or data["store"] != str(self.path):
+                return
+            last_id, last_ts = int(data["last_id"]), data["last_ts"]
+            busy = {(str(c), str(db)): int(n) for c, db, n in data["busy"]}
+            waits = {str(o): Hist.of(h) for o, h in data["waits"].items()}
+            holds = Hist.of(data["holds"])
+            dbs = {str(db) for db in data["dbs"][:MAX_DBS]}
+            if last_ts is not None:
+                last_ts = float(last_ts)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning(
+                "lockwatch metrics: ignoring %s (%s); counting from the store", self.state, exc
+            )
+            return
+        self.last_id, self.last_ts = last_id, last_ts
+        self.busy, self.waits, self.holds, self.dbs = busy, waits, holds, dbs
+
+    def _save(self) -> None:
+        if self.state is None or self.last_id is None:
+            return
+        data = {
+            "version": 1, "store": str(self.path), "last_id": self.last_id,
+            "last_ts": self.last_ts, "busy": [[c, db, n] for (c, db), n in self.busy.items()],
+            "waits": {o: h.as_json() for o, h in self.waits.items()},
+            "holds": self.holds.as_json(), "dbs": sorted(self.dbs),
+        }  # fmt: skip
+        temporary = self.state.with_name(f".{self.state.name}.{os.getpid()}")
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(json.dumps(data))
+            os.replace(temporary, self.state)  # whole, for a server that starts meanwhile
+        except OSError as exc:
+            if not self._warned:
+                self._warned = True
+                log.warning("lockwatch metrics: cannot keep the totals in %s: %s", self.state, exc)
 
     def _ids_restarted(self, conn: sqlite3.Connection) -> bool:
         """Whether the ids seen so far now name other events (an emptied or new store)."""
@@ -294,14 +364,21 @@ _registries: dict[str, CollectorRegistry] = {}
 _registries_lock = threading.Lock()
 
 
-def registry_for(path: Path) -> CollectorRegistry:
+def state_file(state_dir: Path, path: Path) -> Path:
+    """Where a server with this state directory keeps its totals for the store at ``path``."""
+    digest = hashlib.blake2b(str(path).encode(), digest_size=8).hexdigest()
+    return Path(state_dir) / f"metrics-{digest}.json"
+
+
+def registry_for(path: Path, state_dir: Path | None = None) -> CollectorRegistry:
     """One registry, with one collector, per store (its running totals live there)."""
-    key = str(path)
+    key = f"{path}\0{state_dir}"
     with _registries_lock:
         registry = _registries.get(key)
         if registry is None:
             registry = CollectorRegistry(auto_describe=False)
-            registry.register(StoreCollector(path))
+            state = None if state_dir is None else state_file(state_dir, path)
+            registry.register(StoreCollector(path, state))
             _registries[key] = registry
         return registry
 
@@ -360,7 +437,8 @@ def view(request: Any) -> Any:
         if not decision:
             return refused(decision.status, decision.reason)
     started = time.perf_counter()
-    body = generate_latest(registry_for(Path(get_config().store)))
+    state_dir = getattr(settings, "STATE_DIR", None)  # lockwatch serve's (0700)
+    body = generate_latest(registry_for(Path(get_config().store), state_dir))
     response = HttpResponse(body, content_type="text/plain; version=0.0.4; charset=utf-8")
     response["Cache-Control"] = "no-store"
     elapsed = time.perf_counter() - started

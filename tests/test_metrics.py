@@ -191,6 +191,35 @@ def test_the_figures_agree_with_the_store_and_never_go_down(tmp_path):
             assert samples[key] >= value, key
 
 
+def test_a_restart_goes_on_from_the_kept_totals(tmp_path):
+    path = tmp_path / "lockwatch.sqlite3"
+    state = tmp_path / "state.json"
+    rng = random.Random(5)
+    t0 = time.time() - 600
+    written = random_rows(rng, 2000, t0)
+    write(path, written)
+
+    def scrape_with(state: Path | None) -> Samples:
+        registry = metrics.CollectorRegistry(auto_describe=False)
+        registry.register(metrics.StoreCollector(path, state))
+        return parse(generate_latest(registry).decode())
+
+    Truth(written).check(scrape_with(state))  # the first server; it stops
+    w = store.Writer(path)
+    try:
+        while w.prune(None, 500):
+            pass
+    finally:
+        w.close()
+    meanwhile = random_rows(rng, 400, t0 + 30)
+    write(path, meanwhile)
+    written += meanwhile
+    Truth(written).check(scrape_with(state))  # the next one goes on
+    Truth.of_store(path).check(scrape_with(None))  # without kept totals: the store's
+    state.write_text("{not json")
+    Truth.of_store(path).check(scrape_with(state))  # a damaged file is ignored
+
+
 def test_a_new_store_starts_the_totals_again(tmp_path):
     path = tmp_path / "lockwatch.sqlite3"
     rng = random.Random(7)
@@ -313,6 +342,8 @@ def test_serve_metrics_needs_the_bearer_token(tmp_path):
         assert status == 200, body
         assert headers["content-type"].startswith("text/plain; version=0.0.4")
         Truth.of_store(server.store).check(parse(body))
+        kept = list((tmp_path / "dashboard-state").glob("metrics-*.json"))
+        assert len(kept) == 1 and kept[0].stat().st_mode & 0o077 == 0  # the totals, private
         assert get(server, Authorization=f"Token {SERVE_TOKEN}")[0] == 200
         # Wrong tokens share the dashboard's throttle: then even the right one is refused.
         for _ in range(10):
