@@ -12,11 +12,13 @@ edge, so whether a p95 reaches it is still decided exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from . import events, rollup
@@ -46,6 +48,7 @@ class Finding:
     figures: dict[str, Any] = field(default_factory=dict)
     # Harm: failed (busy errors, failed requests) ranks before waits that succeeded.
     failed: bool = False
+    last_ts: float | None = None  # the newest event of its evidence
 
     def text(self) -> str:
         return f"{self.title}: {self.change}"
@@ -174,32 +177,110 @@ def findings(
     out += _hidden_waits(ev)
     out += _long_holds(ev, {f.call_site for f in out})
     out += _health(conn)
-    # Harm first: failed statements and requests, then waits that succeeded; each by time lost.
-    return sorted(out, key=lambda f: (not f.failed, -f.impact_ms))
+    return _ranked(out, since)
+
+
+# Evidence that stopped this long before the window's newest (or a quarter of the window,
+# if more) is old: from before a fix, perhaps.
+OLD_EVIDENCE_S = 900.0
+
+
+def _ranked(found: list[Finding], since: float | None) -> list[Finding]:
+    """Harm first: failed statements and requests, then waits that succeeded; each by the
+    time lost. Old evidence comes last, labelled with when it was last seen, or is left out
+    when newer evidence of the same kind says something else."""
+    dated = [f.last_ts for f in found if f.last_ts is not None]
+    if not dated:
+        return sorted(found, key=lambda f: (not f.failed, -f.impact_ms))
+    newest = max(dated)
+    first = since if since is not None else min(dated)
+    cutoff = newest - max(OLD_EVIDENCE_S, (newest - first) / 4)
+    current = [f for f in found if f.last_ts is None or f.last_ts >= cutoff]
+    now = {f.code for f in current}
+    old = [
+        dataclasses.replace(f, title=f"{f.title} (last seen {_when(f.last_ts)}, not since)")
+        for f in found
+        if f.last_ts is not None and f.last_ts < cutoff and f.code not in now
+    ]
+    harm = lambda f: (not f.failed, -f.impact_ms)  # noqa: E731
+    return sorted(current, key=harm) + sorted(old, key=harm)
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts or 0.0, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _by_call_site(ev: _Evidence, classification: str, evidence: str, change: str) -> list[Finding]:
     out = []
     for r in ev.all(
-        f"SELECT call_site, count(*) AS n FROM events WHERE {_WAITS} AND kind = 'busy'"
-        f" AND classification = ? AND {_NOT_RETRIED}{{w}} GROUP BY call_site ORDER BY n DESC",
+        f"SELECT call_site, count(*) AS n, max(ts) AS last FROM events WHERE {_WAITS}"
+        f" AND kind = 'busy' AND classification = ? AND {_NOT_RETRIED}{{w}}"
+        " GROUP BY call_site ORDER BY n DESC",
         classification,
         json.dumps(ev.retried),
     ):
         site = r["call_site"] or "unknown"
+        where = _endpoint(
+            ev, f"classification = ? AND call_site IS ? AND {_NOT_RETRIED}",
+            classification, r["call_site"], json.dumps(ev.retried),
+        )  # fmt: skip
+        if where.failed:
+            title = (
+                f"{where.name}: {where.failed} of {_count(where.requests, 'request')} failed "
+                f"with `{classification}` at `{site}`"
+            )
+        else:
+            title = f"{_count(r['n'], f'`{classification}` busy error')} at `{site}`{where.at}"
         out.append(
             Finding(
                 code=classification,
-                title=f"{r['n']} `{classification}` busy errors at `{site}`",
+                title=title,
                 evidence=evidence,
                 change=change,
                 impact_ms=r["n"] * FAILED_REQUEST_COST_MS,
                 call_site=site,
                 failed=True,
-                figures={"busy": r["n"]},
+                last_ts=r["last"],
+                figures={"busy": r["n"], "failed_requests": where.failed},
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class _Where:
+    """The endpoint, command or test most of a finding's busy errors came from."""
+
+    context: str = ""
+    requests: int = 0  # that endpoint's requests in the window
+    failed: int = 0  # of them, those that failed (status 500 or more)
+
+    @property
+    def name(self) -> str:
+        return self.context.removeprefix("request:")
+
+    @property
+    def at(self) -> str:
+        return _in(self.context)
+
+
+def _endpoint(ev: _Evidence, condition: str, *lead: Any) -> _Where:
+    top = ev.all(
+        f"SELECT context, count(*) AS n FROM events WHERE {_WAITS} AND kind = 'busy'"
+        f" AND {condition}{{w}} GROUP BY context ORDER BY n DESC LIMIT 1",
+        *lead,
+    )
+    if not top or not top[0]["context"]:
+        return _Where()
+    context = top[0]["context"]
+    if not context.startswith("request:"):
+        return _Where(context)
+    (r,) = ev.all(
+        "SELECT count(*) AS n, coalesce(sum(status >= 500), 0) AS failed FROM events"
+        " WHERE kind = 'request' AND context = ?{w}",
+        context,
+    )
+    return _Where(context, r["n"], r["failed"])
 
 
 # Held by a test's main thread: pytest-django's transaction around a django_db test (an
@@ -217,7 +298,7 @@ def _same_thread(ev: _Evidence) -> list[Finding]:
     out = []
     for r in ev.all(
         "SELECT call_site, context, blocker_call_site, blocker_context, blocker_thread,"
-        " count(*) AS n,"
+        " count(*) AS n, max(ts) AS last,"
         " coalesce(sum(kind = 'busy'), 0) AS busy, coalesce(sum(wait_ms), 0) AS waited"
         f" FROM events WHERE {_WAITS} AND blocker_same_thread = 1{{w}}"
         " GROUP BY call_site, context, blocker_call_site, blocker_context, blocker_thread"
@@ -244,6 +325,7 @@ def _same_thread(ev: _Evidence) -> list[Finding]:
                     impact_ms=r["waited"] + r["busy"] * FAILED_REQUEST_COST_MS,
                     call_site=site,
                     failed=bool(r["busy"]),
+                    last_ts=r["last"],
                     figures={"busy": r["busy"], "waits": r["n"], "waited_ms": r["waited"]},
                 )
             )
@@ -260,6 +342,7 @@ def _same_thread(ev: _Evidence) -> list[Finding]:
                 impact_ms=r["waited"] + r["busy"] * FAILED_REQUEST_COST_MS,
                 call_site=site,
                 failed=bool(r["busy"]),
+                last_ts=r["last"],
                 figures={"busy": r["busy"], "waits": r["n"], "waited_ms": r["waited"]},
             )
         )
@@ -362,6 +445,7 @@ def _retries(ev: _Evidence) -> list[Finding]:
                 impact_ms=waited + failed * FAILED_REQUEST_COST_MS,
                 call_site=site,
                 failed=True,
+                last_ts=max(r.end for r in story),
                 figures={
                     "runs": len(story),
                     "tries": tries,
@@ -395,7 +479,7 @@ _WAL_REMOVES = (
 
 def _timeouts(ev: _Evidence) -> list[Finding]:
     rows = ev.all(
-        "SELECT blocker_call_site, count(*) AS n, sum(wait_ms) AS waited,"
+        "SELECT blocker_call_site, count(*) AS n, sum(wait_ms) AS waited, max(ts) AS last,"
         f" coalesce(sum({_TEST_TRANSACTION}), 0) AS in_tests FROM events"
         f" WHERE {_WAITS} AND kind = 'busy' AND classification = 'timeout'"
         f" AND NOT coalesce(blocker_same_thread, 0) AND {_NOT_RETRIED}{{w}}"
@@ -406,6 +490,14 @@ def _timeouts(ev: _Evidence) -> list[Finding]:
     if not total:
         return []
     waited = sum(r["waited"] or 0.0 for r in rows)
+    last = max(r["last"] for r in rows)
+    timeouts = "classification = 'timeout' AND NOT coalesce(blocker_same_thread, 0)"
+    where = _endpoint(ev, f"{timeouts} AND {_NOT_RETRIED}", json.dumps(ev.retried))
+    errors = _count(total, "`timeout` busy error") + where.at
+    if where.failed:
+        errors = (
+            f"{where.name}: {where.failed} of {_count(where.requests, 'request')} failed; " + errors
+        )
     # Behind no instrumented holder: another program ("unknown" in stores before schema 6).
     elsewhere = [r for r in rows if r["blocker_call_site"] in _NOT_A_SITE]
     outside_waited = sum(r["waited"] or 0.0 for r in elsewhere)
@@ -416,7 +508,7 @@ def _timeouts(ev: _Evidence) -> list[Finding]:
         return [
             Finding(
                 code="timeout",
-                title=f"{total} `timeout` busy errors, {outside_n} of them behind another program",
+                title=f"{errors}, {outside_n} of them behind another program",
                 evidence=(
                     f"they waited {_seconds(outside_waited)} while no instrumented connection "
                     "held the lock: another program (a sqlite3 shell, a DB browser, a backup, a "
@@ -425,6 +517,7 @@ def _timeouts(ev: _Evidence) -> list[Finding]:
                 change="find what else opens the database file, or raise the timeout",
                 impact_ms=waited + total * FAILED_REQUEST_COST_MS,
                 failed=True,
+                last_ts=last,
                 figures={"busy": total},
             )
         ]
@@ -435,7 +528,7 @@ def _timeouts(ev: _Evidence) -> list[Finding]:
         Finding(
             code="timeout",
             title=(
-                f"{total} `timeout` busy errors, {top['n']} of them blocked by `{site}`, "
+                f"{errors}, {top['n']} of them blocked by `{site}`, "
                 f"which holds the write lock for p95 {holds.p95()}"
             ),
             evidence=f"they waited {_seconds(waited)} in total before giving up",
@@ -447,6 +540,7 @@ def _timeouts(ev: _Evidence) -> list[Finding]:
             ),
             impact_ms=waited + total * FAILED_REQUEST_COST_MS,
             failed=True,
+            last_ts=last,
             call_site=site,
             figures={
                 "busy": total,
@@ -475,7 +569,7 @@ def _wal(ev: _Evidence) -> list[Finding]:
         "SELECT count(*) AS n, coalesce(sum(wait_ms), 0) AS waited,"
         " coalesce(sum(stmt_class = 'commit'), 0) AS commits,"
         " coalesce(sum(CASE WHEN stmt_class = 'commit' THEN wait_ms END), 0) AS commit_ms,"
-        " coalesce(sum(kind = 'busy'), 0) AS busy FROM events"
+        " coalesce(sum(kind = 'busy'), 0) AS busy, max(ts) AS last FROM events"
         f" WHERE {_WAITS} AND ({_WAL_REMOVES}){{w}}"
     )
     if not r["n"] or (r["waited"] < HIDDEN_WAIT_P95_MS and not r["busy"]):
@@ -501,6 +595,7 @@ def _wal(ev: _Evidence) -> list[Finding]:
             "each other",
             impact_ms=r["waited"] + r["busy"] * FAILED_REQUEST_COST_MS,
             failed=bool(r["busy"]),
+            last_ts=r["last"],
             figures={
                 "waits": r["n"],
                 "waited_ms": r["waited"],
@@ -514,7 +609,8 @@ def _wal(ev: _Evidence) -> list[Finding]:
 
 def _locked(ev: _Evidence) -> list[Finding]:
     (r,) = ev.all(
-        f"SELECT count(*) AS n, max(call_site) AS site FROM events WHERE {_WAITS}"
+        f"SELECT count(*) AS n, max(call_site) AS site, max(ts) AS last FROM events"
+        f" WHERE {_WAITS}"
         " AND kind = 'busy' AND classification = 'locked'{w}"
     )
     if not r["n"]:
@@ -528,6 +624,7 @@ def _locked(ev: _Evidence) -> list[Finding]:
             impact_ms=r["n"] * FAILED_REQUEST_COST_MS,
             call_site=r["site"],
             failed=True,
+            last_ts=r["last"],
             figures={"busy": r["n"]},
         )
     ]
@@ -538,12 +635,14 @@ def _hidden_waits(ev: _Evidence) -> list[Finding]:
     # (rollup.WAITS) as plain tuples; measured, that is cheaper than binning them in
     # a GROUP BY (which sorts every row).
     values: defaultdict[str, list[float]] = defaultdict(list)
-    for site, ms in ev.tuples(
-        "SELECT blocker_call_site, COALESCE(wait_ms, 0) FROM events"
+    last: dict[str, float] = {}
+    for site, ms, ts in ev.tuples(
+        "SELECT blocker_call_site, COALESCE(wait_ms, 0), ts FROM events"
         f" WHERE {_WAITS} AND kind = 'wait' AND outcome = 'acquired'"
         f" AND NOT ({_WAL_REMOVES}){{w}}"
     ):
         values[site or "unknown"].append(ms)
+        last[site or "unknown"] = max(ts, last.get(site or "unknown", ts))
     out = []
     for site, times in values.items():
         waits = _Times.exact(times)
@@ -584,6 +683,7 @@ def _hidden_waits(ev: _Evidence) -> list[Finding]:
                 change=change,
                 impact_ms=total,
                 call_site=None if site == "unknown" else site,
+                last_ts=last[site],
                 figures=figures,
             )
         )

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import warnings
+from datetime import UTC, datetime
 
 import pytest
 from django.core import checks
@@ -62,12 +63,12 @@ def test_upgrade_errors_advise_immediate(lw, watched):
     run_threads(read_then_write, read_then_write)
     found = _findings(lw)
     f = found["upgrade"]
-    assert f.title.startswith("1 `upgrade` busy errors at `tests/test_doctor.py:")
+    assert f.title.startswith("1 `upgrade` busy error at `tests/test_doctor.py:")
     assert "in read_then_write" in f.title
     assert '"transaction_mode": "IMMEDIATE"' in f.change
 
 
-def test_timeouts_name_the_blocker_and_its_p95_hold(lw, watched):
+def test_timeouts_name_the_blocker_and_its_p95_hold(lw, watched, request):
     db = watched(journal="wal", timeout=0.3)
     errors = hold_then_write(db, 1.2)
     assert isinstance(errors[1], OperationalError)
@@ -75,8 +76,8 @@ def test_timeouts_name_the_blocker_and_its_p95_hold(lw, watched):
     f = found["timeout"]
     hold = line_of(SCENARIOS, "SCENARIO-HOLD")
     assert (
-        f"1 `timeout` busy errors, 1 of them blocked by `tests/scenarios.py:{hold} in holder`"
-        in (f.title)
+        f"1 `timeout` busy error in test:{request.node.nodeid}, 1 of them blocked by "
+        f"`tests/scenarios.py:{hold} in holder`" in (f.title)
     )
     assert f.figures["p95_hold_ms"] == pytest.approx(1200, rel=0.15)
     assert "move the slow work" in f.change
@@ -221,7 +222,7 @@ def test_cli_doctor_prints_ranked_findings(lw, watched):
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("1. 1 `timeout` busy errors, 1 of them blocked by")
+    assert done.stdout.startswith("1. 1 `timeout` busy error in test:")
 
 
 DB = {
@@ -420,3 +421,58 @@ def test_the_timeout_headline_follows_where_most_of_the_waiting_went(tmp_path):
     assert finding.title == "7 `timeout` busy errors, 6 of them behind another program"
     assert finding.call_site is None
     assert "another program" in finding.evidence
+
+
+def test_rank_by_harm_name_the_endpoint_and_date_old_evidence(tmp_path):
+    """Failed requests come before waits that succeeded, even waits that lost more time;
+    the headline names the endpoint; evidence that stopped hours ago is dated and comes
+    last, or is left out when newer evidence of its kind says something else."""
+    now = time.time()
+    old, create = now - 3 * 3600, "request:POST /create_user/"
+    rows = []
+    for i in range(36):  # 35 of 36 requests fail on an upgrade
+        ts = now - 600 + i * 10
+        rows.append(
+            events.row(kind="request", ts=ts, context=create, method="POST",
+                       path="/create_user/", status=500 if i else 200, busy_count=int(i > 0))
+        )  # fmt: skip
+        if i:
+            rows.append(
+                events.row(kind="busy", ts=ts, classification="upgrade", wait_ms=0.0, pid=i,
+                           call_site="app/views.py:7 in create_user", context=create,
+                           blocker_call_site="app/views.py:7 in create_user",
+                           blocker_context=create)
+            )  # fmt: skip
+    for i in range(60):  # 60 s of waits that succeeded
+        rows.append(
+            events.row(kind="wait", ts=now - 900 + i, wait_ms=1000.0, outcome="acquired",
+                       stmt_class="write", pid=100 + i, call_site="app/api.py:3 in put",
+                       blocker_call_site="app/batch.py:9 in run", blocker_context="command:batch")
+        )  # fmt: skip
+    for i in range(50):  # before WAL: reads behind a committing writer, 3 hours ago
+        rows.append(
+            events.row(kind="wait", ts=old + i, wait_ms=2000.0, outcome="acquired",
+                       stmt_class="read", pid=200 + i, call_site="app/report.py:3 in r",
+                       blocker_call_site="app/views.py:7 in create_user",
+                       blocker_context=create)
+        )  # fmt: skip
+    rows.append(  # an upgrade elsewhere, fixed since: the newer upgrades say something else
+        events.row(kind="busy", ts=old, classification="upgrade", wait_ms=0.0, pid=300,
+                   call_site="app/old.py:1 in o", blocker_call_site="app/views.py:7 in create_user",
+                   blocker_context=create)
+    )  # fmt: skip
+    writer = store.Writer(tmp_path / "store.sqlite3")
+    writer.write(rows, [], [])
+    writer.close()
+    found = doctor.findings(sqlite3.connect(tmp_path / "store.sqlite3"), now - 4 * 3600, now)
+    assert [f.code for f in found] == ["upgrade", "hidden-waits", "wal"]
+    assert found[0].title == (
+        "POST /create_user/: 35 of 36 requests failed with `upgrade` at "
+        "`app/views.py:7 in create_user`"
+    )
+    assert found[1].impact_ms > found[0].impact_ms  # more time, but nothing failed
+    when = datetime.fromtimestamp(old + 49, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    assert found[2].title == (
+        f"WAL would remove 50 waits (100.0 s in total) under the rollback journal "
+        f"(last seen {when}, not since)"
+    )
