@@ -198,8 +198,13 @@ class Probe:
         self._txn_seq = 0
         self._last_who: Who | None = None
         # The live holder table: this connection's slot says what it does to the lock.
+        memory = db.startswith(":memory:")
+        # A private in-memory database has no lock to share; a named shared one is
+        # this process's own.
         self.table = None if db == ":memory:" else holders.table_for(cfg.store)
-        if self.table is None and db != ":memory:":
+        if memory:
+            db = f"{db}@{os.getpid()}"
+        if self.table is None and not memory:
             pipeline.capture_failed(OSError(f"no holder table for the store {cfg.store}"))
         self.key = holders.db_key(db)
         self.locks = holders.file_locks(db)

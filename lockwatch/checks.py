@@ -115,7 +115,7 @@ def _journal_mode(path: str) -> str | None:
     import sqlite3
     from pathlib import Path
 
-    from .rawsqlite import original_connect
+    from .plainsqlite import connect as original_connect
 
     if not path or path == ":memory:" or "mode=memory" in path or not os.path.exists(path):
         return None

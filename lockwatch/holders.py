@@ -131,12 +131,15 @@ class Table:
                 os.close(fd)
                 raise
             self.fd = fd
-            self._free = []
+            self._free: list[int] = []  # this process's claimed, unused slots
             self._lock = threading.Lock()
             self.pid = os.getpid()
             return
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
+            st = os.fstat(fd)
+            if st.st_uid == os.getuid() and st.st_mode & 0o077:
+                os.fchmod(fd, 0o600)  # like the store: what the app runs is no one else's
             fcntl.lockf(fd, fcntl.LOCK_EX)
             try:
                 if os.fstat(fd).st_size < size:
@@ -151,7 +154,7 @@ class Table:
             os.close(fd)
             raise
         self.fd = fd
-        self._free: list[int] = []  # this process's claimed, unused slots
+        self._free = []
         self._lock = threading.Lock()
         self.pid = os.getpid()
 

@@ -10,12 +10,10 @@ import atexit
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .buffer import Buffer
-
-if TYPE_CHECKING:
-    from .flusher import Flusher
+from .flusher import Flusher
 
 log = logging.getLogger("lockwatch")
 
@@ -72,8 +70,6 @@ def _start() -> None:
     with _lock:
         if _flusher is not None:
             return
-        from .flusher import Flusher
-
         _flusher = Flusher(buffer(), counters)
         _flusher.start()
 

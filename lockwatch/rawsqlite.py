@@ -26,10 +26,10 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
-from . import paths
+from . import paths, plainsqlite
 from .capture import FetchWatch, Probe, attach
 
-_ORIGINAL_CONNECT = sqlite3.connect
+_ORIGINAL_CONNECT = plainsqlite.CONNECT
 _suppressed: ContextVar[bool] = ContextVar("lockwatch_suppressed", default=False)
 _lock = threading.Lock()
 _installed = False

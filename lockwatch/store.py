@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import events, holders, rollup
-from .rawsqlite import original_connect
+from .plainsqlite import connect as original_connect
 
 log = logging.getLogger("lockwatch")
 

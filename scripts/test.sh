@@ -59,6 +59,9 @@ venv .venv/py313 "$py313" "django>=6"
 
 .venv/py311/bin/ruff check lockwatch tests bench demo scripts
 .venv/py311/bin/ruff format --check lockwatch tests bench demo scripts
+# The stages' import contracts (pyproject's [tool.importlinter]) and the package's types.
+.venv/py311/bin/lint-imports
+.venv/py311/bin/mypy lockwatch --ignore-missing-imports
 
 echo "== Python 3.13, $(.venv/py313/bin/python -c 'import django; print("Django", django.get_version())'): the whole suite"
 .venv/py313/bin/python -m pytest tests -q "$@"
