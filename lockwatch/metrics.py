@@ -115,7 +115,8 @@ class Hist:
 
     def buckets(self) -> list[tuple[str, float]]:
         """Cumulative (le, count) pairs, +Inf last, as Prometheus wants them."""
-        out, running = [], 0
+        out: list[tuple[str, float]] = []
+        running = 0
         for bound, n in zip(BOUNDS, self.n, strict=False):
             running += n
             out.append((_le(bound), running))
