@@ -168,6 +168,7 @@ def findings(
     ev = _Evidence(conn, since, until)
     out: list[Finding] = []
     out += _same_thread(ev)
+    out += _test_isolation(ev)
     out += _retries(ev)
     out += _upgrades(ev)
     out += _timeouts(ev)
@@ -344,6 +345,53 @@ def _same_thread(ev: _Evidence) -> list[Finding]:
                 failed=bool(r["busy"]),
                 last_ts=r["last"],
                 figures={"busy": r["busy"], "waits": r["n"], "waited_ms": r["waited"]},
+            )
+        )
+    return out
+
+
+def _test_isolation(ev: _Evidence) -> list[Finding]:
+    """A django_db test's transaction (begun by pytest-django, outside your code, on the
+    test's main thread) that ended in COMMIT: pytest-django rolls it back, so something
+    committed Django's connection, e.g. a client given it (pandas' to_sql commits)."""
+    out = []
+    for r in ev.all(
+        "SELECT context, ts, pid, thread_id, duration_ms, lock_call_site FROM events"
+        " WHERE kind = 'transaction' AND context LIKE 'test:%' AND context != 'test:setup'"
+        " AND thread = 'MainThread' AND call_site IS NULL AND \"end\" = 'commit'{w}"
+        " ORDER BY ts"
+    ):
+        by = ev.conn.execute(  # the COMMIT's own line, where statements were captured
+            "SELECT call_site FROM events WHERE kind = 'query' AND stmt_class = 'commit'"
+            " AND pid = ? AND thread_id IS ? AND ts >= ? AND ts <= ? ORDER BY ts DESC LIMIT 1",
+            (r["pid"], r["thread_id"], r["ts"], r["ts"] + (r["duration_ms"] or 0) / 1000 + 1e-3),
+        ).fetchone()
+        committed = f" by `{by[0]}`" if by and by[0] else ""
+        took = (
+            f", which took the write lock at `{r['lock_call_site']}`,"
+            if r["lock_call_site"]
+            else ""
+        )
+        out.append(
+            Finding(
+                code="test-isolation",
+                title=(
+                    f"`{r['context'][5:]}`: test isolation was broken: the test's django_db "
+                    f"transaction{took} was committed{committed}"
+                ),
+                evidence=(
+                    "pytest-django rolls that transaction back after the test; it ended in "
+                    "COMMIT, so the test's changes outlive it"
+                ),
+                change=(
+                    "do not commit Django's connection inside a django_db test: a client given "
+                    "it commits the test's transaction (pandas' to_sql does); give that test "
+                    "@pytest.mark.django_db(transaction=True)"
+                ),
+                impact_ms=FAILED_REQUEST_COST_MS,
+                call_site=r["lock_call_site"],
+                failed=True,
+                last_ts=r["ts"],
             )
         )
     return out

@@ -166,3 +166,37 @@ def test_the_doctor_names_a_django_db_test_blocked_by_its_own_transaction(run, p
     assert "@pytest.mark.django_db(transaction=True)" in first.change
     assert "commit the test's transaction" in first.change
     assert "atomic()" not in first.change  # a test's transaction is not production's
+
+
+ISOLATION = """
+import pytest
+from django.db import connection
+
+from tests.project.shop.models import Item
+
+
+@pytest.mark.django_db
+def test_commits_the_test_transaction():
+    Item.objects.create(name="kept")  # TEST-WRITE
+    connection.connection.commit()  # as pandas' to_sql does with Django's connection
+
+
+@pytest.mark.django_db
+def test_isolated():
+    Item.objects.create(name="rolled back")
+"""
+
+
+def test_the_doctor_says_when_a_django_db_test_commits_its_transaction(run, pytester, tmp_path):
+    pytester.makepyfile(test_isolation=ISOLATION)
+    run("--lockwatch", "test_isolation.py").assert_outcomes(passed=2)
+    found = doctor.findings(sqlite3.connect(tmp_path / "store.sqlite3"))
+    assert [f.code for f in found] == ["test-isolation"]  # not test_isolated, nor test:setup
+    line = next(n for n, t in enumerate(ISOLATION.strip().splitlines(), 1) if "TEST-WRITE" in t)
+    assert found[0].title == (
+        "`test_isolation.py::test_commits_the_test_transaction`: test isolation was broken: the "
+        "test's django_db transaction, which took the write lock at "
+        f"`{pytester.path / 'test_isolation.py'}:{line} in test_commits_the_test_transaction`, "
+        "was committed"
+    )
+    assert "pandas' to_sql" in found[0].change
