@@ -24,6 +24,9 @@ from tests.test_dashboard_support import story
 ROOT = Path(__file__).resolve().parents[1]
 MANAGE = ROOT / "tests" / "project" / "manage.py"
 COMMANDS = ROOT / "tests" / "project" / "shop" / "management" / "commands"
+# Every test here drives a real Chromium (select with -m browser, leave out with -m "not browser").
+pytestmark = pytest.mark.browser
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
