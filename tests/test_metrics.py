@@ -455,11 +455,11 @@ def test_prometheus_scrapes_serve_and_the_rules_fire_on_a_long_hold(tmp_path):
                     up = _query(port, 'up{job="lockwatch"} == 1')
             assert up, (tmp_path / "prometheus.log").read_text()[-3000:]
             assert not [a for a in _alerts(port) if a["state"] == "firing"]
-            # A real write lock, held by an instrumented process for 8 s; meanwhile a
+            # A real write lock, held by an instrumented process for 15 s; meanwhile a
             # writer in another process waits 1.5 s (its busy timeout) and gives up.
             ready = tmp_path / "ready"
             hold = subprocess.Popen(
-                [sys.executable, str(MANAGE), "hold_lock", "--seconds", "8",
+                [sys.executable, str(MANAGE), "hold_lock", "--seconds", "15",
                  "--ready-file", str(ready)],
                 cwd=ROOT, env=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             )  # fmt: skip
@@ -475,7 +475,7 @@ def test_prometheus_scrapes_serve_and_the_rules_fire_on_a_long_hold(tmp_path):
             )  # fmt: skip
             assert "failed: database is locked" in writer.stdout, writer.stdout + writer.stderr
             firing: dict[str, dict] = {}
-            deadline = took + 7.5  # before the hold ends
+            deadline = took + 14.5  # before the hold ends (a slow machine starts write_one late)
             while time.monotonic() < deadline and len(firing) < 3:
                 for a in _alerts(port):
                     if a["state"] == "firing":
