@@ -27,7 +27,8 @@ def test_timeout_is_inferred_and_flagged(lw, watched, no_handle):
     (busy,) = lw.events(kind="busy")
     assert busy["capture_mode"] == "inferred"
     assert busy["classification"] == "timeout"
-    assert busy["duration_ms"] == pytest.approx(300, rel=0.15)
+    # SQLite's own handler gives up after the timeout, never before.
+    assert busy["duration_ms"] >= 300 * 0.95
     assert busy["blocker_call_site"] is not None and busy["blocker_call_site"] != "unknown"
     assert {r["capture_mode"] for r in lw.rows()} == {"inferred"}
     (mode,) = lw.rows("SELECT capture_mode FROM processes")

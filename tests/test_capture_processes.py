@@ -8,8 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import ROOT, line_of
 
 COMMANDS = ROOT / "tests" / "project" / "shop" / "management" / "commands"
@@ -51,7 +49,7 @@ def test_blocker_in_another_process(lw, tmp_path: Path):
     assert busy["pid"] == waiter.pid
     assert busy["context"] == "command:write_one"
     assert busy["classification"] == "timeout"
-    assert busy["wait_ms"] == pytest.approx(400, rel=0.15)
+    assert 400 <= busy["wait_ms"] <= busy["duration_ms"]  # late, never early
     write_line = line_of(COMMANDS / "write_one.py", "WRITE-LINE")
     assert (
         busy["call_site"]
@@ -69,5 +67,5 @@ def test_blocker_in_another_process(lw, tmp_path: Path):
     (batch,) = lw.events(kind="transaction", pid=holder.pid)
     assert batch["context"] == "command:hold_lock"
     assert batch["end"] == "commit"
-    assert batch["hold_ms"] == pytest.approx(1500, rel=0.15)
+    assert 1500 <= batch["hold_ms"] <= batch["duration_ms"]
     assert {r["pid"] for r in lw.rows("SELECT pid FROM processes")} >= {holder.pid, waiter.pid}

@@ -42,7 +42,7 @@ def test_django_transaction_blocks_raw_sqlite3(lw, watched, instrumented):
     assert busy["alias"] == "sqlite3"
     assert busy["db"] == path
     assert busy["classification"] == "timeout"
-    assert busy["wait_ms"] == pytest.approx(300, rel=0.15)
+    assert 300 <= busy["wait_ms"] <= busy["duration_ms"]  # late, never early
     assert busy["call_site"] == site("RAW-WRITE", "test_django_transaction_blocks_raw_sqlite3")
     assert busy["blocker_call_site"] == site(
         "DJANGO-HOLDS", "test_django_transaction_blocks_raw_sqlite3"

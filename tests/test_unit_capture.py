@@ -3,7 +3,7 @@ import types
 
 import pytest
 
-from lockwatch import callsite, handle, store
+from lockwatch import callsite, handle
 from lockwatch.buffer import Buffer
 from lockwatch.capture import classify
 
