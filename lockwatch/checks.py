@@ -206,8 +206,11 @@ def check_databases(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
             out.append(
                 checks.Info(
                     f"{where} runs WAL with synchronous={sync or 'FULL (the default)'}: each "
-                    "commit waits for an fsync it does not need for durability against crashes.",
-                    hint='Add "PRAGMA synchronous=NORMAL" to OPTIONS["init_command"].',
+                    "commit waits for an fsync of the WAL. With synchronous=NORMAL the database "
+                    "stays consistent, and an application crash loses nothing, but a power loss "
+                    "or an operating-system crash can lose the last commits.",
+                    hint='If losing the last commits on a power loss is acceptable, add "PRAGMA '
+                    'synchronous=NORMAL" to OPTIONS["init_command"].',
                     id="lockwatch.I015",
                 )
             )

@@ -476,3 +476,16 @@ def test_rank_by_harm_name_the_endpoint_and_date_old_evidence(tmp_path):
         f"WAL would remove 50 waits (100.0 s in total) under the rollback journal "
         f"(last seen {when}, not since)"
     )
+
+
+def test_the_synchronous_advice_says_what_normal_risks(tmp_path):
+    path = tmp_path / "checked.sqlite3"
+    sqlite3.connect(path).execute("PRAGMA journal_mode=wal").connection.close()
+    databases = {"default": {**DB, "NAME": str(path), "OPTIONS": {"transaction_mode": "IMMEDIATE"}}}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Overriding setting DATABASES")
+        with override_settings(DATABASES=databases):
+            found = checks.run_checks(tags=["lockwatch"], include_deployment_checks=True)
+    (info,) = [m for m in found if m.id == "lockwatch.I015"]
+    assert "a power loss or an operating-system crash can lose the last commits" in info.msg
+    assert "an application crash loses nothing" in info.msg

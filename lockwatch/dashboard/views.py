@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import math
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -29,7 +30,9 @@ from django.http import (
 )
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils.html import escape
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_GET, require_POST
@@ -406,9 +409,17 @@ def doctor_panel(
 ) -> HttpResponse:
     found = doctor_module.findings(conn, v.window.since, v.window.until) if conn else []
     base = reverse("lockwatch:index")
+
+    def code(text: str) -> str:
+        """Escaped, with `...` as <code>...</code> (an odd backtick stays as it is)."""
+        return mark_safe(re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text)))  # noqa: S308
+
     items = [
         {
             "finding": f,
+            "title": code(f.title),
+            "change": code(f.change),
+            "evidence": code(f.evidence),
             "link": f"{base}?{_window_query(v, call_site=f.call_site)}#events"
             if f.call_site
             else None,
