@@ -144,6 +144,8 @@ def _serve(args: argparse.Namespace) -> int:
         LOCKWATCH_PUBLIC_URL=args.public_url or "",
         DJANGO_SETTINGS_MODULE="lockwatch.server.settings",
     )
+    if args.metrics_call_sites is not None:
+        os.environ["LOCKWATCH_METRICS_CALL_SITES"] = str(args.metrics_call_sites)
     if args.metrics_allow is not None:
         os.environ["LOCKWATCH_METRICS_ALLOW"] = ",".join(str(n) for n in args.metrics_allow)
     try:
@@ -177,6 +179,16 @@ def _networks(value: str) -> list:
         return networks(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= 1000:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number from 0 to 1000")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="let Prometheus scrape /metrics without the token from these addresses or"
         " networks, comma-separated (e.g. 127.0.0.1,10.0.0.0/8); others need"
         " 'Authorization: Bearer <token>'",
+    )  # fmt: skip
+    serve.add_argument(
+        "--metrics-call-sites", type=_count, metavar="N",
+        help="/metrics also counts busy errors and hold time by call site, for the N call"
+        " sites with the most (default 0: no call-site label)",
     )  # fmt: skip
     serve.set_defaults(func=_serve)
 

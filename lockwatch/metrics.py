@@ -84,6 +84,23 @@ _TAIL = (
     f" AND (kind = 'busy' OR (kind = 'wait' AND wait_ms IS NOT NULL) OR ({_HOLDS}))"
     " GROUP BY 1, 2, 3, 4, 5"
 )
+# With --metrics-call-sites: busy errors by the call site that suffered them, and hold
+# time by the call site that took the lock (the rollup's site key).
+_LOAD_SITE_BUSY = (
+    f"SELECT call_site, count(*) FROM events WHERE {rollup.WAITS} AND kind = 'busy' GROUP BY 1"
+)
+_LOAD_SITE_HOLDS = (
+    f"SELECT site, sum(total_ms) FROM rollup WHERE span = {rollup.HOUR}"
+    f" AND series IN ('{rollup.TXN}', '{rollup.WRITE}') GROUP BY site"
+)
+_TAIL_SITES = (
+    "SELECT kind = 'busy', CASE kind WHEN 'busy' THEN COALESCE(call_site, '')"
+    " ELSE COALESCE(lock_call_site, call_site, '') END, count(*), sum(hold_ms)"
+    f" FROM events NOT INDEXED WHERE id > ? AND id <= ? AND (kind = 'busy' OR ({_HOLDS}))"
+    " GROUP BY 1, 2"
+)
+# Call sites whose totals are kept (the top N are shown): bounded, in memory and on disk.
+MAX_SITES = 10_000
 _HEALTH = (
     "SELECT COALESCE(program, ''), sum(COALESCE(stored, 0)), sum(COALESCE(dropped, 0)),"
     " sum(COALESCE(lost, 0)) FROM processes GROUP BY 1"
@@ -132,9 +149,10 @@ def _le(bound: float) -> str:
 class StoreCollector(Collector):
     """The store's figures at scrape time; see the module docstring for the counters."""
 
-    def __init__(self, path: Path, state: Path | None = None) -> None:
+    def __init__(self, path: Path, state: Path | None = None, call_sites: int = 0) -> None:
         self.path = Path(path)
         self.state = state  # where the totals are kept across restarts (None: nowhere)
+        self.call_sites = call_sites  # how many call sites to show (0: no call-site label)
         self._lock = threading.Lock()
         self._warned = False
         self._reset()
@@ -147,6 +165,8 @@ class StoreCollector(Collector):
         self.waits: dict[str, Hist] = {}
         self.holds = Hist()
         self.dbs: set[str] = set()
+        self.site_busy: dict[str, int] = {}
+        self.site_hold_ms: dict[str, float] = {}
 
     def describe(self) -> Iterable[Metric]:
         return []  # registering must not read the store
@@ -217,6 +237,11 @@ class StoreCollector(Collector):
             waits = {str(o): Hist.of(h) for o, h in data["waits"].items()}
             holds = Hist.of(data["holds"])
             dbs = {str(db) for db in data["dbs"][:MAX_DBS]}
+            if self.call_sites and data.get("sites") is None:
+                return  # kept without call sites: count them from the store
+            sites = data.get("sites") or [{}, {}]
+            site_busy = {str(k): int(v) for k, v in sites[0].items()}
+            site_hold_ms = {str(k): float(v) for k, v in sites[1].items()}
             if last_ts is not None:
                 last_ts = float(last_ts)
         except FileNotFoundError:
@@ -228,6 +253,7 @@ class StoreCollector(Collector):
             return
         self.last_id, self.last_ts = last_id, last_ts
         self.busy, self.waits, self.holds, self.dbs = busy, waits, holds, dbs
+        self.site_busy, self.site_hold_ms = site_busy, site_hold_ms
 
     def _save(self) -> None:
         if self.state is None or self.last_id is None:
@@ -237,6 +263,7 @@ class StoreCollector(Collector):
             "last_ts": self.last_ts, "busy": [[c, db, n] for (c, db), n in self.busy.items()],
             "waits": {o: h.as_json() for o, h in self.waits.items()},
             "holds": self.holds.as_json(), "dbs": sorted(self.dbs),
+            "sites": [self.site_busy, self.site_hold_ms] if self.call_sites else None,
         }  # fmt: skip
         temporary = self.state.with_name(f".{self.state.name}.{os.getpid()}")
         try:
@@ -268,6 +295,11 @@ class StoreCollector(Collector):
             self.waits.setdefault(outcome or "", Hist()).add(bin, n, total)
         for bin, n, total in conn.execute(_LOAD_HOLDS):
             self.holds.add(bin, n, total)
+        if self.call_sites:
+            for site, n in conn.execute(_LOAD_SITE_BUSY):
+                self._add_site(self.site_busy, site, n)
+            for site, total in conn.execute(_LOAD_SITE_HOLDS):
+                self._add_site(self.site_hold_ms, site, total)
 
     def _tail(self, conn: sqlite3.Connection, after: int, upto: int) -> None:
         for kind, classification, outcome, db, bin, n, total in conn.execute(_TAIL, (after, upto)):
@@ -277,6 +309,18 @@ class StoreCollector(Collector):
                 self.waits.setdefault(outcome or "", Hist()).add(bin, n, total)
             else:
                 self.holds.add(bin, n, total)
+        if self.call_sites:
+            for busy, site, n, total in conn.execute(_TAIL_SITES, (after, upto)):
+                if busy:
+                    self._add_site(self.site_busy, site, n)
+                else:
+                    self._add_site(self.site_hold_ms, site, total or 0.0)
+
+    @staticmethod
+    def _add_site(totals: dict[str, Any], site: str | None, value: float) -> None:
+        site = site or ""
+        if site in totals or len(totals) < MAX_SITES:
+            totals[site] = totals.get(site, 0) + value
 
     def _add_busy(self, classification: str | None, db: str | None, n: int) -> None:
         key = (classification or "", db or "")
@@ -339,7 +383,25 @@ class StoreCollector(Collector):
             stored.add_metric([program], n_stored)
             dropped.add_metric([program], n_dropped)
             lost.add_metric([program], n_lost)
-        return [busy, waits, holds, stored, dropped, lost]
+        out = [busy, waits, holds, stored, dropped, lost]
+        if self.call_sites:
+            site_busy = CounterMetricFamily(
+                "lockwatch_call_site_busy_errors",
+                f"Busy errors stored, by the call site that got them (the top {self.call_sites})",
+                labels=["call_site"],
+            )
+            for site, n in top(self.site_busy, self.call_sites):
+                site_busy.add_metric([site], n)
+            site_hold = CounterMetricFamily(
+                "lockwatch_call_site_hold_seconds",
+                "Write-lock hold time stored, by the call site that took the lock"
+                f" (the top {self.call_sites})",
+                labels=["call_site"],
+            )
+            for site, ms in top(self.site_hold_ms, self.call_sites):
+                site_hold.add_metric([site], ms / 1000.0)
+            out += [site_busy, site_hold]
+        return out
 
     def _held_now(self) -> Metric:
         held = GaugeMetricFamily(
@@ -365,21 +427,28 @@ _registries: dict[str, CollectorRegistry] = {}
 _registries_lock = threading.Lock()
 
 
+def top(totals: dict[str, Any], n: int) -> list[tuple[str, Any]]:
+    """The ``n`` largest totals, ties by name."""
+    return sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:n]
+
+
 def state_file(state_dir: Path, path: Path) -> Path:
     """Where a server with this state directory keeps its totals for the store at ``path``."""
     digest = hashlib.blake2b(str(path).encode(), digest_size=8).hexdigest()
     return Path(state_dir) / f"metrics-{digest}.json"
 
 
-def registry_for(path: Path, state_dir: Path | None = None) -> CollectorRegistry:
+def registry_for(
+    path: Path, state_dir: Path | None = None, call_sites: int = 0
+) -> CollectorRegistry:
     """One registry, with one collector, per store (its running totals live there)."""
-    key = f"{path}\0{state_dir}"
+    key = f"{path}\0{state_dir}\0{call_sites}"
     with _registries_lock:
         registry = _registries.get(key)
         if registry is None:
             registry = CollectorRegistry(auto_describe=False)
             state = None if state_dir is None else state_file(state_dir, path)
-            registry.register(StoreCollector(path, state))
+            registry.register(StoreCollector(path, state, call_sites))
             _registries[key] = registry
         return registry
 
@@ -439,7 +508,8 @@ def view(request: Any) -> Any:
             return refused(decision.status, decision.reason)
     started = time.perf_counter()
     state_dir = getattr(settings, "STATE_DIR", None)  # lockwatch serve's (0700)
-    body = generate_latest(registry_for(Path(get_config().store), state_dir))
+    call_sites = int(getattr(settings, "LOCKWATCH_METRICS_CALL_SITES", 0) or 0)
+    body = generate_latest(registry_for(Path(get_config().store), state_dir, call_sites))
     response = HttpResponse(body, content_type="text/plain; version=0.0.4; charset=utf-8")
     response["Cache-Control"] = "no-store"
     elapsed = time.perf_counter() - started

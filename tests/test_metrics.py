@@ -138,6 +138,7 @@ def random_rows(rng: random.Random, n: int, t0: float) -> list[dict[str, Any]]:
             row["db"] = rng.choice(DBS)
         if kind == "busy":
             row.update(classification=rng.choice(events.CLASSIFICATIONS), wait_ms=ms)
+            row.update(call_site=f"views.py:{rng.randrange(6)} in v")
         elif kind == "wait":
             row.update(outcome=rng.choice(events.WAIT_OUTCOMES), wait_ms=ms)
         elif kind == "transaction":
@@ -229,6 +230,44 @@ def test_a_new_store_starts_the_totals_again(tmp_path):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     write(path, random_rows(rng, 300, time.time() - 30))  # ids from 1 again, fewer events
     Truth.of_store(path).check(scrape(path))
+
+
+def test_call_site_labels_only_when_asked_and_only_the_top_n(tmp_path):
+    path = tmp_path / "lockwatch.sqlite3"
+    rng = random.Random(11)
+    write(path, random_rows(rng, 2000, time.time() - 2 * 3600))
+    assert not any("call_site" in name for name, _ in scrape(path))  # not by default
+
+    def by_site(samples: Samples, name: str) -> dict[str, float]:
+        return {dict(k)["call_site"]: v for k, v in picked(samples, name).items()}
+
+    def expected() -> tuple[list[tuple[str, int]], dict[str, float]]:
+        conn = sqlite3.connect(path)
+        busy = Counter(
+            r[0] for r in conn.execute("SELECT call_site FROM events WHERE kind = 'busy'")
+        )
+        held: Counter[str] = Counter()
+        for lock_site, site, hold in conn.execute(
+            "SELECT lock_call_site, call_site, hold_ms FROM events"
+            " WHERE kind IN ('transaction', 'query') AND hold_ms IS NOT NULL"
+        ):
+            held[lock_site or site] += hold / 1000  # where the lock was taken
+        conn.close()
+        ranked = sorted(busy.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        top_held = sorted(held.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        return ranked, dict(top_held)
+
+    collector = metrics.StoreCollector(path, None, 3)
+    registry = metrics.CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    for _ in range(2):  # the first scrape loads, the second adds what came since
+        samples = parse(generate_latest(registry).decode())
+        ranked, held = expected()
+        assert by_site(samples, "lockwatch_call_site_busy_errors_total") == dict(ranked)
+        got = by_site(samples, "lockwatch_call_site_hold_seconds_total")
+        assert got.keys() == held.keys()
+        assert got == {k: pytest.approx(v) for k, v in held.items()}
+        write(path, random_rows(rng, 700, time.time() - 60))
 
 
 def test_health_counters_sum_the_processes_table_by_program(tmp_path):
@@ -358,18 +397,24 @@ def test_serve_metrics_from_an_allowed_address(tmp_path):
         status, _, body = get(server)
         assert status == 200, body
         assert "lockwatch_store_readable 0.0" in body  # no store yet
+        assert "call_site" not in body
         assert get(server, "/")[0] == 403  # only /metrics: the dashboard still needs the token
-    with serving(tmp_path, "--metrics-allow", "10.0.0.0/8") as server:
+    with serving(tmp_path, "--metrics-allow", "10.0.0.0/8", "--metrics-call-sites", "2") as server:
         assert get(server)[0] == 401
+        status, _, body = get(server, Authorization=f"Bearer {SERVE_TOKEN}")
+        assert "# TYPE lockwatch_call_site_busy_errors_total counter" in body
 
 
-def test_serve_refuses_a_bad_metrics_allow(tmp_path):
+@pytest.mark.parametrize(
+    "option", [("--metrics-allow", "10.0.0.300"), ("--metrics-call-sites", "-1")]
+)
+def test_serve_refuses_a_bad_metrics_option(tmp_path, option):
     out = subprocess.run(
-        [sys.executable, "-m", "lockwatch", "serve", "--metrics-allow", "10.0.0.300"],
+        [sys.executable, "-m", "lockwatch", "serve", *option],
         capture_output=True, text=True, timeout=60, cwd=ROOT, env=_env(),
     )  # fmt: skip
     assert out.returncode == 2
-    assert "--metrics-allow" in out.stderr
+    assert option[0] in out.stderr
 
 
 # -- the rules, with promtool and a real Prometheus ----------------------------------------

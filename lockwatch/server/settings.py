@@ -100,6 +100,8 @@ SECURE_PROXY_SSL_HEADER = (
 # comma-separated addresses or networks (lockwatch serve --metrics-allow).
 _allow = os.environ.get("LOCKWATCH_METRICS_ALLOW", "")
 LOCKWATCH_METRICS_ALLOW = [item.strip() for item in _allow.split(",") if item.strip()]
+# How many call sites /metrics labels (lockwatch serve --metrics-call-sites; 0: none).
+LOCKWATCH_METRICS_CALL_SITES = int(os.environ.get("LOCKWATCH_METRICS_CALL_SITES") or 0)
 CSRF_TRUSTED_ORIGINS: list[str] = []
 _public = urlsplit(os.environ.get("LOCKWATCH_PUBLIC_URL", "").strip())
 if _public.scheme and _public.hostname:
