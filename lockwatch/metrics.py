@@ -23,6 +23,7 @@ counters that only grow.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import ipaddress
 import json
@@ -49,7 +50,7 @@ from . import events, holders, reading, rollup, store
 
 log = logging.getLogger("lockwatch.metrics")
 
-# Bucket bounds in seconds: the rollup's 1-2-5 edges (10 µs to 10 minutes). As in
+# Bucket bounds in seconds: the rollup's 1-2-5 edges (10 µs to 500 s). As in
 # the rollup, a bin holds the values from its lower edge up to, not including, its
 # upper one: a value exactly on an edge counts in the bucket above it.
 BOUNDS = tuple(edge / 1000.0 for edge in rollup.EDGES)
@@ -149,6 +150,11 @@ def _le(bound: float) -> str:
 class StoreCollector(Collector):
     """The store's figures at scrape time; see the module docstring for the counters."""
 
+    # What a scrape changes (put back when it fails half-way).
+    _STATE = (
+        "last_id", "last_ts", "busy", "waits", "holds", "dbs", "site_busy", "site_hold_ms",
+    )  # fmt: skip
+
     def __init__(self, path: Path, state: Path | None = None, call_sites: int = 0) -> None:
         self.path = Path(path)
         self.state = state  # where the totals are kept across restarts (None: nowhere)
@@ -186,12 +192,18 @@ class StoreCollector(Collector):
             readable = 0
             log.debug("lockwatch metrics: %s", exc)
         else:
+            before = copy.deepcopy({name: getattr(self, name) for name in self._STATE})
             try:
-                seen = (self.last_id, self.last_ts, len(self.dbs))
                 health = self._read(conn)
-                if (self.last_id, self.last_ts, len(self.dbs)) != seen:
+                if (self.last_id, self.last_ts, self.dbs) != (
+                    before["last_id"],
+                    before["last_ts"],
+                    before["dbs"],
+                ):
                     self._save()
             except sqlite3.DatabaseError as exc:
+                # Nothing half-counted: the next scrape reads the same events again.
+                self._restore_from(before)
                 readable = 0
                 log.warning("lockwatch metrics: the store %s cannot be read: %s", self.path, exc)
             finally:
@@ -221,6 +233,10 @@ class StoreCollector(Collector):
             return [tuple(r) for r in conn.execute(_HEALTH)]  # type: ignore[misc]
         finally:
             conn.execute("COMMIT")
+
+    def _restore_from(self, before: dict[str, Any]) -> None:
+        for name, value in before.items():
+            setattr(self, name, value)
 
     # -- the totals across restarts ------------------------------------------------------
 
@@ -411,8 +427,13 @@ class StoreCollector(Collector):
         )
         ages = {db: 0.0 for db in sorted(self.dbs)}
         names = {holders.db_key(db): db for db in self.dbs}
-        # Read-only, and only a table that exists: a reader never creates it.
-        for x in holders.held_now(self.path):
+        try:
+            # Read-only, and only a table that exists: a reader never creates it.
+            now = holders.held_now(self.path)
+        except Exception:  # the scrape must answer whatever the table holds
+            log.exception("lockwatch metrics: cannot read the holder table")
+            now = []
+        for x in now:
             if not x.abandoned:  # its process is gone, and SQLite let go of its lock
                 db = names.get(x.db_key, UNKNOWN_DB)
                 ages[db] = max(ages.get(db, 0.0), x.age)

@@ -221,6 +221,27 @@ def test_a_restart_goes_on_from_the_kept_totals(tmp_path):
     Truth.of_store(path).check(scrape_with(state))  # a damaged file is ignored
 
 
+def test_a_scrape_that_fails_half_way_counts_nothing_twice(tmp_path, monkeypatch):
+    path = tmp_path / "lockwatch.sqlite3"
+    rng = random.Random(9)
+    write(path, random_rows(rng, 1000, time.time() - 600))
+    collector = metrics.StoreCollector(path)
+    registry = metrics.CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    generate_latest(registry)
+    write(path, random_rows(rng, 500, time.time() - 60))
+    tail = collector._tail
+
+    def tail_then_fail(*args: Any) -> None:
+        tail(*args)  # counted, then the store fails (say, SQLITE_IOERR mid-read)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(collector, "_tail", tail_then_fail)
+    assert parse(generate_latest(registry).decode())[("lockwatch_store_readable", frozenset())] == 0
+    monkeypatch.undo()
+    Truth.of_store(path).check(parse(generate_latest(registry).decode()))
+
+
 def test_a_new_store_starts_the_totals_again(tmp_path):
     path = tmp_path / "lockwatch.sqlite3"
     rng = random.Random(7)
