@@ -5,7 +5,7 @@ import pytest
 
 from lockwatch import callsite, handle
 from lockwatch.buffer import Buffer
-from lockwatch.capture import classify
+from lockwatch.busy import classify
 
 
 def kw(**overrides):
