@@ -483,7 +483,7 @@ def test_formula_escaping_follows_the_value_not_the_column(tmp_path):
     text = export_text(conn)
     assert text == reference_csv(conn)
     first, second = csv.DictReader(io.StringIO(text, newline=""))
-    assert first["status"] == "'=HYPERLINK(\"http://evil\")"
+    assert first["status"] == '\'=HYPERLINK("http://evil")'
     assert first["pid"] == "'@SUM(A1)" and first["duration_ms"] == "'+1+2"
     assert first["queries"] == "-3" and first["db_ms"] == "-1.5"  # numbers stay numbers
     assert second["ts"] == "'=1+1" and second["status"] == "200"
