@@ -212,40 +212,38 @@ def _when(ts: float | None) -> str:
 
 
 def _by_call_site(ev: _Evidence, classification: str, evidence: str, change: str) -> list[Finding]:
-    out = []
+    sites: dict[str, list[sqlite3.Row]] = defaultdict(list)
     for r in ev.all(
-        f"SELECT call_site, count(*) AS n, max(ts) AS last FROM events WHERE {_WAITS}"
-        f" AND kind = 'busy' AND classification = ? AND {_NOT_RETRIED}{{w}}"
-        " GROUP BY call_site ORDER BY n DESC",
+        "SELECT call_site, context, count(*) AS n, max(ts) AS last FROM events"
+        f" WHERE {_WAITS} AND kind = 'busy' AND classification = ? AND {_NOT_RETRIED}{{w}}"
+        " GROUP BY call_site, context",
         classification,
         json.dumps(ev.retried),
     ):
-        site = r["call_site"] or "unknown"
-        where = _endpoint(
-            ev, f"classification = ? AND call_site IS ? AND {_NOT_RETRIED}",
-            classification, r["call_site"], json.dumps(ev.retried),
-        )  # fmt: skip
+        sites[r["call_site"] or "unknown"].append(r)
+    wheres = _where(ev, sites)
+    out = []
+    for site, rows in sites.items():
+        n, where = sum(r["n"] for r in rows), wheres[site]
         if where.failed:
-            title = (
-                f"{where.name}: {where.failed} of {_count(where.requests, 'request')} failed "
-                f"with `{classification}` at `{site}`"
-            )
+            of = f" of {_count(where.requests, 'request')}" if where.requests else " requests"
+            title = f"{where.name}: {where.failed}{of} failed with `{classification}` at `{site}`"
         else:
-            title = f"{_count(r['n'], f'`{classification}` busy error')} at `{site}`{where.at}"
+            title = f"{_count(n, f'`{classification}` busy error')} at `{site}`{where.at}"
         out.append(
             Finding(
                 code=classification,
                 title=title,
                 evidence=evidence,
                 change=change,
-                impact_ms=r["n"] * FAILED_REQUEST_COST_MS,
+                impact_ms=n * FAILED_REQUEST_COST_MS,
                 call_site=site,
                 failed=True,
-                last_ts=r["last"],
-                figures={"busy": r["n"], "failed_requests": where.failed},
+                last_ts=max(r["last"] for r in rows),
+                figures={"busy": n, "failed_requests": where.failed},
             )
         )
-    return out
+    return sorted(out, key=lambda f: -f.impact_ms)
 
 
 @dataclass(frozen=True)
@@ -253,7 +251,7 @@ class _Where:
     """The endpoint, command or test most of a finding's busy errors came from."""
 
     context: str = ""
-    requests: int = 0  # that endpoint's requests in the window
+    requests: int = 0  # that endpoint's requests in the window (0: not counted)
     failed: int = 0  # of them, those that failed (status 500 or more)
 
     @property
@@ -265,23 +263,27 @@ class _Where:
         return _in(self.context)
 
 
-def _endpoint(ev: _Evidence, condition: str, *lead: Any) -> _Where:
-    top = ev.all(
-        f"SELECT context, count(*) AS n FROM events WHERE {_WAITS} AND kind = 'busy'"
-        f" AND {condition}{{w}} GROUP BY context ORDER BY n DESC LIMIT 1",
-        *lead,
-    )
-    if not top or not top[0]["context"]:
-        return _Where()
-    context = top[0]["context"]
-    if not context.startswith("request:"):
-        return _Where(context)
-    (r,) = ev.all(
-        "SELECT count(*) AS n, coalesce(sum(status >= 500), 0) AS failed FROM events"
-        " WHERE kind = 'request' AND context = ?{w}",
-        context,
-    )
-    return _Where(context, r["n"], r["failed"])
+def _where(ev: _Evidence, groups: dict[str, list[sqlite3.Row]]) -> dict[str, _Where]:
+    """Per group of (context, n) rows: where most of them came from. For an endpoint, its
+    requests and failed requests in the window, from one pass over the window's requests
+    (over a long window, the failed requests only: the requests that had these errors)."""
+    tops = {}
+    for key, rows in groups.items():
+        by_context: defaultdict[str, int] = defaultdict(int)
+        for r in rows:
+            by_context[r["context"] or ""] += r["n"]
+        tops[key] = max(by_context, key=lambda c: by_context[c])
+    endpoints = sorted({c for c in tops.values() if c.startswith("request:")})
+    counts: dict[str, tuple[int, int]] = {}
+    if endpoints and ev.long is None:
+        for r in ev.all(
+            "SELECT context, count(*) AS n, coalesce(sum(status >= 500), 0) AS failed"
+            " FROM events WHERE kind = 'request' AND context IN (SELECT value FROM"
+            " json_each(?)){w} GROUP BY context",
+            json.dumps(endpoints),
+        ):
+            counts[r["context"]] = (r["n"], r["failed"])
+    return {site: _Where(c, *counts.get(c, (0, 0))) for site, c in tops.items()}
 
 
 # Held by a test's main thread: pytest-django's transaction around a django_db test (an
@@ -301,7 +303,9 @@ def _same_thread(ev: _Evidence) -> list[Finding]:
         "SELECT call_site, context, blocker_call_site, blocker_context, blocker_thread,"
         " count(*) AS n, max(ts) AS last,"
         " coalesce(sum(kind = 'busy'), 0) AS busy, coalesce(sum(wait_ms), 0) AS waited"
-        f" FROM events WHERE {_WAITS} AND blocker_same_thread = 1{{w}}"
+        # Waiting cannot succeed: it ends in a timeout (read from the waits index first).
+        f" FROM events WHERE {_WAITS} AND kind = 'busy' AND classification = 'timeout'"
+        " AND blocker_same_thread = 1{w}"
         " GROUP BY call_site, context, blocker_call_site, blocker_context, blocker_thread"
         " ORDER BY n DESC"
     ):
@@ -354,7 +358,15 @@ def _test_isolation(ev: _Evidence) -> list[Finding]:
     """A django_db test's transaction (begun by pytest-django, outside your code, on the
     test's main thread) that ended in COMMIT: pytest-django rolls it back, so something
     committed Django's connection, e.g. a client given it (pandas' to_sql commits)."""
-    out = []
+    out: list[Finding] = []
+    try:  # only a store with test processes: a production store's transactions are not read
+        tests = ev.conn.execute(
+            "SELECT 1 FROM processes WHERE program LIKE 'test:%' OR program LIKE '%pytest%'"
+        ).fetchone()
+    except sqlite3.Error:
+        tests = True
+    if not tests:
+        return out
     for r in ev.all(
         "SELECT context, ts, pid, thread_id, duration_ms, lock_call_site FROM events"
         " WHERE kind = 'transaction' AND context LIKE 'test:%' AND context != 'test:setup'"
@@ -423,40 +435,67 @@ class _Run:
 
 
 def _retries(ev: _Evidence) -> list[Finding]:
-    """Busy errors at one call site in one thread, in quick succession, ending in a success
-    or a last failure: one statement retried, one story."""
+    """Busy errors at one call site, in one thread and request (or command, or test), in
+    quick succession, ending in a success or a last failure: one statement retried, one
+    story. A lone busy error is no retry story: the next request at the same line is not."""
     runs: dict[tuple[str, str], list[_Run]] = defaultdict(list)
     key: tuple[Any, ...] | None = None
     run: _Run | None = None
     candidates: list[tuple[tuple[Any, ...], _Run]] = []
-    for id_, ts, ms, wait, site, context, pid, thread, blocker in ev.tuples(
-        "SELECT id, ts, duration_ms, wait_ms, call_site, context, pid, thread_id,"
-        f" blocker_call_site FROM events WHERE {_WAITS} AND kind = 'busy'"
-        " AND NOT coalesce(blocker_same_thread, 0){w}"
-        " ORDER BY pid, thread_id, call_site, context, ts"
+    # Only busy errors with another of the same statement within RETRY_GAP_S, by SQL's
+    # window functions: most busy errors are alone, and Python never sees them.
+    # Two steps: which busy errors have another at their call site within the gap (read
+    # from the waits index alone), then those only, by thread and request (from the table).
+    near: list[int] = []
+    previous: tuple[Any, float, int] | None = None  # call site, end, id
+    for id_, ts, wait, site in sorted(
+        ev.tuples(
+            f"SELECT id, ts, wait_ms, call_site FROM events WHERE {_WAITS} AND kind = 'busy'{{w}}"
+        ),
+        key=lambda t: (t[3] or "", t[1]),
     ):
-        end = ts + (ms or wait or 0.0) / 1000.0
-        this = (pid, thread, site, context)
+        if previous is not None and previous[0] == site and ts - previous[1] < RETRY_GAP_S + 1.0:
+            if not near or near[-1] != previous[2]:
+                near.append(previous[2])
+            near.append(id_)
+        previous = (site, ts + (wait or 0.0) / 1000.0, id_)
+    if not near:
+        return []
+    cur = ev.conn.cursor()
+    cur.row_factory = None  # the window is in the ids already
+    for id_, ts, end, wait, site, context, pid, thread, _request, blocker in cur.execute(
+        "SELECT id, ts, done, wait_ms, call_site, context, pid, thread_id, request_id,"
+        " blocker_call_site FROM (SELECT *, lag(done) OVER w AS before, lead(ts) OVER w AS after"
+        " FROM (SELECT id, ts, ts + coalesce(duration_ms, wait_ms, 0) / 1000.0 AS done,"
+        " wait_ms, call_site, context, pid, thread_id, request_id, blocker_call_site"
+        " FROM events WHERE id IN (SELECT value FROM json_each(?))"
+        " AND NOT coalesce(blocker_same_thread, 0))"
+        " WINDOW w AS (PARTITION BY pid, thread_id, call_site, context, request_id ORDER BY ts))"
+        f" WHERE ts - before < {RETRY_GAP_S!r} OR after - done < {RETRY_GAP_S!r}"
+        " ORDER BY pid, thread_id, call_site, context, request_id, ts",
+        (json.dumps(near),),
+    ):
+        this = (pid, thread, site, context, _request)
         if run is not None and this == key and ts - run.end < RETRY_GAP_S:
             run.ids.append(id_)
             run.end, run.last, run.waited_ms = end, ts, run.waited_ms + (wait or 0.0)
             continue
         key, run = this, _Run([id_], ts, end, wait or 0.0, blocker or "unknown", ts)
         candidates.append((this, run))
-    for (pid, thread, site, context), run in candidates:
+    for (pid, thread, site, context, request), run in candidates:
         # A success: the same statement got the lock (after a wait, or at once) soon after.
         ok = ev.conn.execute(
             "SELECT ts + coalesce(duration_ms, wait_ms, 0) / 1000.0 AS done, wait_ms FROM"
             " events WHERE ts > ? AND ts < ? AND pid = ? AND thread_id IS ?"
-            " AND ((kind IN ('query', 'wait') AND call_site IS ? AND coalesce(outcome, '')"
-            " != 'gave_up') OR (kind = 'transaction' AND lock_call_site IS ?))"
-            " ORDER BY ts LIMIT 1",
-            (run.last, run.end + RETRY_GAP_S, pid, thread, site, site),
+            " AND request_id IS ? AND ((kind IN ('query', 'wait') AND call_site IS ?"
+            " AND coalesce(outcome, '') != 'gave_up') OR (kind = 'transaction'"
+            " AND lock_call_site IS ?)) ORDER BY ts LIMIT 1",
+            (run.last, run.end + RETRY_GAP_S, pid, thread, request, site, site),
         ).fetchone()
         if ok is not None:
             run.succeeded, run.end = True, max(run.end, ok[0])
             run.waited_ms += ok[1] or 0.0
-        if len(run.ids) > 1 or run.succeeded:
+        if len(run.ids) > 1:
             runs[(site or "unknown", context or "")].append(run)
     out = []
     for (site, context), story in runs.items():
@@ -526,26 +565,34 @@ _WAL_REMOVES = (
 
 
 def _timeouts(ev: _Evidence) -> list[Finding]:
-    rows = ev.all(
-        "SELECT blocker_call_site, count(*) AS n, sum(wait_ms) AS waited, max(ts) AS last,"
-        f" coalesce(sum({_TEST_TRANSACTION}), 0) AS in_tests FROM events"
+    grouped = ev.all(
+        "SELECT blocker_call_site, context, count(*) AS n, sum(wait_ms) AS waited,"
+        f" max(ts) AS last, coalesce(sum({_TEST_TRANSACTION}), 0) AS in_tests FROM events"
         f" WHERE {_WAITS} AND kind = 'busy' AND classification = 'timeout'"
         f" AND NOT coalesce(blocker_same_thread, 0) AND {_NOT_RETRIED}{{w}}"
-        " GROUP BY blocker_call_site ORDER BY n DESC",
+        " GROUP BY blocker_call_site, context",
         json.dumps(ev.retried),
     )
-    total = sum(r["n"] for r in rows)
-    if not total:
+    if not grouped:
         return []
+    by_blocker: dict[Any, dict[str, Any]] = {}
+    for g in grouped:
+        b = by_blocker.setdefault(
+            g["blocker_call_site"],
+            {"blocker_call_site": g["blocker_call_site"], "n": 0, "waited": 0.0, "in_tests": 0},
+        )
+        b["n"] += g["n"]
+        b["waited"] += g["waited"] or 0.0
+        b["in_tests"] += g["in_tests"]
+    rows = sorted(by_blocker.values(), key=lambda b: -b["n"])
+    total = sum(r["n"] for r in rows)
     waited = sum(r["waited"] or 0.0 for r in rows)
-    last = max(r["last"] for r in rows)
-    timeouts = "classification = 'timeout' AND NOT coalesce(blocker_same_thread, 0)"
-    where = _endpoint(ev, f"{timeouts} AND {_NOT_RETRIED}", json.dumps(ev.retried))
+    last = max(g["last"] for g in grouped)
+    where = _where(ev, {"": list(grouped)})[""]
     errors = _count(total, "`timeout` busy error") + where.at
     if where.failed:
-        errors = (
-            f"{where.name}: {where.failed} of {_count(where.requests, 'request')} failed; " + errors
-        )
+        of = f" of {_count(where.requests, 'request')}" if where.requests else " requests"
+        errors = f"{where.name}: {where.failed}{of} failed; {errors}"
     # Behind no instrumented holder: another program ("unknown" in stores before schema 6).
     elsewhere = [r for r in rows if r["blocker_call_site"] in _NOT_A_SITE]
     outside_waited = sum(r["waited"] or 0.0 for r in elsewhere)

@@ -271,11 +271,10 @@ def test_call_sites_table_marks_an_estimated_p95(client, ids, store_path):
 
 def test_doctor_panel(client, ids):
     body = client.get("/partials/doctor/").content.decode()
-    # The timeout, then the same statement's success: one retried statement. Code as code,
-    # escaped; no literal backticks.
-    assert f"behind <code>{HOLDER}</code>, the last succeeded" in body
+    # Code as code, escaped; no literal backticks.
+    assert f"1 of them blocked by <code>{HOLDER}</code>" in body
     assert "`" not in body and "&quot;BUFFER_SIZE&quot;" in body
-    assert "shorten what holds the lock" in body
+    assert "move the slow work" in body
     assert "call_site=" in body  # each finding links to its events
     assert client.get("/partials/doctor/?window=bogus").status_code == 400
 
