@@ -8,6 +8,7 @@ gets a lockwatch section naming the waiter, its classification and the blocker.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Generator
@@ -121,10 +122,33 @@ def _blocker_sql(row: sqlite3.Row) -> str | None:
         conn.close()
 
 
-def explain(row: sqlite3.Row, nodeid: str) -> str:
-    """The report section for one busy error."""
+SQL_SHOWN = 160  # characters of a statement shown in the report
+
+
+def shown_sql(sql: str | None) -> str:
+    """A statement as the report shows it: on one line, trimmed, and with Django's ``%s``
+    parameters as ``?``, as sqlite3's own are (a ``%%`` there is a literal ``%``)."""
+    if not sql:
+        return "?"
+    text = " ".join(sql.split())
+    text = re.sub(r"%(%|s)", lambda m: "%" if m.group(1) == "%" else "?", text)
+    return text if len(text) <= SQL_SHOWN else text[: SQL_SHOWN - 1].rstrip() + "…"
+
+
+def _context_name(context: str | None, nodeid: str) -> str:
+    if context == f"test:{nodeid}":
+        return "this test"
+    if context == SETUP_LABEL:
+        return "pytest-django's test database setup (test:setup)"
+    return context or "?"
+
+
+def explain(row: sqlite3.Row, nodeid: str, previous: sqlite3.Row | None = None) -> str:
+    """The report section for one busy error; a statement already shown is not repeated."""
+    sql = shown_sql(row["sql"])
+    same = previous is not None and shown_sql(previous["sql"]) == sql
     lines = [
-        f"waiting statement: {row['sql']}",
+        "waiting statement: the same" if same else f"waiting statement: {sql}",
         f"  at {row['call_site']} (thread {row['thread']})",
         f"classification: {row['classification']} ({row['error_name']}), "
         f"waited {row['wait_ms'] or 0:.0f} ms",
@@ -138,13 +162,14 @@ def explain(row: sqlite3.Row, nodeid: str) -> str:
     elif row["blocker_context"] == "readers":
         lines.append("blocker: readers; the COMMIT waited for open read transactions")
     else:
-        sql = _blocker_sql(row)
+        held = _blocker_sql(row)
+        took = "the same statement" if held and shown_sql(held) == sql else shown_sql(held)
         own = row["blocker_context"] == f"test:{nodeid}"
         lines += [
             f"blocker: pid {row['blocker_pid']} thread {row['blocker_thread']}, "
-            f"{'this test' if own else row['blocker_context']}, "
+            f"{_context_name(row['blocker_context'], nodeid)}, "
             f"held the write lock for {row['blocker_held_ms'] or 0:.0f} ms",
-            f"  took it with: {sql or '?'}",
+            f"  took it with: {took}",
             f"  at {row['blocker_call_site']}",
         ]
         if row["blocker_same_thread"]:
@@ -182,7 +207,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         return
     try:
         rows = _busy_events(item.nodeid)
-        body = "\n\n".join(explain(r, item.nodeid) for r in rows[-3:])
+        shown = rows[-3:]
+        body = "\n\n".join(
+            explain(r, item.nodeid, shown[i - 1] if i else None) for i, r in enumerate(shown)
+        )
         if not body:
             body = "no busy error was captured for this test (is lockwatch's backend in use?)"
         report.sections.append(("lockwatch: database is locked", body))
@@ -203,8 +231,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     rows = conn.execute(
         "SELECT context, max(hold_ms) AS hold, coalesce(lock_call_site, call_site) AS site"
         " FROM events WHERE kind = 'transaction' AND hold_ms IS NOT NULL AND pid = ?"
-        " AND ts >= ? AND context LIKE 'test:%' GROUP BY context ORDER BY hold DESC LIMIT 10",
-        (os.getpid(), started),
+        " AND ts >= ? AND context LIKE 'test:%' AND context != ?"  # not the database setup
+        " GROUP BY context ORDER BY hold DESC LIMIT 10",
+        (os.getpid(), started, SETUP_LABEL),
     ).fetchall()
     conn.close()
     terminalreporter.section("lockwatch: longest write-lock holds")

@@ -98,6 +98,22 @@ def test_report_names_the_blocker_and_its_line(run):
     assert "the holder is this same thread, on another connection" in out
     assert "@pytest.mark.django_db(transaction=True)" in out
     assert "lockwatch: longest write-lock holds" in out
+    summary = out.split("lockwatch: longest write-lock holds")[1]
+    assert "test_classic.py::test_fine" in summary
+    assert "setup" not in summary  # pytest-django's database setup is no test
+    # Each statement once, on one line, with ? for parameters (never Django's %s).
+    assert "waiting statement: INSERT INTO shop_item (name, qty) VALUES ('x', 1)" in out
+    assert "%s" not in out.split("lockwatch: database is locked")[1]
+
+
+def test_sql_is_shown_on_one_line_trimmed_with_natural_placeholders():
+    from lockwatch.pytest_plugin import SQL_SHOWN, shown_sql
+
+    django = 'INSERT INTO "shop_item"\n    ("name", "qty")\n  VALUES (%s, %s) -- 100%%'
+    assert shown_sql(django) == 'INSERT INTO "shop_item" ("name", "qty") VALUES (?, ?) -- 100%'
+    assert shown_sql("SELECT ? FROM t") == "SELECT ? FROM t"
+    long = shown_sql("SELECT " + ", ".join(f"c{i}" for i in range(100)) + " FROM t")
+    assert len(long) == SQL_SHOWN and long.endswith("…")
 
 
 def test_off_unless_asked(run):
