@@ -16,7 +16,7 @@ import dataclasses
 import functools
 import json
 import sqlite3
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +34,8 @@ LONG_HOLD_P95_MS = 1000.0
 SHORT_HOLD_P95_MS = 5.0
 # Busy errors at one call site, in one thread, this close together are one statement retried.
 RETRY_GAP_S = 2.0
+# Busy errors whose context (endpoint, command, test) is read: the newest this many.
+CONTEXT_SAMPLE = 2000
 _WAITS = rollup.WAITS  # waits and busy errors: their covering index's own WHERE
 
 
@@ -104,6 +106,55 @@ class _Evidence:
         self.where = f" AND {clause}" if clause else ""
         self._holds: tuple[dict[str, _Times], dict[str, _Times]] | None = None
         self.retried: list[int] = []  # busy errors told as retries, not again on their own
+        self._busy: list[dict[str, Any]] | None = None
+
+    def busy(self) -> list[dict[str, Any]]:
+        """The window's busy errors (less those told as retries) by classification, call
+        site and context. Counts are exact, from the waits index; the contexts (a table
+        read per row) are those of the newest CONTEXT_SAMPLE errors, the rest counted
+        under the context most of those had at the same call site."""
+        if self._busy is None:
+            counts = self.all(
+                "SELECT classification, call_site, count(*) AS n, max(ts) AS last FROM events"
+                f" WHERE {_WAITS} AND kind = 'busy' AND {_NOT_RETRIED}{{w}}"
+                " GROUP BY classification, call_site",
+                json.dumps(self.retried),
+            )
+            sampled: dict[tuple[Any, Any], Counter[str]] = defaultdict(Counter)
+            for r in self.all(
+                "SELECT classification, call_site, context, count(*) AS n FROM events"
+                f" WHERE id IN (SELECT id FROM events WHERE {_WAITS} AND kind = 'busy'"
+                f" AND {_NOT_RETRIED}{{w}} ORDER BY ts DESC LIMIT {CONTEXT_SAMPLE})"
+                " GROUP BY classification, call_site, context",
+                json.dumps(self.retried),
+            ):
+                sampled[(r["classification"], r["call_site"])][r["context"] or ""] += r["n"]
+            self._busy = []
+            for r in counts:
+                contexts = sampled.get((r["classification"], r["call_site"]))
+                rest = r["n"] - sum(contexts.values()) if contexts else r["n"]
+                top = contexts.most_common(1)[0][0] if contexts else ""
+                for context, n in (contexts or Counter()).items():
+                    self._busy.append(
+                        {**dict(r), "context": context, "n": n + (rest if context == top else 0)}
+                    )
+                if not contexts:
+                    self._busy.append({**dict(r), "context": ""})
+        return self._busy
+
+    @functools.cached_property
+    def timeouts(self) -> list[sqlite3.Row]:
+        """The timeouts (less retries), by call site, context and blocker."""
+        return self.all(
+            "SELECT call_site, context, blocker_call_site, blocker_context, blocker_thread,"
+            " coalesce(blocker_same_thread, 0) AS same, count(*) AS n,"
+            " coalesce(sum(wait_ms), 0) AS waited, max(ts) AS last,"
+            f" coalesce(sum({_TEST_TRANSACTION}), 0) AS in_tests FROM events"
+            f" WHERE id IN (SELECT id FROM events WHERE {_WAITS} AND kind = 'busy'"
+            f" AND classification = 'timeout' AND {_NOT_RETRIED}{{w}}) GROUP BY call_site,"
+            " context, blocker_call_site, blocker_context, blocker_thread, same",
+            json.dumps(self.retried),
+        )
 
     def all(self, sql: str, *lead: Any) -> list[sqlite3.Row]:
         """Rows of ``sql``; its ``{w}`` takes the time window, after the ``lead`` args."""
@@ -167,9 +218,9 @@ def findings(
     conn.row_factory = sqlite3.Row
     ev = _Evidence(conn, since, until)
     out: list[Finding] = []
+    out += _retries(ev)  # first: the busy errors it tells are not told again
     out += _same_thread(ev)
     out += _test_isolation(ev)
-    out += _retries(ev)
     out += _upgrades(ev)
     out += _timeouts(ev)
     out += _snapshots(ev)
@@ -212,14 +263,10 @@ def _when(ts: float | None) -> str:
 
 
 def _by_call_site(ev: _Evidence, classification: str, evidence: str, change: str) -> list[Finding]:
-    sites: dict[str, list[sqlite3.Row]] = defaultdict(list)
-    for r in ev.all(
-        "SELECT call_site, context, count(*) AS n, max(ts) AS last FROM events"
-        f" WHERE {_WAITS} AND kind = 'busy' AND classification = ? AND {_NOT_RETRIED}{{w}}"
-        " GROUP BY call_site, context",
-        classification,
-        json.dumps(ev.retried),
-    ):
+    sites: dict[str, list[Any]] = defaultdict(list)
+    for r in ev.busy():
+        if r["classification"] != classification:
+            continue
         sites[r["call_site"] or "unknown"].append(r)
     wheres = _where(ev, sites)
     out = []
@@ -263,7 +310,7 @@ class _Where:
         return _in(self.context)
 
 
-def _where(ev: _Evidence, groups: dict[str, list[sqlite3.Row]]) -> dict[str, _Where]:
+def _where(ev: _Evidence, groups: dict[str, list[Any]]) -> dict[str, _Where]:
     """Per group of (context, n) rows: where most of them came from. For an endpoint, its
     requests and failed requests in the window, from one pass over the window's requests
     (over a long window, the failed requests only: the requests that had these errors)."""
@@ -299,19 +346,12 @@ TEST_ADVICE = (
 def _same_thread(ev: _Evidence) -> list[Finding]:
     """Waits behind the waiter's own thread, on another connection: they cannot succeed."""
     out = []
-    for r in ev.all(
-        "SELECT call_site, context, blocker_call_site, blocker_context, blocker_thread,"
-        " count(*) AS n, max(ts) AS last,"
-        " coalesce(sum(kind = 'busy'), 0) AS busy, coalesce(sum(wait_ms), 0) AS waited"
-        # Waiting cannot succeed: it ends in a timeout (read from the waits index first).
-        f" FROM events WHERE {_WAITS} AND kind = 'busy' AND classification = 'timeout'"
-        " AND blocker_same_thread = 1{w}"
-        " GROUP BY call_site, context, blocker_call_site, blocker_context, blocker_thread"
-        " ORDER BY n DESC"
-    ):
+    # Waiting cannot succeed: it ends in a timeout.
+    same = [r for r in ev.timeouts if r["same"]]
+    for r in sorted(same, key=lambda r: -r["n"]):
         site, holder = r["call_site"] or "unknown", r["blocker_call_site"] or "unknown"
         context = r["context"] or ""
-        what = _count(r["busy"], "busy error") if r["busy"] else _count(r["n"], "wait")
+        what = _count(r["n"], "busy error")
         evidence = (
             f"the holder is the waiter's own thread, on another connection: it cannot let go "
             f"while that thread waits, so waiting cannot succeed ({_seconds(r['waited'])} waited)"
@@ -327,11 +367,11 @@ def _same_thread(ev: _Evidence) -> list[Finding]:
                     ),
                     evidence=evidence,
                     change=TEST_ADVICE,
-                    impact_ms=r["waited"] + r["busy"] * FAILED_REQUEST_COST_MS,
+                    impact_ms=r["waited"] + r["n"] * FAILED_REQUEST_COST_MS,
                     call_site=site,
-                    failed=bool(r["busy"]),
+                    failed=True,
                     last_ts=r["last"],
-                    figures={"busy": r["busy"], "waits": r["n"], "waited_ms": r["waited"]},
+                    figures={"busy": r["n"], "waited_ms": r["waited"]},
                 )
             )
             continue
@@ -344,11 +384,11 @@ def _same_thread(ev: _Evidence) -> list[Finding]:
                 ),
                 evidence=evidence,
                 change="use one connection for both, or commit before opening the second",
-                impact_ms=r["waited"] + r["busy"] * FAILED_REQUEST_COST_MS,
+                impact_ms=r["waited"] + r["n"] * FAILED_REQUEST_COST_MS,
                 call_site=site,
-                failed=bool(r["busy"]),
+                failed=True,
                 last_ts=r["last"],
-                figures={"busy": r["busy"], "waits": r["n"], "waited_ms": r["waited"]},
+                figures={"busy": r["n"], "waited_ms": r["waited"]},
             )
         )
     return out
@@ -448,11 +488,9 @@ def _retries(ev: _Evidence) -> list[Finding]:
     # from the waits index alone), then those only, by thread and request (from the table).
     near: list[int] = []
     previous: tuple[Any, float, int] | None = None  # call site, end, id
-    for id_, ts, wait, site in sorted(
-        ev.tuples(
-            f"SELECT id, ts, wait_ms, call_site FROM events WHERE {_WAITS} AND kind = 'busy'{{w}}"
-        ),
-        key=lambda t: (t[3] or "", t[1]),
+    for id_, ts, wait, site in ev.tuples(
+        f"SELECT id, ts, wait_ms, call_site FROM events WHERE {_WAITS} AND kind = 'busy'{{w}}"
+        " ORDER BY call_site, ts"
     ):
         if previous is not None and previous[0] == site and ts - previous[1] < RETRY_GAP_S + 1.0:
             if not near or near[-1] != previous[2]:
@@ -565,14 +603,7 @@ _WAL_REMOVES = (
 
 
 def _timeouts(ev: _Evidence) -> list[Finding]:
-    grouped = ev.all(
-        "SELECT blocker_call_site, context, count(*) AS n, sum(wait_ms) AS waited,"
-        f" max(ts) AS last, coalesce(sum({_TEST_TRANSACTION}), 0) AS in_tests FROM events"
-        f" WHERE {_WAITS} AND kind = 'busy' AND classification = 'timeout'"
-        f" AND NOT coalesce(blocker_same_thread, 0) AND {_NOT_RETRIED}{{w}}"
-        " GROUP BY blocker_call_site, context",
-        json.dumps(ev.retried),
-    )
+    grouped = [r for r in ev.timeouts if not r["same"]]
     if not grouped:
         return []
     by_blocker: dict[Any, dict[str, Any]] = {}
