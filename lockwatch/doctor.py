@@ -744,7 +744,7 @@ def _locked(ev: _Evidence) -> list[Finding]:
     return [
         Finding(
             code="locked",
-            title=f"{r['n']} `database table is locked` errors, e.g. at `{r['site']}`",
+            title=f"{_count(r['n'], '`database table is locked` error')}, e.g. at `{r['site']}`",
             evidence="a table was locked by another statement on a shared-cache connection",
             change="avoid shared cache (cache=shared), and finish reading a cursor before writing",
             impact_ms=r["n"] * FAILED_REQUEST_COST_MS,
@@ -825,7 +825,10 @@ def _long_holds(ev: _Evidence, seen: set[str | None]) -> list[Finding]:
             Finding(
                 code="long-hold",
                 title=f"`{site}` holds the write lock for p95 {holds.p95()}",
-                evidence=f"{holds.count} transactions held it {_seconds(holds.total_ms)} in total",
+                evidence=(
+                    f"{_count(holds.count, 'transaction')} held it {_seconds(holds.total_ms)} "
+                    "in total"
+                ),
                 change="every other writer waits meanwhile: commit in smaller batches",
                 impact_ms=holds.total_ms / 10.0,
                 call_site=site,
@@ -841,10 +844,10 @@ def _long_holds(ev: _Evidence, seen: set[str | None]) -> list[Finding]:
 
 # lockwatch's own health, from the processes table: (figure, title, evidence, change).
 _HEALTH = (
-    ("dropped", "lockwatch dropped {n} events from a full buffer",
+    ("dropped", "lockwatch dropped {events} from a full buffer",
      "capture never blocks the app, so overflow is dropped and counted",
      'raise LOCKWATCH["BUFFER_SIZE"], or lower FLUSH_INTERVAL'),
-    ("lost", "lockwatch could not store {n} events",
+    ("lost", "lockwatch could not store {events}",
      "the store was unwritable for a while",
      'check LOCKWATCH["STORE"]: its folder must be writable and have space'),
     ("inferred", "some processes infer lock waits from timings",
@@ -862,8 +865,8 @@ def _health(conn: sqlite3.Connection) -> list[Finding]:
     except sqlite3.Error:
         return []
     return [
-        Finding(code=figure, title=title.format(n=r[figure]), evidence=evidence, change=change,
-                impact_ms=0.0)
+        Finding(code=figure, title=title.format(events=_count(r[figure], "event")),
+                evidence=evidence, change=change, impact_ms=0.0)
         for figure, title, evidence, change in _HEALTH
         if r[figure]
     ]  # fmt: skip

@@ -496,3 +496,25 @@ def test_the_synchronous_advice_says_what_normal_risks(tmp_path):
     (info,) = [m for m in found if m.id == "lockwatch.I015"]
     assert "a power loss or an operating-system crash can lose the last commits" in info.msg
     assert "an application crash loses nothing" in info.msg
+
+
+def test_counts_read_naturally(tmp_path):
+    """'1 transaction', not '1 transactions'; '1 event', '2 events'."""
+    now = time.time()
+    site = "app/batch.py:7 in run"
+    rows = [
+        events.row(kind="transaction", ts=now - 60, hold_ms=1500.0, duration_ms=1501.0,
+                   call_site=site, lock_call_site=site, pid=1)
+    ]  # fmt: skip
+    writer = store.Writer(tmp_path / "store.sqlite3")
+    writer.write(rows, [], [])
+    figures = dict.fromkeys(
+        ("accepted", "dropped", "capture_errors", "store_errors", "lost", "live_errors",
+         "live_missed"), 0
+    )  # fmt: skip
+    writer.report(2, 2.0, "program:b", "exact", {**figures, "dropped": 1, "lost": 2})
+    writer.close()
+    found = {f.code: f for f in doctor.findings(sqlite3.connect(tmp_path / "store.sqlite3"))}
+    assert found["long-hold"].evidence == "1 transaction held it 1.5 s in total"
+    assert found["dropped"].title == "lockwatch dropped 1 event from a full buffer"
+    assert found["lost"].title == "lockwatch could not store 2 events"
