@@ -216,3 +216,52 @@ def test_the_doctor_says_when_a_django_db_test_commits_its_transaction(run, pyte
         "was committed"
     )
     assert "pandas' to_sql" in found[0].change
+
+
+TRACEBACK = """
+import sqlite3
+
+import pytest
+from django.db import connection
+
+from tests.project.shop.models import Item
+
+
+@pytest.mark.django_db
+def test_raw_blocked():
+    Item.objects.create(name="held")
+    raw = sqlite3.connect(connection.settings_dict["NAME"], timeout=0.2)
+    raw.execute("INSERT INTO shop_item (name, qty) VALUES ('x', 1)")  # RAW-BLOCKED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_django_blocked():
+    raw = sqlite3.connect(connection.settings_dict["NAME"])
+    raw.execute("BEGIN IMMEDIATE")
+    connection.ensure_connection()
+    connection.connection.execute("PRAGMA busy_timeout=200")
+    try:
+        Item.objects.create(name="blocked")  # DJANGO-BLOCKED
+    finally:
+        raw.rollback()  # the teardown's flush must not be blocked too
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="lockwatch's wrappers still show in the traceback: __tracebackhide__ = True is "
+    "wanted in capture.Probe.run, db.wrapper.LockwatchCursor.execute/executemany, "
+    "rawsqlite._Cursor.execute/executemany and rawsqlite._Connection.execute/executemany",
+)
+def test_a_locked_tests_traceback_ends_in_the_users_code_not_lockwatchs(run, pytester):
+    pytester.makepyfile(test_traceback=TRACEBACK)
+    result = run("--lockwatch", "--tb=short", "test_traceback.py")
+    result.assert_outcomes(failed=2)
+    out = result.stdout.str()
+    for name in ("test_raw_blocked", "test_django_blocked"):
+        section = out.split(f"_ {name} _", 1)[1].split("lockwatch: database is locked", 1)[0]
+        frames = [line for line in section.splitlines() if ": in " in line]
+        assert frames, section
+        assert not [f for f in frames if "/lockwatch/" in f], frames
+    raw = next(n for n, t in enumerate(TRACEBACK.strip().splitlines(), 1) if "RAW-BLOCKED" in t)
+    assert f"test_traceback.py:{raw}: in test_raw_blocked" in out
