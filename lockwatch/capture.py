@@ -162,6 +162,7 @@ class Probe(Holding):
 
     def run(self, execute: Callable[[str, Any], T], sql: str, arg: Any, many: bool = False) -> T:
         """``execute(sql, arg)``, captured. ``arg`` is the params, or a params list if many."""
+        __tracebackhide__ = True  # pytest shows the app's line, not this one
         ctx = _current.get()
         if ctx is not None and ctx.quiet:
             return execute(sql, arg)
@@ -220,9 +221,11 @@ class Probe(Holding):
         return result
 
     def commit(self, do: Callable[[], None]) -> None:
+        __tracebackhide__ = True  # pytest shows the app's line, not this one
         self._end_through(do, "COMMIT", "commit")
 
     def rollback(self, do: Callable[[], None]) -> None:
+        __tracebackhide__ = True  # pytest shows the app's line, not this one
         self._end_through(do, "ROLLBACK", "rollback")
 
     def fetched(self, exc: BaseException | None = None) -> None:
@@ -269,6 +272,7 @@ class Probe(Holding):
         return who
 
     def _end_through(self, do: Callable[[], None], sql: str, end: str) -> None:
+        __tracebackhide__ = True  # pytest shows the app's line, not this one
         if self._returning is not None:
             self._safe(self._settle_returning, None)
         busy = self.busy
@@ -570,6 +574,7 @@ class FetchWatch:
     _lockwatch: Probe | None = None
 
     def _fetching(self, fetch: Callable[..., T], *args: Any) -> T:
+        __tracebackhide__ = True  # pytest shows the app's line, not this one
         probe = self._lockwatch
         if probe is None or probe._returning is None:
             return fetch(*args)

@@ -58,6 +58,7 @@ class _Cursor(FetchWatch, sqlite3.Cursor):
     _lockwatch: Probe | None = None
 
     def execute(self, sql: str, parameters: Any = (), /) -> Any:
+        __tracebackhide__ = True  # pytest shows the app's line, not this one
         probe = self._lockwatch
         parent = super().execute
         if probe is None:
@@ -65,6 +66,7 @@ class _Cursor(FetchWatch, sqlite3.Cursor):
         return probe.run(parent, sql, parameters)
 
     def executemany(self, sql: str, seq: Any, /) -> Any:
+        __tracebackhide__ = True  # pytest shows the app's line, not this one
         probe = self._lockwatch
         parent = super().executemany
         if probe is None:
@@ -132,12 +134,15 @@ class _Connection(sqlite3.Connection):
     # Connection.execute makes its own plain cursor in C (never calling cursor()),
     # so it is routed through this layer's cursor, as sqlite3's would be.
     def execute(self, sql: str, parameters: Any = (), /) -> Any:
+        __tracebackhide__ = True  # pytest shows the app's line, not this one
         return _Connection.cursor(self).execute(sql, parameters)
 
     def executemany(self, sql: str, seq: Any, /) -> Any:
+        __tracebackhide__ = True  # pytest shows the app's line, not this one
         return _Connection.cursor(self).executemany(sql, seq)
 
     def commit(self) -> None:
+        __tracebackhide__ = True  # pytest shows the app's line, not this one
         probe = self._lockwatch
         parent = super().commit
         if probe is None:
@@ -145,6 +150,7 @@ class _Connection(sqlite3.Connection):
         probe.commit(parent)
 
     def rollback(self) -> None:
+        __tracebackhide__ = True  # pytest shows the app's line, not this one
         probe = self._lockwatch
         parent = super().rollback
         if probe is None:

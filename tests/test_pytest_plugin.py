@@ -247,12 +247,6 @@ def test_django_blocked():
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lockwatch's wrappers still show in the traceback: __tracebackhide__ = True is "
-    "wanted in capture.Probe.run, db.wrapper.LockwatchCursor.execute/executemany, "
-    "rawsqlite._Cursor.execute/executemany and rawsqlite._Connection.execute/executemany",
-)
 def test_a_locked_tests_traceback_ends_in_the_users_code_not_lockwatchs(run, pytester):
     pytester.makepyfile(test_traceback=TRACEBACK)
     result = run("--lockwatch", "--tb=short", "test_traceback.py")

@@ -28,12 +28,14 @@ class LockwatchCursor(FetchWatch, SQLiteCursorWrapper):
     _lockwatch: Probe | None = None
 
     def execute(self, query: str, params: Any = None) -> Any:
+        __tracebackhide__ = True  # pytest shows the app's line, not this one
         probe = self._lockwatch
         if probe is None:
             return super().execute(query, params)
         return probe.run(super().execute, query, params)
 
     def executemany(self, query: str, param_list: Any) -> Any:
+        __tracebackhide__ = True  # pytest shows the app's line, not this one
         probe = self._lockwatch
         if probe is None:
             return super().executemany(query, param_list)
@@ -69,12 +71,14 @@ class LockwatchWrapperMixin:
         return cursor
 
     def _commit(self) -> None:
+        __tracebackhide__ = True  # pytest shows the app's line, not this one
         probe = self._lockwatch
         if probe is None or self.connection is None:
             return super()._commit()  # type: ignore[misc]
         probe.commit(super()._commit)  # type: ignore[misc]
 
     def _rollback(self) -> None:
+        __tracebackhide__ = True  # pytest shows the app's line, not this one
         probe = self._lockwatch
         if probe is None or self.connection is None:
             return super()._rollback()  # type: ignore[misc]
