@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-MAGIC = b"LWHOLD01"
+MAGIC = b"LWHOLD02"  # 02: room for a long call site
 SLOTS = 512
 SLOT_SIZE = 512
 _HEADER = 64
@@ -45,8 +45,8 @@ STATE_NAMES = {
 # seq, state, flag, db key, owner pid, conn id, thread ident, txn, since, poll_until
 _SEQ = struct.Struct("<I")
 _HEAD = struct.Struct("<IBBxxQIIQQdd")
-_TEXT = struct.Struct("<96s128s40s176s")  # context, call site, thread name, sql
-_BODY = struct.Struct("<BBxxQIIQQdd96s128s40s176s")  # everything after seq
+_TEXT = struct.Struct("<96s200s40s104s")  # context, call site, thread name, sql
+_BODY = struct.Struct("<BBxxQIIQQdd96s200s40s104s")  # everything after seq
 _OFF_STATE = 4
 _OFF_FLAG = 5
 _OFF_POLL = 4 + _HEAD.size - 4 - 8  # poll_until: the last field of the head
@@ -54,7 +54,7 @@ _POLL = struct.Struct("<d")
 _PEEK = struct.Struct("<BBxxQ")  # state, flag, db key
 _META = struct.Struct("<BBxxQIIQQdd")  # a slot's numbers, after its seq
 _USED = struct.Struct("<I")  # in the header: how many slots were ever claimed
-_OFF_USED = len(b"LWHOLD01")
+_OFF_USED = len(MAGIC)
 _BODY_POLL = _OFF_POLL - 4  # the same field, within a body copied without its seq
 assert _SEQ.size + _BODY.size <= SLOT_SIZE
 assert _SEQ.size + _BODY.size == _HEAD.size + _TEXT.size

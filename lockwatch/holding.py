@@ -40,7 +40,7 @@ def _site_bytes(site: RawSite | None) -> bytes:
         if len(_site_cache) >= 4096:
             _site_cache.clear()
         text = callsite.format(site) or ""
-        data = _site_cache[site] = text.encode("utf-8", "backslashreplace")[:128]
+        data = _site_cache[site] = text.encode("utf-8", "backslashreplace")[:200]
     return data
 
 
@@ -97,7 +97,7 @@ class Holding:
             state, self.key, self.origin.conn_id, thread.ident or 0, self._marks, since,
             label.encode("utf-8", "backslashreplace")[:96], _site_bytes(site),
             thread.name.encode("utf-8", "backslashreplace")[:40],
-            sql[:176].encode("utf-8", "backslashreplace")[:176],
+            sql[:104].encode("utf-8", "backslashreplace")[:104],
         )  # fmt: skip
         self._marked = True
 

@@ -21,8 +21,8 @@ slot = table.claim()
 print(slot.index, flush=True)
 key = holders.db_key("/db")
 stop = time.monotonic() + float(sys.argv[3])
-a = (holders.HOLDING, key, 1, 1, 1, 1.0, b"a" * 90, b"A" * 120, b"t", b"x" * 170)
-b = (holders.RUNNING, key, 2, 2, 2, 2.0, b"b" * 90, b"B" * 120, b"t", b"y" * 170)
+a = (holders.HOLDING, key, 1, 1, 1, 1.0, b"a" * 90, b"A" * 120, b"t", b"x" * 100)
+b = (holders.RUNNING, key, 2, 2, 2, 2.0, b"b" * 90, b"B" * 120, b"t", b"y" * 100)
 n = 0
 while time.monotonic() < stop:
     slot.fill(*(a if n % 2 else b))
