@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import callsite, context, live, paths
+from . import callsite, context, holders, live, paths
 from .buffer import Buffer
 from .conf import get_config
 from .records import Limits, Lock, Transaction, _label, to_row
@@ -39,14 +39,7 @@ class StoreRefused(Exception):
     """Rows the store did not take (counted as lost, the rest of the batch stored)."""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
+_alive = holders.alive  # one answer to "is that process still there?"
 
 
 class Flusher(threading.Thread):
