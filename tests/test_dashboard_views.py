@@ -231,6 +231,11 @@ def test_timeline_has_lanes_holds_markers_and_blocker_links(client, ids):
     assert hold["x"] == [800.0]
     assert hold["y"] == ["pid 100 · MainThread"]
     assert hold["customdata"][0][:2] == [ids["holder"], HOLDER]
+    # The tooltip's hold comes from the data, not from %{x} (on a date axis that is a
+    # date, and the browser showed "held NaN ms").
+    assert hold["customdata"][0][4] == 800.0
+    assert "<b>held</b> %{customdata[4]:.1f} ms" in hold["hovertemplate"]
+    assert "%{x" not in hold["hovertemplate"]
     busy = by_name["busy error"]
     assert busy["customdata"][0][0] == ids["busy"]
     assert busy["customdata"][0][4] == HOLDER  # the blocker's call site, on hover

@@ -194,11 +194,13 @@ def timeline_chart(tl: Timeline, since: float, until: float, revision: str) -> d
                     _h(h["site"]),
                     _h(h["context"]),
                     _h(h["lock_statement"] or h["sql"]),
+                    h["hold_ms"],
                 ]
                 for h in holds
             ],
+            # Not %{x}: on a date axis a bar's x reads as a date, and its length as NaN.
             hovertemplate=_hover_lines(
-                ("held", "%{x:.1f} ms"),
+                ("held", "%{customdata[4]:.1f} ms"),
                 ("call site", "%{customdata[1]}"),
                 ("context", "%{customdata[2]}"),
                 ("sql", "%{customdata[3]}"),
