@@ -211,3 +211,12 @@ def redis() -> Iterator[Redis]:
     server.start()
     yield server
     server.kill()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttle():
+    """Wrong tokens counted by one test never throttle the next (the counter is global)."""
+    from lockwatch.dashboard import auth
+
+    auth.THROTTLE.clear()
+    yield

@@ -668,6 +668,8 @@ def test_the_header_shows_who_holds_the_write_lock_right_now(client, server, tmp
         hold_line = line_of(commands / "hold_lock.py", "HOLD-LINE")
         assert f"hold_lock.py:{hold_line} in handle" in body
         assert str(tmp_path / "app.sqlite3") in body
+        # The hold still going is the worst one so far: the header says so before it ends.
+        assert "(still held)" in body
     finally:
         holder.wait(30)
     assert "Write lock held now" not in client.get("/partials/header/").content.decode()

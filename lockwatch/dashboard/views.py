@@ -299,11 +299,16 @@ def logout(request: HttpRequest) -> HttpResponse:
 def header(request: HttpRequest, v: params.View, conn: sqlite3.Connection | None) -> HttpResponse:
     h = queries.header(conn, v.window.since, v.window.until) if conn is not None else None
     empty = conn is None or queries.is_empty(conn)
+    held = _held_now(conn)
+    # A hold still going counts as the worst when it is already longer than any stored one.
+    longest = max((x["seconds"] * 1000.0 for x in held), default=0.0)
+    stored = h.worst_hold_ms if h is not None and h.worst_hold_ms is not None else 0.0
     return render(
         request,
         "lockwatch/partials/header.html",
         {"h": h, "empty": empty, "store_path": str(get_config().store), "view": v,
-         "window_label": _window_label(v.window), "held": _held_now(conn)},
+         "window_label": _window_label(v.window), "held": held,
+         "open_worst_ms": longest if longest > stored else None},
     )  # fmt: skip
 
 
