@@ -44,6 +44,7 @@ STATE_NAMES = {
 
 # seq, state, flag, db key, owner pid, conn id, thread ident, txn, since, poll_until
 _SEQ = struct.Struct("<I")
+_SEQ_MASK = 0xFFFFFFFF  # it wraps; 2**32 is even, so odd still means "being written"
 _HEAD = struct.Struct("<IBBxxQIIQQdd")
 _TEXT = struct.Struct("<96s200s40s104s")  # context, call site, thread name, sql
 _BODY = struct.Struct("<BBxxQIIQQdd96s200s40s104s")  # everything after seq
@@ -153,6 +154,10 @@ class Table:
         except BaseException:
             os.close(fd)
             raise
+        # A slot's sequence number is written with one 4-byte store. struct.pack_into
+        # would zero the field first: a reader could then see the same (zero) number
+        # before and after a half-written slot, and take it as whole.
+        self._words = memoryview(self.mm).cast("I")
         self.fd = fd
         self._free = []
         self._lock = threading.Lock()
@@ -183,10 +188,10 @@ class Table:
                 owner = struct.unpack_from("<I", mm, off + 16)[0]
                 if owner and (owner == pid or alive(owner)):
                     continue
-                seq = (_SEQ.unpack_from(mm, off)[0] | 1) + 1  # even: no write under way
-                _SEQ.pack_into(mm, off, seq - 1)
+                seq = ((_SEQ.unpack_from(mm, off)[0] | 1) + 1) & _SEQ_MASK  # even: no write
+                self._words[off // 4] = (seq - 1) & _SEQ_MASK
                 _BODY.pack_into(mm, off + 4, IDLE, 0, 0, pid, 0, 0, 0, 0.0, 0.0, b"", b"", b"", b"")
-                _SEQ.pack_into(mm, off, seq)
+                self._words[off // 4] = seq
                 got.append(index)
                 if len(got) == n:
                     break
@@ -333,6 +338,9 @@ class Table:
         return out
 
     def close(self) -> None:
+        words = getattr(self, "_words", None)
+        if words is not None:
+            words.release()
         try:
             self.mm.close()
         finally:
@@ -357,15 +365,16 @@ class Slot:
     ) -> None:  # fmt: skip
         """Everything at once: a new statement that may take the lock."""
         mm, off = self.table.mm, self.off
+        words, at = self.table._words, off // 4
         self.key = key
-        self.seq += 1
-        _SEQ.pack_into(mm, off, self.seq)
+        self.seq = (self.seq + 1) & _SEQ_MASK
+        words[at] = self.seq
         _BODY.pack_into(
             mm, off + 4, state, 0, key, self.table.pid, conn_id, ident, txn, since, 0.0,
             context, site, thread, sql,
         )  # fmt: skip
-        self.seq += 1
-        _SEQ.pack_into(mm, off, self.seq)
+        self.seq = (self.seq + 1) & _SEQ_MASK
+        words[at] = self.seq
 
     def set_state(self, state: int) -> None:
         # One byte: a reader sees the old state or the new one, with the same fields.
@@ -373,12 +382,13 @@ class Slot:
 
     def set_since(self, state: int, since: float) -> None:
         mm, off = self.table.mm, self.off
-        self.seq += 1
-        _SEQ.pack_into(mm, off, self.seq)
+        words, at = self.table._words, off // 4
+        self.seq = (self.seq + 1) & _SEQ_MASK
+        words[at] = self.seq
         mm[off + _OFF_STATE] = state
         struct.pack_into("<d", mm, off + 4 + 4 + 8 + 4 + 4 + 8 + 8, since)
-        self.seq += 1
-        _SEQ.pack_into(mm, off, self.seq)
+        self.seq = (self.seq + 1) & _SEQ_MASK
+        words[at] = self.seq
 
     def waiting(self, state: int, poll_until: float) -> None:
         mm, off = self.table.mm, self.off
