@@ -24,7 +24,6 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -49,10 +48,8 @@ _HEAD = struct.Struct("<IBBxxQIIQQdd")
 _TEXT = struct.Struct("<96s200s40s104s")  # context, call site, thread name, sql
 _BODY = struct.Struct("<BBxxQIIQQdd96s200s40s104s")  # everything after seq
 _OFF_STATE = 4
-_OFF_FLAG = 5
 _OFF_POLL = 4 + _HEAD.size - 4 - 8  # poll_until: the last field of the head
 _POLL = struct.Struct("<d")
-_PEEK = struct.Struct("<BBxxQ")  # state, flag, db key
 _META = struct.Struct("<BBxxQIIQQdd")  # a slot's numbers, after its seq
 _USED = struct.Struct("<I")  # in the header: how many slots were ever claimed
 _OFF_USED = len(MAGIC)
@@ -94,16 +91,6 @@ class Holder(NamedTuple):
 
 def _text(raw: bytes) -> str:
     return raw.rstrip(b"\0").decode("utf-8", "replace")
-
-
-def _clip(text: str | None, size: int) -> bytes:
-    if not text:
-        return b""
-    data = text.encode("utf-8", "backslashreplace")
-    if len(data) <= size:
-        return data
-    # Cut at a character boundary, so a reader never sees half of one.
-    return data[:size].decode("utf-8", "ignore").encode()
 
 
 def alive(pid: int) -> bool:
@@ -231,25 +218,6 @@ class Table:
             )  # fmt: skip
         return None
 
-    def scan(self, key: int) -> Iterator[tuple[int, Holder, float]]:
-        """(index, holder, poll_until) for each busy slot on the database ``key``."""
-        mm = self.mm
-        used = self._used()
-        # One copy of the used slots, then a cheap look at each: most are idle or on
-        # another database (this runs on every call of a waiter's busy handler).
-        view = mm[_HEADER : _HEADER + used * SLOT_SIZE]
-        peek = _PEEK.unpack_from
-        for index in range(used):
-            state, _flag, k = peek(view, index * SLOT_SIZE + 4)
-            if k != key or state <= IDLE:
-                continue
-            off = self._offset(index)
-            holder = self.read(index)
-            if holder is None or holder.state <= IDLE:
-                continue
-            poll = _POLL.unpack_from(mm, off + _OFF_POLL)[0]
-            yield index, holder, poll
-
     def wrote(self, slot: Slot) -> None:
         """``slot`` just let go of the write lock: it is its database's last writer.
 
@@ -277,9 +245,6 @@ class Table:
             _text(f[12]), f[2],
         )  # fmt: skip
         return holder, f[8]
-
-    def mark_waited_on(self, index: int) -> None:
-        self.mm[self._offset(index) + _OFF_FLAG] = 1
 
     def holder(
         self, key: int, me: int | None, os_pid: int | None = None
@@ -395,14 +360,6 @@ class Slot:
         _POLL.pack_into(mm, off + _OFF_POLL, poll_until)
         mm[off + _OFF_STATE] = state
 
-    def take_flag(self) -> bool:
-        """Did a waiter see this slot since the flag was last taken?"""
-        mm, at = self.table.mm, self.off + _OFF_FLAG
-        if mm[at]:
-            mm[at] = 0
-            return True
-        return False
-
 
 # struct flock: l_type, l_whence, l_start, l_len, l_pid (padded as the C struct is).
 _FLOCK = struct.Struct("@hhqqi4x")
@@ -503,7 +460,6 @@ def file_locks(path: str) -> FileLocks | None:
 
 _tables: dict[str, Table | None] = {}
 _tables_lock = threading.Lock()
-errors = 0
 
 
 class HeldNow(NamedTuple):
@@ -521,9 +477,7 @@ def held_now(store: Path) -> list[HeldNow]:
 
     The longest-held first; an empty list when there is no table yet.
     """
-    digest = hashlib.blake2b(str(store).encode(), digest_size=8).hexdigest()
-    fallback = Path(tempfile.gettempdir()) / f"lockwatch-{os.getuid()}-{digest}-holders"
-    for candidate in (path_for(store), fallback):
+    for candidate in _places(store):
         try:
             table = Table(candidate, readonly=True)
         except (OSError, ValueError):
@@ -541,13 +495,19 @@ def held_now(store: Path) -> list[HeldNow]:
     return []
 
 
+def _places(store: Path) -> tuple[Path, Path]:
+    """Where the table for ``store`` lives: beside it, else in the temp dir."""
+    digest = hashlib.blake2b(str(store).encode(), digest_size=8).hexdigest()
+    fallback = Path(tempfile.gettempdir()) / f"lockwatch-{os.getuid()}-{digest}-holders"
+    return path_for(store), fallback
+
+
 def path_for(store: Path) -> Path:
     return store.with_name(store.name + "-holders")
 
 
 def table_for(store: Path) -> Table | None:
     """The holder table beside ``store``, or in the temp dir if that is not writable."""
-    global errors
     name = str(store)
     table = _tables.get(name, False)
     if table is not False:
@@ -556,15 +516,13 @@ def table_for(store: Path) -> Table | None:
         if name in _tables:
             return _tables[name]
         found: Table | None = None
-        digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
-        fallback = Path(tempfile.gettempdir()) / f"lockwatch-{os.getuid()}-{digest}-holders"
-        for candidate in (path_for(store), fallback):
+        for candidate in _places(store):
             try:
                 candidate.parent.mkdir(parents=True, exist_ok=True)
                 found = Table(candidate)
                 break
             except (OSError, ValueError):
-                errors += 1
+                continue  # the next place; the probe counts a table it could not open
         _tables[name] = found
         return found
 

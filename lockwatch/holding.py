@@ -209,7 +209,6 @@ class Holding:
             if found is not None and found[0].pid == os_pid:
                 return _blocker(found[0], False)
             return self._outside_pid(os_pid)
-        table.mark_waited_on(index)
         same = h.pid == self.origin.pid and h.thread_ident == (_current_thread().ident or 0)
         return _blocker(h, same)
 
