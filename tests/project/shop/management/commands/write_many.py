@@ -1,5 +1,6 @@
 """Write rows at a steady pace for a while; report how many succeeded."""
 
+import os
 import time
 
 from django.core.management.base import BaseCommand
@@ -24,7 +25,9 @@ class Command(BaseCommand):
             except OperationalError:
                 failed += 1
             if progress_file:
-                with open(progress_file, "w") as f:
+                # Replaced whole, so a reader never sees the file empty mid-write.
+                with open(progress_file + ".tmp", "w") as f:
                     f.write(str(ok))
+                os.replace(progress_file + ".tmp", progress_file)
             time.sleep(interval)
         self.stdout.write(f"ok={ok} failed={failed}")
