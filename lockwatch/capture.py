@@ -146,6 +146,7 @@ class Probe(Holding):
         self.slot: holders.Slot | None = None
         self._marked = False  # the slot says this connection may hold the lock
         self._marks = 0
+        self._opened = False
         # The current wait, as the busy handler saw it.
         self._seen: Blocker | None = None
         self._split: dict[tuple[Any, ...], list[Any]] = {}
@@ -234,10 +235,13 @@ class Probe(Holding):
             self._safe(self._settle_returning, exc)
 
     def closing(self) -> None:
-        """The connection is closing: an open transaction never ended."""
+        """The connection is about to close: an open transaction never ended."""
         if self._returning is not None:
             self._safe(self._settle_returning, None)
         self._safe(self._close_txn, "abandoned")
+        self._safe(self._mark_close)
+
+    def closed(self) -> None:
         self._safe(self._release_slot)
 
     # -- internals ------------------------------------------------------------

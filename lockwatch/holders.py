@@ -60,6 +60,9 @@ assert _SEQ.size + _BODY.size == _HEAD.size + _TEXT.size
 # A waiter that has not polled for this long past its planned retry is running again.
 _POLL_SLACK = 0.005
 
+# A slot's flag: its connection runs its first read, or closes (see holding._mark).
+OPENING = 1
+
 OUTSIDE = "outside"  # no instrumented connection holds it: another program
 READERS = "readers"  # my COMMIT holds the lock and waits for read transactions
 
@@ -267,14 +270,21 @@ class Table:
         meta = _META.unpack_from
         best: tuple[float, int] | None = None
         running: tuple[float, int] | None = None
+        opening: tuple[float, int] | None = None
         for index in range(used):
-            state, _flag, k, pid, _c, _t, _x, since, poll = meta(view, index * SLOT_SIZE + 4)
+            state, flag, k, pid, _c, _t, _x, since, poll = meta(view, index * SLOT_SIZE + 4)
             if k != key or state <= IDLE or index == me:
                 continue
             if os_pid is not None and pid != (os_pid or mine):
                 continue  # the lock is that process's, not this one's
             if os_pid is None and not alive(pid):
                 continue  # SQLite let go of a dead process's locks
+            if flag == OPENING:
+                # Opening or closing the file: it holds the lock only now and then,
+                # so only when the operating system says its process holds it.
+                if os_pid and state == RUNNING and (opening is None or since < opening[0]):
+                    opening = (since, index)
+                continue
             if state in (HOLDING, COMMITTING):
                 if best is None or since < best[0]:
                     best = (since, index)
@@ -285,7 +295,7 @@ class Table:
                 or (state == WAITING and (os_pid or now > poll + _POLL_SLACK))
             ) and (running is None or since < running[0]):
                 running = (since, index)
-        found = best or running
+        found = best or running or opening
         if found is None:
             return None, None
         h = self.read(found[1])
@@ -326,7 +336,7 @@ class Slot:
 
     def fill(
         self, state: int, key: int, conn_id: int, ident: int, txn: int, since: float,
-        context: bytes, site: bytes, thread: bytes, sql: bytes,
+        context: bytes, site: bytes, thread: bytes, sql: bytes, flag: int = 0,
     ) -> None:  # fmt: skip
         """Everything at once: a new statement that may take the lock."""
         mm, off = self.table.mm, self.off
@@ -335,7 +345,7 @@ class Slot:
         self.seq = (self.seq + 1) & _SEQ_MASK
         words[at] = self.seq
         _BODY.pack_into(
-            mm, off + 4, state, 0, key, self.table.pid, conn_id, ident, txn, since, 0.0,
+            mm, off + 4, state, flag, key, self.table.pid, conn_id, ident, txn, since, 0.0,
             context, site, thread, sql,
         )  # fmt: skip
         self.seq = (self.seq + 1) & _SEQ_MASK
@@ -366,6 +376,8 @@ _FLOCK = struct.Struct("@hhqqi4x")
 # SQLite's unix VFS locks these bytes with POSIX advisory locks (os_unix.c).
 _PENDING_BYTE = 0x40000000
 _RESERVED_BYTE = _PENDING_BYTE + 1
+_SHARED_FIRST = _PENDING_BYTE + 2
+_SHARED_SIZE = 510
 _WAL_WRITE_LOCK = 120  # in the -shm file: the first of the WAL lock bytes
 
 
@@ -373,7 +385,8 @@ class FileLocks:
     """Which process holds a database's write lock, from the operating system.
 
     F_GETLK names the process holding a POSIX lock that conflicts with a test
-    lock: the RESERVED byte (rollback journal) or the WAL write lock in -shm.
+    lock: the RESERVED byte (rollback journal), the WAL write lock in -shm, or
+    an EXCLUSIVE lock on the shared range.
     It cannot see this process's own locks, so 0 means "not another process".
 
     The descriptors stay open for the life of the process: closing any
@@ -424,11 +437,24 @@ class FileLocks:
         if got is not None and path.endswith("-shm"):
             os.close(got[0])
 
-    def _pid(self, path: str, start: int) -> int | None:
+    def _pid(self, path: str, start: int, size: int = 1, kind: int = fcntl.F_WRLCK) -> int | None:
         fd = self._fd(path)
         if fd is None:
             return None
-        query = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, start, 1, 0)
+        pid = self._test(fd, start, size, kind)
+        if pid == 0 and self._checked.get(path, 0.0) - time.monotonic() < 0.999:
+            # Nobody, on the file as it was up to a second ago: the last connection
+            # may have deleted it since (WAL) and the next one made a new one.
+            was = self._fds.get(path)
+            self._checked[path] = 0.0
+            again = self._fd(path)
+            if again is not None and self._fds.get(path) != was:
+                return self._test(again, start, size, kind)
+        return pid
+
+    @staticmethod
+    def _test(fd: int, start: int, size: int, kind: int) -> int | None:
+        query = _FLOCK.pack(kind, os.SEEK_SET, start, size, 0)
         try:
             l_type, _w, _s, _l, pid = _FLOCK.unpack(fcntl.fcntl(fd, fcntl.F_GETLK, query))
         except OSError:
@@ -443,7 +469,13 @@ class FileLocks:
         reserved = self._pid(self.path, _RESERVED_BYTE)
         if reserved is None:
             return wal
-        return reserved
+        if reserved:
+            return reserved
+        # An EXCLUSIVE lock without RESERVED: the last connection to close a WAL
+        # database checkpoints it, or a reader rolls back a hot journal. Only a
+        # write lock on the shared range conflicts with this read-lock test.
+        exclusive = self._pid(self.path, _SHARED_FIRST, _SHARED_SIZE, fcntl.F_RDLCK)
+        return exclusive if exclusive is not None else reserved
 
 
 _file_locks: dict[str, FileLocks] = {}

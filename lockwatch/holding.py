@@ -32,6 +32,8 @@ _READERS = Blocker(holders.READERS, None, None, None, None, holders.READERS, hol
 _OUTSIDE = Blocker(holders.OUTSIDE, None, None, None, None, holders.OUTSIDE, holders.OUTSIDE,
                    None, False)  # fmt: skip
 _site_cache: dict[RawSite | None, bytes] = {}
+# What a closing connection's slot shows where a statement's call site would be.
+_CLOSE_SITE = b"closing the connection (WAL checkpoint)"
 
 
 def _site_bytes(site: RawSite | None) -> bytes:
@@ -63,6 +65,7 @@ class Holding:
     slot: holders.Slot | None
     _marked: bool
     _marks: int
+    _opened: bool  # a statement that reads the file has run
     _seen: Blocker | None
     _split: dict[tuple[Any, ...], list[Any]]
     _reader_wait: float
@@ -73,15 +76,34 @@ class Holding:
         raise NotImplementedError
 
     def _mark(self, sql: str, ctx: Any) -> RawSite | None:
-        """Fill this connection's slot before a statement that may take the lock."""
+        """Fill this connection's slot before a statement that may take the lock.
+
+        A new connection's first read may too: in WAL mode, after the last
+        connection closed, it rebuilds the WAL index holding the write lock.
+        """
         cls = _classes.get(sql) or statement_class(sql)
+        flag = 0
         if cls not in _MAY_TAKE and not (cls == "begin" and begin_mode(sql) in _LOCKING_BEGIN):
-            return None
+            if self._opened or cls != "read":
+                return None
+            flag = holders.OPENING
+        self._opened = True
         site = callsite.find(2)
-        self._fill(holders.RUNNING, _wall(), sql, ctx, site)
+        self._fill(holders.RUNNING, _wall(), sql, ctx, site, flag=flag)
         return site
 
-    def _fill(self, state: int, since: float, sql: str, ctx: Any, site: RawSite | None) -> None:
+    def _mark_close(self) -> None:
+        """Before the connection closes: the last one to close a WAL database
+        checkpoints it and deletes the WAL holding an exclusive lock."""
+        if self.table is not None and self._opened:
+            self._fill(
+                holders.RUNNING, _wall(), "", _current.get(), None, _CLOSE_SITE, holders.OPENING
+            )  # fmt: skip
+
+    def _fill(
+        self, state: int, since: float, sql: str, ctx: Any, site: RawSite | None,
+        site_text: bytes | None = None, flag: int = 0,
+    ) -> None:  # fmt: skip
         slot = self.slot
         if slot is None:
             table = self.table
@@ -95,9 +117,10 @@ class Holding:
         self._marks += 1
         slot.fill(
             state, self.key, self.origin.conn_id, thread.ident or 0, self._marks, since,
-            label.encode("utf-8", "backslashreplace")[:96], _site_bytes(site),
+            label.encode("utf-8", "backslashreplace")[:96],
+            _site_bytes(site) if site_text is None else site_text,
             thread.name.encode("utf-8", "backslashreplace")[:40],
-            sql[:104].encode("utf-8", "backslashreplace")[:104],
+            sql[:104].encode("utf-8", "backslashreplace")[:104], flag,
         )  # fmt: skip
         self._marked = True
 

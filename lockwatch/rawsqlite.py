@@ -179,7 +179,11 @@ class _Connection(sqlite3.Connection):
         if probe is not None:
             probe.closing()
             self._lockwatch = None
-        super().close()
+        try:
+            super().close()
+        finally:
+            if probe is not None:
+                probe.closed()
 
 
 @functools.lru_cache(maxsize=256)

@@ -8,8 +8,10 @@ its transaction or autocommit write held the lock during the wait.
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import os
+import struct
 import random
 import sqlite3
 import subprocess
@@ -51,6 +53,44 @@ def _holds(rows: list[dict]) -> dict[tuple[int, str], list[tuple[float, float]]]
     return out
 
 
+_FLOCK = struct.Struct("@hhqqi4x")
+_PENDING = 0x40000000
+# (file suffix, first byte, length, test lock): a write lock in the -shm's WAL
+# write byte, RESERVED, or an exclusive lock on the shared range (os_unix.c).
+_SPOTS = (("-shm", 120, 1, fcntl.F_WRLCK), ("", _PENDING + 1, 1, fcntl.F_WRLCK),
+          ("", _PENDING + 2, 510, fcntl.F_RDLCK))  # fmt: skip
+
+
+class LockOwners(threading.Thread):
+    """Ground truth from the kernel, sampled apart from lockwatch: which process
+    holds a write-excluding lock on the database, and when."""
+
+    def __init__(self, db: Path) -> None:
+        super().__init__(daemon=True)
+        self.db = db
+        self.seen: list[tuple[float, int]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.0005):
+            now = time.time()
+            for suffix, start, size, kind in _SPOTS:
+                try:
+                    fd = os.open(f"{self.db}{suffix}", os.O_RDONLY)
+                except OSError:
+                    continue
+                try:
+                    got = fcntl.fcntl(fd, fcntl.F_GETLK, _FLOCK.pack(kind, 0, start, size, 0))
+                finally:
+                    os.close(fd)
+                l_type, _w, _s, _l, pid = _FLOCK.unpack(got)
+                if l_type != fcntl.F_UNLCK:
+                    self.seen.append((now, pid))
+
+    def held(self, pid: int, start: float, end: float) -> bool:
+        return any(start <= t <= end and p == pid for t, p in self.seen)
+
+
 @pytest.mark.parametrize("journal", ["delete", "wal"])
 def test_gunicorn_mixed_load_names_every_blocker(lw, tmp_path: Path, journal: str):
     db = tmp_path / "app.sqlite3"
@@ -70,6 +110,7 @@ def test_gunicorn_mixed_load_names_every_blocker(lw, tmp_path: Path, journal: st
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     statuses: list[int] = []
+    owners = LockOwners(db)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -94,11 +135,13 @@ def test_gunicorn_mixed_load_names_every_blocker(lw, tmp_path: Path, journal: st
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(10)]
         threads.append(threading.Thread(target=holder))
+        owners.start()
         for t in threads:
             t.start()
         for t in threads:
             t.join(60)
     finally:
+        owners.done.set()
         server.terminate()
         server.wait(30)
 
@@ -121,13 +164,20 @@ def test_gunicorn_mixed_load_names_every_blocker(lw, tmp_path: Path, journal: st
             # The named holder held the lock at some time during the wait (or, for an
             # upgrade error, at the moment it was raised).
             ok = any(s <= end + 0.05 and e >= w["ts"] - 0.05 for s, e in spans)
+            if not ok and w["blocker_context"] != holders.OUTSIDE and w["blocker_thread"]:
+                # A connection opening the file (WAL recovery) or closing it (the
+                # last one checkpoints): no hold in its records, but the kernel
+                # saw its process hold the lock.
+                ok = owners.held(w["blocker_pid"], w["ts"] - 0.05, end + 0.05)
         if not ok:
             wrong.append(w)
     detail = [
         {k: w[k] for k in ("kind", "classification", "stmt_class", "wait_ms", "pid",
-                           "blocker_pid", "blocker_context", "blocker_split")}
+                           "blocker_pid", "blocker_context", "blocker_call_site",
+                           "blocker_split")}
         for w in wrong[:5]
     ]  # fmt: skip
+    import json; json.dump({"wrong": wrong, "rows": rows}, open("/tmp/wrong-%s.json" % journal, "w"), default=str)
     assert len(wrong) <= 0.01 * len(waits), (len(wrong), len(waits), detail)
 
     # Every transaction of the decorated view has a call site in the view's file.

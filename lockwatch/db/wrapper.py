@@ -89,4 +89,8 @@ class LockwatchWrapperMixin:
         if probe is not None:
             probe.closing()
             self._lockwatch = None
-        super()._close()  # type: ignore[misc]
+        try:
+            super()._close()  # type: ignore[misc]
+        finally:
+            if probe is not None:
+                probe.closed()
