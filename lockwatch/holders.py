@@ -60,8 +60,11 @@ assert _SEQ.size + _BODY.size == _HEAD.size + _TEXT.size
 # A waiter that has not polled for this long past its planned retry is running again.
 _POLL_SLACK = 0.005
 
-# A slot's flag: its connection runs its first read, or closes (see holding._mark).
-OPENING = 1
+# A slot's flag: its connection holds the lock only for an instant now and then:
+# it reads a WAL database (SQLite takes the WAL write lock to read an index a
+# writer is changing, or to rebuild it on a first read) or closes it (the last
+# connection checkpoints it holding an EXCLUSIVE lock).
+BRIEF = 1
 
 OUTSIDE = "outside"  # no instrumented connection holds it: another program
 READERS = "readers"  # my COMMIT holds the lock and waits for read transactions
@@ -270,7 +273,7 @@ class Table:
         meta = _META.unpack_from
         best: tuple[float, int] | None = None
         running: tuple[float, int] | None = None
-        opening: tuple[float, int] | None = None
+        brief: tuple[float, int] | None = None
         for index in range(used):
             state, flag, k, pid, _c, _t, _x, since, poll = meta(view, index * SLOT_SIZE + 4)
             if k != key or state <= IDLE or index == me:
@@ -279,11 +282,10 @@ class Table:
                 continue  # the lock is that process's, not this one's
             if os_pid is None and not alive(pid):
                 continue  # SQLite let go of a dead process's locks
-            if flag == OPENING:
-                # Opening or closing the file: it holds the lock only now and then,
-                # so only when the operating system says its process holds it.
-                if os_pid and state == RUNNING and (opening is None or since < opening[0]):
-                    opening = (since, index)
+            if flag == BRIEF:
+                # Named only when the operating system says its process holds it.
+                if os_pid and state == RUNNING and (brief is None or since < brief[0]):
+                    brief = (since, index)
                 continue
             if state in (HOLDING, COMMITTING):
                 if best is None or since < best[0]:
@@ -295,7 +297,7 @@ class Table:
                 or (state == WAITING and (os_pid or now > poll + _POLL_SLACK))
             ) and (running is None or since < running[0]):
                 running = (since, index)
-        found = best or running or opening
+        found = best or running or brief
         if found is None:
             return None, None
         h = self.read(found[1])

@@ -9,6 +9,7 @@ showed, and ``_blame`` turns that split into the wait's blocker.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -65,7 +66,8 @@ class Holding:
     slot: holders.Slot | None
     _marked: bool
     _marks: int
-    _opened: bool  # a statement that reads the file has run
+    _wal: bool | None  # the database is in WAL mode; None until its first read
+    _reading: bool  # the slot says this connection reads (see _mark)
     _seen: Blocker | None
     _split: dict[tuple[Any, ...], list[Any]]
     _reader_wait: float
@@ -76,34 +78,45 @@ class Holding:
         raise NotImplementedError
 
     def _mark(self, sql: str, ctx: Any) -> RawSite | None:
-        """Fill this connection's slot before a statement that may take the lock.
-
-        A new connection's first read may too: in WAL mode, after the last
-        connection closed, it rebuilds the WAL index holding the write lock.
-        """
+        """Fill this connection's slot before a statement that may take the lock."""
         cls = _classes.get(sql) or statement_class(sql)
-        flag = 0
         if cls not in _MAY_TAKE and not (cls == "begin" and begin_mode(sql) in _LOCKING_BEGIN):
-            if self._opened or cls != "read":
-                return None
-            flag = holders.OPENING
-        self._opened = True
+            if cls == "read" and self._wal is not False:
+                site = callsite.find(2)
+                self._fill(holders.RUNNING, _wall(), sql, ctx, site, None, holders.BRIEF)
+                self._reading = True
+            return None
         site = callsite.find(2)
-        self._fill(holders.RUNNING, _wall(), sql, ctx, site, flag=flag)
+        self._fill(holders.RUNNING, _wall(), sql, ctx, site)
         return site
+
+    def _end_read(self) -> None:
+        """After a read marked as one that may hold the lock for an instant."""
+        self._reading = False
+        if self.slot is not None and not self._marked:
+            self.slot.set_state(holders.IDLE)
+        if self._wal is None:
+            self._learn_wal()
+
+    def _learn_wal(self) -> None:
+        # Known once the file has been read: the WAL file exists while it is open.
+        locks = self.locks
+        self._wal = locks is not None and os.path.exists(locks.path + "-wal")
 
     def _mark_close(self) -> None:
         """Before the connection closes: the last one to close a WAL database
-        checkpoints it and deletes the WAL holding an exclusive lock."""
-        if self.table is not None and self._opened:
+        checkpoints it and deletes the WAL, holding an exclusive lock."""
+        if self.table is not None and self._wal:
             self._fill(
-                holders.RUNNING, _wall(), "", _current.get(), None, _CLOSE_SITE, holders.OPENING
+                holders.RUNNING, _wall(), "", _current.get(), None, _CLOSE_SITE, holders.BRIEF
             )  # fmt: skip
 
     def _fill(
         self, state: int, since: float, sql: str, ctx: Any, site: RawSite | None,
         site_text: bytes | None = None, flag: int = 0,
     ) -> None:  # fmt: skip
+        """Fill the slot (claimed on first use). A BRIEF slot is not this
+        connection's mark: the statement after it decides nothing by it."""
         slot = self.slot
         if slot is None:
             table = self.table
@@ -114,7 +127,8 @@ class Holding:
                 return
         thread = _current_thread()
         label = ctx.label if ctx is not None else default_label()
-        self._marks += 1
+        if not flag:
+            self._marks += 1
         slot.fill(
             state, self.key, self.origin.conn_id, thread.ident or 0, self._marks, since,
             label.encode("utf-8", "backslashreplace")[:96],
@@ -122,13 +136,16 @@ class Holding:
             thread.name.encode("utf-8", "backslashreplace")[:40],
             sql[:104].encode("utf-8", "backslashreplace")[:104], flag,
         )  # fmt: skip
-        self._marked = True
+        if not flag:
+            self._marked = True
 
     def _slot_after(self, lock_wall: float | None = None) -> None:
         """After a statement: the slot says holding, or idle."""
         slot = self.slot
         if slot is None or not self._marked:
             return
+        if self._wal is None:
+            self._learn_wal()
         state = self._txn_state()
         if state < 0:  # no handle: a transaction that took the lock holds it
             held = self.txn is not None and self.txn.lock_wall is not None

@@ -8,10 +8,8 @@ its transaction or autocommit write held the lock during the wait.
 
 from __future__ import annotations
 
-import fcntl
 import http.client
 import os
-import struct
 import random
 import sqlite3
 import subprocess
@@ -24,6 +22,7 @@ import pytest
 
 from lockwatch import holders
 from tests.conftest import ROOT, free_port
+from tests.lockowners import LockOwners
 
 MANAGE = ROOT / "tests" / "project" / "manage.py"
 VIEWS = "tests/project/shop/views.py"
@@ -51,44 +50,6 @@ def _holds(rows: list[dict]) -> dict[tuple[int, str], list[tuple[float, float]]]
             continue
         out.setdefault((r["pid"], r["thread"]), []).append((start, start + ms / 1000.0))
     return out
-
-
-_FLOCK = struct.Struct("@hhqqi4x")
-_PENDING = 0x40000000
-# (file suffix, first byte, length, test lock): a write lock in the -shm's WAL
-# write byte, RESERVED, or an exclusive lock on the shared range (os_unix.c).
-_SPOTS = (("-shm", 120, 1, fcntl.F_WRLCK), ("", _PENDING + 1, 1, fcntl.F_WRLCK),
-          ("", _PENDING + 2, 510, fcntl.F_RDLCK))  # fmt: skip
-
-
-class LockOwners(threading.Thread):
-    """Ground truth from the kernel, sampled apart from lockwatch: which process
-    holds a write-excluding lock on the database, and when."""
-
-    def __init__(self, db: Path) -> None:
-        super().__init__(daemon=True)
-        self.db = db
-        self.seen: list[tuple[float, int]] = []
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(0.0005):
-            now = time.time()
-            for suffix, start, size, kind in _SPOTS:
-                try:
-                    fd = os.open(f"{self.db}{suffix}", os.O_RDONLY)
-                except OSError:
-                    continue
-                try:
-                    got = fcntl.fcntl(fd, fcntl.F_GETLK, _FLOCK.pack(kind, 0, start, size, 0))
-                finally:
-                    os.close(fd)
-                l_type, _w, _s, _l, pid = _FLOCK.unpack(got)
-                if l_type != fcntl.F_UNLCK:
-                    self.seen.append((now, pid))
-
-    def held(self, pid: int, start: float, end: float) -> bool:
-        return any(start <= t <= end and p == pid for t, p in self.seen)
 
 
 @pytest.mark.parametrize("journal", ["delete", "wal"])
@@ -177,7 +138,6 @@ def test_gunicorn_mixed_load_names_every_blocker(lw, tmp_path: Path, journal: st
                            "blocker_split")}
         for w in wrong[:5]
     ]  # fmt: skip
-    import json; json.dump({"wrong": wrong, "rows": rows}, open("/tmp/wrong-%s.json" % journal, "w"), default=str)
     assert len(wrong) <= 0.01 * len(waits), (len(wrong), len(waits), detail)
 
     # Every transaction of the decorated view has a call site in the view's file.

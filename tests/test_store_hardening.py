@@ -231,19 +231,41 @@ def test_retention_by_rows_holds_under_load(tmp_path: Path):
     assert holds_kept <= count
 
 
-def test_retention_by_age_holds_under_load(tmp_path: Path):
+def test_retention_by_age_holds_under_load(tmp_path: Path, monkeypatch):
+    """Each prune deletes every row past the age limit that was there when it began,
+    or as many as it may (twice what was just written, plus a slack, so a backlog
+    shrinks); when the load stops, no row past the limit is left."""
     path = tmp_path / "store.sqlite3"
-    now = "(julianday('now') - 2440587.5) * 86400.0"
-    sampler = Sampler(path, f"SELECT {now} - min(ts) FROM events")
+    # Each prune: (when it began, rows it removed, rows it could, aged rows it left).
+    prunes: list[tuple[float, int, int, int]] = []
+    real_prune = store.Writer.prune
+
+    def checked_prune(self, max_age, max_rows, batch=5000):
+        started = time.time()
+        (last,) = self.conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
+        removed = real_prune(self, max_age, max_rows, batch)
+        (left,) = self.conn.execute(
+            "SELECT count(*) FROM events WHERE id <= ? AND ts < ?", (last, started - max_age)
+        ).fetchone()
+        prunes.append((started, removed, batch, left))
+        return removed
+
+    monkeypatch.setattr(store.Writer, "prune", checked_prune)
     with fresh_pipeline(path, RETENTION_MAX_AGE=1, FLUSH_INTERVAL=0.1):
-        sampler.start()
         _flood(3.5, str(tmp_path / "app.sqlite3"))
-        sampler.done.set()
-        sampler.join()
-    ages = [a for (a,) in sampler.seen if a is not None]
-    assert len(ages) > 20
-    # The limit, and what was written since the last prune (julianday is to the ms).
-    assert max(ages) <= 1 + 0.5
+        pipeline.flush(60)
+        # Idle, the flusher still prunes once a second, what is left of a backlog too.
+        stopped = time.time()
+        deadline = time.monotonic() + 30
+        while not any(p[0] > stopped and p[3] == 0 for p in prunes):
+            assert time.monotonic() < deadline, prunes[-3:]
+            time.sleep(0.05)
+        last_started = max(p[0] for p in prunes if p[3] == 0)
+        (oldest,) = read(path, "SELECT min(ts) FROM events")[0]
+    assert sum(p[1] for p in prunes) > 20_000  # the age limit really cut, under load
+    for started, removed, allowed, left in prunes:
+        assert left == 0 or removed >= allowed, (started, removed, allowed, left)
+    assert oldest is None or oldest >= last_started - 1.0
 
 
 # -- a process killed before its flush -----------------------------------------------------
