@@ -147,7 +147,6 @@ class Probe(Holding):
         self._marked = False  # the slot says this connection may hold the lock
         self._marks = 0
         self._wal: bool | None = None
-        self._reading = False
         # The current wait, as the busy handler saw it.
         self._seen: Blocker | None = None
         self._split: dict[tuple[Any, ...], list[Any]] = {}
@@ -190,8 +189,6 @@ class Probe(Holding):
         try:
             result = execute(sql, arg)
         except BaseException as exc:
-            if self._reading:
-                self._safe(self._end_read)
             interrupt = self._interrupt(busy)
             self._safe(
                 self._after, sql, params, wall, t0, _perf(), interrupt or exc, None, None, site
@@ -200,8 +197,8 @@ class Probe(Holding):
                 raise interrupt.with_traceback(interrupt.__traceback__) from None
             raise
         t1 = _perf()
-        if self._reading:
-            self._safe(self._end_read)
+        if self._wal is None:
+            self._safe(self._learn_wal, sql)
         # Most statements need only counting: quick reads that did not wait, and
         # quick statements of a transaction that already holds the write lock.
         # (A statement that marked the holder table goes on: the slot must be updated.)

@@ -593,12 +593,12 @@ def _upgrades(ev: _Evidence) -> list[Finding]:
     )
 
 
-_NOT_A_SITE = (None, events.UNKNOWN, events.OUTSIDE, events.READERS)
+_NOT_A_SITE = (None, events.UNKNOWN, events.OUTSIDE, events.READERS, events.WAL_READ)
 # The waits WAL removes: a read behind an instrumented writer (under WAL a reader never
 # waits for a writer, so this is the rollback journal), and a COMMIT waiting for readers.
 _WAL_REMOVES = (
     "stmt_class = 'commit' OR (stmt_class = 'read' AND blocker_context IS NOT NULL"
-    " AND blocker_context NOT IN ('outside', 'unknown', 'readers'))"
+    " AND blocker_context NOT IN ('outside', 'unknown', 'readers', 'wal-read'))"
 )
 
 

@@ -46,9 +46,12 @@ COLUMNS: tuple[Column, ...] = (
     Column(
         "blocker_call_site",
         "TEXT",
-        "wait/busy: where the blocker took the lock; outside (another program) or readers",
+        "wait/busy: where the blocker took the lock; outside (another program), readers or"
+        " wal-read",
     ),
-    Column("blocker_context", "TEXT", "wait/busy: the blocker's context; outside or readers"),
+    Column(
+        "blocker_context", "TEXT", "wait/busy: the blocker's context; outside, readers or wal-read"
+    ),
     # Extra columns.
     Column("id", "INTEGER", "the store's row id"),
     Column("thread_id", "INTEGER", "thread ident"),
@@ -86,7 +89,7 @@ COLUMNS: tuple[Column, ...] = (
         "blocker_split",
         "TEXT",
         "wait/busy: JSON list of what the wait was behind and for how long, largest first:"
-        " [{blocker, kind (holder, readers or outside), pid, ms}]",
+        " [{blocker, kind (holder, readers, outside or wal-read), pid, ms}]",
     ),
     Column(
         "blocker_same_thread",
@@ -111,6 +114,9 @@ UNKNOWN = "unknown"
 # What a wait can be behind, besides an instrumented holder.
 OUTSIDE = "outside"  # another program holds the file
 READERS = "readers"  # the waiter's own COMMIT holds the lock and waits for read transactions
+# An instrumented process holds it with no write under way: in WAL mode, a reader
+# takes the write lock for an instant to read an index a writer is changing.
+WAL_READ = "wal-read"
 
 _COMMON = (
     "ts", "kind", "duration_ms", "context", "pid", "thread", "thread_id", "task",

@@ -27,6 +27,8 @@ import zlib
 from pathlib import Path
 from typing import NamedTuple
 
+from . import events
+
 MAGIC = b"LWHOLD02"  # 02: room for a long call site
 SLOTS = 512
 SLOT_SIZE = 512
@@ -60,14 +62,13 @@ assert _SEQ.size + _BODY.size == _HEAD.size + _TEXT.size
 # A waiter that has not polled for this long past its planned retry is running again.
 _POLL_SLACK = 0.005
 
-# A slot's flag: its connection holds the lock only for an instant now and then:
-# it reads a WAL database (SQLite takes the WAL write lock to read an index a
-# writer is changing, or to rebuild it on a first read) or closes it (the last
-# connection checkpoints it holding an EXCLUSIVE lock).
+# A slot's flag: not a statement's mark. The connection closes (the last one to
+# close a WAL database checkpoints it holding an EXCLUSIVE lock), or it only says
+# which database it uses.
 BRIEF = 1
 
-OUTSIDE = "outside"  # no instrumented connection holds it: another program
-READERS = "readers"  # my COMMIT holds the lock and waits for read transactions
+# What a wait can be behind besides a slot, as the store names it.
+OUTSIDE, READERS, WAL_READ = events.OUTSIDE, events.READERS, events.WAL_READ
 
 
 def db_key(db: str) -> int:
@@ -304,6 +305,15 @@ class Table:
         if h is None or h.state <= IDLE:
             return None, None  # it let go meanwhile
         return h, found[1]
+
+    def uses(self, pid: int, key: int) -> bool:
+        """Has a connection of process ``pid`` used database ``key``?"""
+        view = self.mm[_HEADER : _HEADER + self._used() * SLOT_SIZE]
+        for index in range(len(view) // SLOT_SIZE):
+            state, _f, k, owner = _META.unpack_from(view, index * SLOT_SIZE + 4)[:4]
+            if owner == pid and k == key and state != FREE:
+                return True
+        return False
 
     def snapshot(self) -> list[tuple[Holder, bool]]:
         """Every slot that holds or may hold a lock now: (holder, abandoned)."""

@@ -28,8 +28,11 @@ _current_thread = threading.current_thread
 # Statements that may take the write lock: the holder table hears of them first.
 _MAY_TAKE = frozenset({"write", "ddl", "other"})
 _LOCKING_BEGIN = frozenset({"immediate", "exclusive"})
+_TOUCH = frozenset({"read", "write", "ddl"})
 _READERS = Blocker(holders.READERS, None, None, None, None, holders.READERS, holders.READERS,
                    None, False)  # fmt: skip
+_BRIEF = Blocker(holders.WAL_READ, None, None, None, None, holders.WAL_READ,
+                 holders.WAL_READ, None, False)  # fmt: skip
 _OUTSIDE = Blocker(holders.OUTSIDE, None, None, None, None, holders.OUTSIDE, holders.OUTSIDE,
                    None, False)  # fmt: skip
 _site_cache: dict[RawSite | None, bytes] = {}
@@ -66,8 +69,7 @@ class Holding:
     slot: holders.Slot | None
     _marked: bool
     _marks: int
-    _wal: bool | None  # the database is in WAL mode; None until its first read
-    _reading: bool  # the slot says this connection reads (see _mark)
+    _wal: bool | None  # the database is in WAL mode; None until its first statement
     _seen: Blocker | None
     _split: dict[tuple[Any, ...], list[Any]]
     _reader_wait: float
@@ -81,27 +83,22 @@ class Holding:
         """Fill this connection's slot before a statement that may take the lock."""
         cls = _classes.get(sql) or statement_class(sql)
         if cls not in _MAY_TAKE and not (cls == "begin" and begin_mode(sql) in _LOCKING_BEGIN):
-            if cls == "read" and self._wal is not False:
-                site = callsite.find(2)
-                self._fill(holders.RUNNING, _wall(), sql, ctx, site, None, holders.BRIEF)
-                self._reading = True
             return None
         site = callsite.find(2)
         self._fill(holders.RUNNING, _wall(), sql, ctx, site)
         return site
 
-    def _end_read(self) -> None:
-        """After a read marked as one that may hold the lock for an instant."""
-        self._reading = False
-        if self.slot is not None and not self._marked:
-            self.slot.set_state(holders.IDLE)
-        if self._wal is None:
-            self._learn_wal()
-
-    def _learn_wal(self) -> None:
-        # Known once the file has been read: the WAL file exists while it is open.
+    def _learn_wal(self, sql: str) -> None:
+        """After the first statement that read the file: is it in WAL mode (its -wal
+        exists while it is open)? Then the slot names this database from now on, even
+        if this connection only reads: a WAL reader may hold the write lock for an
+        instant."""
+        if (_classes.get(sql) or statement_class(sql)) not in _TOUCH:
+            return  # a PRAGMA or a BEGIN may not have opened the file yet
         locks = self.locks
         self._wal = locks is not None and os.path.exists(locks.path + "-wal")
+        if self._wal and self.slot is None and self.table is not None:
+            self._fill(holders.IDLE, 0.0, "", _current.get(), None, b"", holders.BRIEF)
 
     def _mark_close(self) -> None:
         """Before the connection closes: the last one to close a WAL database
@@ -144,8 +141,6 @@ class Holding:
         slot = self.slot
         if slot is None or not self._marked:
             return
-        if self._wal is None:
-            self._learn_wal()
         state = self._txn_state()
         if state < 0:  # no handle: a transaction that took the lock holds it
             held = self.txn is not None and self.txn.lock_wall is not None
@@ -248,6 +243,11 @@ class Holding:
             found = table.last_writer(self.key)
             if found is not None and found[0].pid == os_pid:
                 return _blocker(found[0], False)
+            if table.uses(os_pid, self.key):
+                # An instrumented process with no write under way: in WAL mode a
+                # reader takes the write lock for an instant to read an index a
+                # writer is changing (or to rebuild it).
+                return _BRIEF._replace(pid=os_pid)
             return self._outside_pid(os_pid)
         same = h.pid == self.origin.pid and h.thread_ident == (_current_thread().ident or 0)
         return _blocker(h, same)

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from lockwatch.events import WAL_READ  # a leaf module: imports nothing of Django's
+
 LOCK_MESSAGES = ("database is locked", "database table is locked")
 
 
@@ -161,6 +163,11 @@ def explain(row: sqlite3.Row, nodeid: str, previous: sqlite3.Row | None = None) 
         )
     elif row["blocker_context"] == "readers":
         lines.append("blocker: readers; the COMMIT waited for open read transactions")
+    elif row["blocker_context"] == WAL_READ:
+        lines.append(
+            f"blocker: a read in pid {row['blocker_pid']}; SQLite held the write lock for an "
+            "instant to read the WAL index a writer was changing"
+        )
     else:
         held = _blocker_sql(row)
         took = "the same statement" if held and shown_sql(held) == sql else shown_sql(held)

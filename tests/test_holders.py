@@ -114,3 +114,53 @@ def test_the_operating_system_names_the_holding_process(tmp_path: Path):
         locks = holders.FileLocks(str(db))
         assert locks.holder_pid() == 0
         conn.close()
+
+
+HOLD = (
+    "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None);"
+    " c.execute('BEGIN IMMEDIATE'); print('held', flush=True); time.sleep(30)"
+)
+
+
+def test_a_wal_index_made_again_is_looked_at_at_once(tmp_path: Path):
+    """The last connection to close a WAL database deletes its -shm; the next one
+    makes a new file. A holder's lock on the new one is seen within the second the
+    old file's descriptor would otherwise be trusted."""
+    db = tmp_path / "wal.sqlite3"
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA journal_mode=wal")
+    conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    locks = holders.FileLocks(str(db))
+    pids = []
+    for _ in range(2):
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLD, str(db)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            inode = (tmp_path / "wal.sqlite3-shm").stat().st_ino
+            pids.append(locks.holder_pid())
+        finally:
+            holder.kill()
+            holder.wait()
+        # Its process gone, a connection opens and closes: the -shm is deleted.
+        closer = sqlite3.connect(db)
+        closer.execute("SELECT count(*) FROM t").fetchone()
+        closer.close()
+        assert not (tmp_path / "wal.sqlite3-shm").exists()
+        if len(pids) == 1:
+            first = (holder.pid, inode)
+    assert pids[0] == first[0]
+    assert pids[1] == holder.pid  # a new -shm (inode reuse aside) and a new holder
+
+
+def test_a_process_is_known_to_use_a_database_by_its_slots(tmp_path: Path):
+    table = holders.Table(tmp_path / "holders")
+    slot = table.claim()
+    key, other = holders.db_key("/a.sqlite3"), holders.db_key("/b.sqlite3")
+    assert not table.uses(table.pid, key)  # claimed, but for no database yet
+    slot.fill(holders.IDLE, key, 1, 1, 0, 0.0, b"", b"", b"", b"", holders.BRIEF)
+    assert table.uses(table.pid, key)
+    assert not table.uses(table.pid, other)
+    assert not table.uses(table.pid + 1, key)

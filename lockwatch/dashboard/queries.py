@@ -465,7 +465,7 @@ def blocker_chain(
     while (
         len(chain) < depth
         and current.get("blocker_pid")
-        and current.get("blocker_context") not in (events.OUTSIDE, events.READERS)
+        and current.get("blocker_context") not in (events.OUTSIDE, events.READERS, events.WAL_READ)
     ):
         start = current["ts"]
         end = start + (current.get("duration_ms") or current.get("wait_ms") or 0) / 1000.0
