@@ -80,8 +80,8 @@ def _layered(base: type, layer: type, root: type) -> type | None:
         return layer
     if not isinstance(base, type) or not issubclass(base, root):
         return None
-    if issubclass(base, layer):
-        return base  # already instrumented
+    if issubclass(base, layer) or getattr(base, "_lockwatch_captures", False):
+        return base  # already instrumented, or captures itself (Django's cursor)
     try:
         # (base, layer): base and everything between it and root come first, so every
         # override of the user's runs before capture, and capture before sqlite3.
@@ -189,6 +189,17 @@ class _Connection(sqlite3.Connection):
 @functools.lru_cache(maxsize=256)
 def _connection_class(base: type) -> type | None:
     return _layered(base, _Connection, sqlite3.Connection)
+
+
+def connection_class(factory: Any) -> type | None:
+    """The instrumented class for a connection ``factory`` (a class), or None."""
+    return _connection_class(factory) if isinstance(factory, type) else None
+
+
+def give_probe(conn: sqlite3.Connection, probe: Probe | None) -> None:
+    """Let ``conn``'s own methods (its cursors, execute, commit) report to ``probe``."""
+    if isinstance(conn, _Connection):
+        conn._lockwatch = probe
 
 
 def _db_of(database: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:

@@ -1,13 +1,18 @@
 """The database wrapper mixin: Django's seams, handed to capture.
 
-Statements go through the cursor class; commits, rollbacks and closes do not,
-so ``_commit``, ``_rollback`` and ``close`` are hooked here too. Savepoints and
-``BEGIN`` (``_start_transaction_under_autocommit``) run through the cursor.
+Django's statements go through its cursor class; savepoints and ``BEGIN``
+(``_start_transaction_under_autocommit``) too. The raw ``sqlite3`` connection
+(``connection.connection``) is made of rawsqlite's instrumented class, so what
+others run on it directly (``df.to_sql(con=connection.connection)``, its own
+``cursor()``, ``execute()``, ``commit()``) is captured by the same probe, and
+Django's commits, rollbacks and close are seen there. Django's cursor class
+captures itself, so no statement is recorded twice.
 """
 
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +20,7 @@ from django.db.backends.sqlite3.base import SQLiteCursorWrapper
 
 from .. import paths
 from ..capture import FetchWatch, Probe, attach
-from ..rawsqlite import suppressed
+from ..rawsqlite import connection_class, give_probe, suppressed
 
 
 class LockwatchCursor(FetchWatch, SQLiteCursorWrapper):
@@ -26,6 +31,7 @@ class LockwatchCursor(FetchWatch, SQLiteCursorWrapper):
     """
 
     _lockwatch: Probe | None = None
+    _lockwatch_captures = True  # the raw connection does not wrap it again
 
     def execute(self, query: str, params: Any = None) -> Any:
         __tracebackhide__ = True  # pytest shows the app's line, not this one
@@ -57,12 +63,17 @@ class LockwatchWrapperMixin:
     _lockwatch: Probe | None = None
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        params = dict(conn_params)
+        cls = connection_class(params.get("factory", sqlite3.Connection))
+        if cls is not None:
+            params["factory"] = cls
         with suppressed():  # this backend instruments it; instrument_sqlite3 must not
-            conn = super().get_new_connection(conn_params)  # type: ignore[misc]
+            conn = super().get_new_connection(params)  # type: ignore[misc]
         # What was opened: Django's params (the test database's name under tests).
         name = conn_params.get("database", self.settings_dict["NAME"])
         db = _db_path(name, bool(conn_params.get("uri", True)))
-        self._lockwatch = attach(conn, self.alias, db)
+        probe = self._lockwatch = attach(conn, self.alias, db)
+        give_probe(conn, probe)
         return conn
 
     def create_cursor(self, name: str | None = None) -> Any:
@@ -73,24 +84,29 @@ class LockwatchWrapperMixin:
     def _commit(self) -> None:
         __tracebackhide__ = True  # pytest shows the app's line, not this one
         probe = self._lockwatch
-        if probe is None or self.connection is None:
+        if probe is None or self.connection is None or _raw(self.connection):
             return super()._commit()  # type: ignore[misc]
         probe.commit(super()._commit)  # type: ignore[misc]
 
     def _rollback(self) -> None:
         __tracebackhide__ = True  # pytest shows the app's line, not this one
         probe = self._lockwatch
-        if probe is None or self.connection is None:
+        if probe is None or self.connection is None or _raw(self.connection):
             return super()._rollback()  # type: ignore[misc]
         probe.rollback(super()._rollback)  # type: ignore[misc]
 
     def _close(self) -> None:
         probe = self._lockwatch
-        if probe is not None:
-            probe.closing()
-            self._lockwatch = None
+        self._lockwatch = None
+        if probe is None or self.connection is None or _raw(self.connection):
+            return super()._close()  # type: ignore[misc]
+        probe.closing()
         try:
             super()._close()  # type: ignore[misc]
         finally:
-            if probe is not None:
-                probe.closed()
+            probe.closed()
+
+
+def _raw(conn: Any) -> bool:
+    """The raw connection reports its commits, rollbacks and close itself."""
+    return getattr(conn, "_lockwatch", None) is not None
