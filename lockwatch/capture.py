@@ -82,10 +82,13 @@ def _may_lock(cls: str, sql: str, mode: str) -> bool:
     return True
 
 
+READS_KEPT = 16
+
+
 class _Txn:
     __slots__ = (
         "key", "wall", "start", "mode", "site", "statements", "lock_wall", "lock_start",
-        "lock_sql", "lock_site", "wait", "stack",
+        "lock_sql", "lock_site", "wait", "stack", "reads", "failed",
     )  # fmt: skip
 
     def __init__(
@@ -103,6 +106,14 @@ class _Txn:
         self.lock_sql: str | None = None
         self.lock_site: Any = None
         self.wait = 0.0
+        # Its reads before it tried to write (the first READS_KEPT): what an upgrade
+        # error was caused by. Kept with a busy error, or a transaction that waited long.
+        self.reads: list[tuple[float, float, RawSite | None]] = []
+        self.failed = False  # a busy error ended one of its statements
+
+    def read(self, wall: float, seconds: float, site: RawSite | None) -> None:
+        if len(self.reads) < READS_KEPT:
+            self.reads.append((wall, seconds, site))
 
 
 class Probe(Holding):
@@ -219,6 +230,8 @@ class Probe(Holding):
                     ctx.db_time += t1 - t0
                 if txn is not None:
                     txn.statements += 1
+                    if cls == "read" and txn.lock_wall is None and len(txn.reads) < READS_KEPT:
+                        txn.reads.append((wall, t1 - t0, callsite.find(1)))
                 return result
         self._safe(self._after, sql, params, wall, t0, t1, None, None, result, site)
         return result
@@ -340,6 +353,8 @@ class Probe(Holding):
         if txn is not None:
             txn.statements += 1
             txn.wait += waited
+            if cls == "read" and txn.lock_wall is None and exc is None:
+                txn.read(wall, dur, site())
 
         who: Who | None = None
         if waited > 0.0:
@@ -430,11 +445,13 @@ class Probe(Holding):
         else:
             blocker, split = self._blame(wall)
         walked = stack()
+        if txn is not None:
+            txn.failed = True
         pipeline.emit(
             Busy(
                 self.origin, who, wall, dur, waited, classification, code,
                 getattr(exc, "sqlite_errorname", None), str(exc), sql, cls, site(),
-                blocker, split, wall + dur, walked,
+                blocker, split, wall + dur, walked, tuple(txn.reads) if txn is not None else (),
             )
         )  # fmt: skip
 
@@ -538,11 +555,12 @@ class Probe(Holding):
         self.txn = None
         t1 = _perf() if t1 is None else t1
         hold = None if txn.lock_start is None else max(t1 - txn.lock_start, 0.0)
+        reads = tuple(txn.reads) if txn.failed or txn.wait >= self.slow else ()
         pipeline.emit(
             Transaction(
                 self.origin, self._who(), txn.key, txn.wall, t1 - txn.start, txn.mode, txn.site,
                 end, txn.lock_wall, hold, txn.lock_sql, txn.lock_site, txn.statements, txn.wait,
-                txn.stack,
+                txn.stack, reads,
             )
         )  # fmt: skip
         if self.table is not None and txn.lock_wall is not None and self.slot is not None:

@@ -101,6 +101,14 @@ COLUMNS: tuple[Column, ...] = (
         "TEXT",
         "wait/busy/transaction: up to 5 frames of your code, innermost first, joined by ' < '",
     ),
+    # Schema 8.
+    Column(
+        "txn_reads",
+        "TEXT",
+        "busy/transaction: JSON list of the reads the transaction ran before it tried to write,"
+        " [{call_site, ts, ms}], first 16: kept for a busy error, and for a transaction that"
+        " waited past SLOW_QUERY_MS",
+    ),
 )
 # The columns of the first schema; later ones are added by migrations.
 V1_NAMES = frozenset(c.name for c in COLUMNS[: [c.name for c in COLUMNS].index("blockers") + 1])
@@ -135,10 +143,11 @@ KIND_COLUMNS: dict[str, tuple[str, ...]] = {
     "query": _COMMON + _ON_CONNECTION + _STATEMENT + ("hold_ms", "rows", "params"),
     "wait": _COMMON + _ON_CONNECTION + _STATEMENT + ("outcome", "user_stack") + _BLOCKER,
     "busy": _COMMON + _ON_CONNECTION + _STATEMENT
-    + ("classification", "error_code", "error_name", "message", "user_stack") + _BLOCKER,
+    + ("classification", "error_code", "error_name", "message", "user_stack", "txn_reads")
+    + _BLOCKER,
     "transaction": _COMMON + _ON_CONNECTION + (
         "wait_ms", "hold_ms", "begin_mode", "end", "call_site", "lock_ts", "lock_sql",
-        "lock_call_site", "statements", "user_stack",
+        "lock_call_site", "statements", "user_stack", "txn_reads",
     ),
     "request": _COMMON + ("wait_ms", "status", "queries", "db_ms", "busy_count"),
 }  # fmt: skip

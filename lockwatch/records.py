@@ -108,6 +108,7 @@ class Busy(NamedTuple):
     split: Split
     end: float
     stack: UserStack
+    reads: Reads = ()
 
 
 class Lock(NamedTuple):
@@ -119,6 +120,10 @@ class Lock(NamedTuple):
     wall: float
     sql: str
     site: RawSite | None
+
+
+# A transaction's reads before it tried to write: (wall, seconds, call site) each.
+Reads = tuple[tuple[float, float, RawSite | None], ...]
 
 
 class Transaction(NamedTuple):
@@ -137,6 +142,7 @@ class Transaction(NamedTuple):
     statements: int
     wait: float
     stack: UserStack
+    reads: Reads = ()
 
 
 class Request(NamedTuple):
@@ -279,6 +285,7 @@ def to_row(rec: Record, limits: Limits) -> dict[str, Any]:
         )
         _blocker(row, rec.blocker, rec.split, rec.end)
         row["user_stack"] = callsite.format_stack(rec.stack)
+        row["txn_reads"] = _reads(rec.reads)
     elif isinstance(rec, Transaction):
         row.update(
             kind="transaction",
@@ -294,10 +301,23 @@ def to_row(rec: Record, limits: Limits) -> dict[str, Any]:
             lock_call_site=callsite.format(rec.lock_site),
             statements=rec.statements,
             user_stack=callsite.format_stack(rec.stack),
+            txn_reads=_reads(rec.reads),
         )
     else:
         raise TypeError(f"no event row for {type(rec).__name__}")
     return row
+
+
+def _reads(reads: Reads) -> str | None:
+    if not reads:
+        return None
+    return json.dumps(
+        [
+            {"call_site": callsite.format(site), "ts": round(wall, 6), "ms": round(sec * 1e3, 3)}
+            for wall, sec, site in reads
+        ],
+        ensure_ascii=False,
+    )
 
 
 def _blocker(row: dict[str, Any], b: Blocker | None, split: Split, end: float) -> None:

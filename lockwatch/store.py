@@ -23,12 +23,13 @@ from .plainsqlite import connect as original_connect
 
 log = logging.getLogger("lockwatch")
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 _EVENT_COLUMNS = [c for c in events.COLUMNS if c.name != "id"]
 # The events table as version 1 made it; columns added since come by migration.
 _V1_COLUMNS = [c for c in _EVENT_COLUMNS if c.name in events.V1_NAMES]
 _ADDED_IN_6 = ("blocker_split", "blocker_same_thread", "user_stack")
+_ADDED_IN_8 = ("txn_reads",)
 
 
 def _insert(names: Sequence[str]) -> str:
@@ -124,8 +125,12 @@ MIGRATIONS: dict[int, list[str]] = {
         # The processes not known to have ended, for reap_unflushed every second.
         "CREATE INDEX IF NOT EXISTS processes_open ON processes (updated) WHERE ended IS NULL",
     ],
+    # What a transaction read before it tried to write (an upgrade error's cause).
+    8: ['ALTER TABLE events ADD COLUMN "txn_reads" TEXT'],
 }
-assert {c.name for c in _EVENT_COLUMNS} == {c.name for c in _V1_COLUMNS} | set(_ADDED_IN_6)
+assert {c.name for c in _EVENT_COLUMNS} == {c.name for c in _V1_COLUMNS} | set(_ADDED_IN_6) | set(
+    _ADDED_IN_8
+)
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -77,7 +78,8 @@ def test_read_then_write_upgrade_fails_at_once(lw, watched):
 
     def b():
         with transaction.atomic(using=db):
-            Item.objects.using(db).count()
+            Item.objects.using(db).count()  # B-READ
+            list(Item.objects.using(db).filter(name="x"))  # B-READ-AGAIN
             both_read.wait(5)
             a_wrote.wait(5)
             Item.objects.using(db).create(name="b")  # B-WRITE
@@ -93,6 +95,18 @@ def test_read_then_write_upgrade_fails_at_once(lw, watched):
     assert busy["call_site"] == site("B-WRITE", "b")
     assert busy["blocker_call_site"] == site("A-WRITE", "a")
     assert lw.events(kind="wait", thread="t1") == []
+    # Its cause: the reads its transaction ran before the write, in order, with the
+    # busy error and with the transaction that rolled back.
+    reads = json.loads(busy["txn_reads"])
+    assert [r["call_site"] for r in reads] == [site("B-READ", "b"), site("B-READ-AGAIN", "b")]
+    assert reads[0]["ts"] <= reads[1]["ts"] <= busy["ts"]
+    assert all(r["ms"] >= 0 for r in reads)
+    (failed,) = [t for t in lw.events(kind="transaction", thread="t1") if t["end"] == "rollback"]
+    assert json.loads(failed["txn_reads"]) == reads
+    # A transaction that neither failed nor waited long keeps none (a store of reads
+    # for every transaction would cost every request).
+    (ok,) = [t for t in lw.events(kind="transaction", thread="t0") if t["end"] == "commit"]
+    assert ok["txn_reads"] is None
 
 
 def test_stale_wal_snapshot(lw, watched):
