@@ -18,7 +18,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from . import callsite, handle, holders, pipeline
 from .busy import classify, is_lock_error, sqlite_error
@@ -26,9 +26,10 @@ from .callsite import RawSite, UserStack
 from .conf import get_config
 from .context import _current, default_label, task_name
 from .holding import Holding
-from .records import Blocker, Busy, Lock, Origin, Query, Transaction, Wait, Who
+from .records import Blocker, Busy, Origin, Query, Wait, Who
 from .sql import _cache as _classes
-from .sql import begin_mode, statement_class
+from .sql import statement_class
+from .transactions import READS_KEPT, Returning, Transactions, Txn, may_lock
 
 log = logging.getLogger("lockwatch")
 
@@ -54,69 +55,7 @@ def _sets_busy_timeout(sql: str) -> bool:
     return "busy_timeout" in sql.lower() and _BUSY_TIMEOUT_SET.search(sql) is not None
 
 
-class _Returning(NamedTuple):
-    """A write that still holds the lock after execute() (INSERT ... RETURNING)."""
-
-    origin: Origin
-    who: Who
-    wall: float
-    dur: float
-    sql: str
-    params: Any
-    cls: str
-    site: RawSite | None
-    waited: float
-    lock_start: float  # perf_counter
-    lock_wall: float
-
-
-def _may_lock(cls: str, sql: str, mode: str) -> bool:
-    """Could this statement have taken the write lock? (Asking SQLite costs a C call.)"""
-    if cls == "read":
-        return False
-    if cls in ("commit", "rollback"):
-        return False
-    if cls == "begin":
-        # SAVEPOINT and a deferred BEGIN take no lock; BEGIN IMMEDIATE does.
-        return mode != "deferred" and sql.lstrip()[:5].upper() == "BEGIN"
-    return True
-
-
-READS_KEPT = 16
-
-
-class _Txn:
-    __slots__ = (
-        "key", "wall", "start", "mode", "site", "statements", "lock_wall", "lock_start",
-        "lock_sql", "lock_site", "wait", "stack", "reads", "failed",
-    )  # fmt: skip
-
-    def __init__(
-        self, key: str, wall: float, start: float, mode: str, site: Any, stack: UserStack
-    ) -> None:
-        self.key = key
-        self.wall = wall
-        self.start = start
-        self.mode = mode
-        self.site = site
-        self.stack = stack
-        self.statements = 0
-        self.lock_wall: float | None = None
-        self.lock_start: float | None = None
-        self.lock_sql: str | None = None
-        self.lock_site: Any = None
-        self.wait = 0.0
-        # Its reads before it tried to write (the first READS_KEPT): what an upgrade
-        # error was caused by. Kept with a busy error, or a transaction that waited long.
-        self.reads: list[tuple[float, float, RawSite | None]] = []
-        self.failed = False  # a busy error ended one of its statements
-
-    def read(self, wall: float, seconds: float, site: RawSite | None) -> None:
-        if len(self.reads) < READS_KEPT:
-            self.reads.append((wall, seconds, site))
-
-
-class Probe(Holding):
+class Probe(Holding, Transactions):
     """Per-connection capture state."""
 
     def __init__(self, conn: sqlite3.Connection, alias: str, db: str, timeout: float) -> None:
@@ -140,7 +79,7 @@ class Probe(Holding):
         api = handle.api() if self.handle is not None else None
         self._txn_state_fn = api.txn_state if api is not None else None
         self.origin = Origin(os.getpid(), alias, db, next(_conn_ids), mode)
-        self.txn: _Txn | None = None
+        self.txn: Txn | None = None
         self._txn_seq = 0
         self._last_who: Who | None = None
         # The live holder table: this connection's slot says what it does to the lock.
@@ -164,7 +103,7 @@ class Probe(Holding):
         self._reader_wait = 0.0  # seconds this connection held the lock and waited for readers
         self._gap = 0.0  # seconds slept when nobody was seen holding, not yet charged
         self._gap_since = 0.0
-        self._returning: _Returning | None = None
+        self._returning: Returning | None = None
         _probes.add(self)
 
     def _txn_state(self) -> int:
@@ -376,13 +315,13 @@ class Probe(Holding):
 
         hold = None
         if txn is not None:
-            if txn.lock_wall is None and exc is None and _may_lock(cls, sql, txn.mode):
+            if txn.lock_wall is None and exc is None and may_lock(cls, sql, txn.mode):
                 self._maybe_locked(txn, sql, cls, site, wall, t0, before_lock, who)
         elif exc is None and cls in ("write", "ddl"):
             if self._txn_state() == handle.SQLITE_TXN_WRITE:
                 # INSERT ... RETURNING: the lock stays held until the statement is
                 # reset, when its rows are fetched; the hold is recorded then.
-                self._returning = _Returning(
+                self._returning = Returning(
                     self.origin, who or self._who(), wall, dur, sql,
                     params if self.capture_params else None, cls, site(), waited,
                     t0 + before_lock, wall + before_lock,
@@ -411,19 +350,8 @@ class Probe(Holding):
                 end = "rollback" if cls == "rollback" else ("error" if exc else "commit")
             self._close_txn(end, t1)
 
-    def _txn_for(
-        self, sql: str, cls: str, wall: float, t0: float, exc: BaseException | None
-    ) -> _Txn | None:
-        txn = self.txn
-        if cls == "begin" and txn is None and exc is None and sql.lstrip()[:5].upper() == "BEGIN":
-            return self._open_txn(wall, t0, begin_mode(sql) or "deferred")
-        if txn is None and exc is None and self.conn.in_transaction:
-            # The sqlite3 module began a transaction implicitly.
-            return self._open_txn(wall, t0, "deferred")
-        return txn
-
     def _busy(
-        self, exc: BaseException, txn: _Txn | None, sql: str, cls: str, site: Callable[[], Any],
+        self, exc: BaseException, txn: Txn | None, sql: str, cls: str, site: Callable[[], Any],
         stack: Callable[[], UserStack], wall: float, dur: float, waited: float, gave_up: bool,
         calls: int, who: Who, ctx: Any,
     ) -> None:  # fmt: skip
@@ -479,92 +407,6 @@ class Probe(Holding):
                     cls, rows, site(), waited, hold,
                 ))
             )  # fmt: skip
-
-    def _settle_returning(self, exc: BaseException | None) -> None:
-        """A statement that kept the lock after execute(): has it let go?"""
-        r = self._returning
-        if r is None:
-            return
-        if exc is None and self._txn_state() == handle.SQLITE_TXN_WRITE:
-            return  # rows still to fetch: still held
-        self._returning = None
-        t = _perf()
-        waited, gave_up, calls = self._waited()
-        if waited > 0.0:
-            # Its COMMIT waited for readers, inside the fetch.
-            blocker, split = self._blame(None)
-            pipeline.emit(
-                Wait(
-                    r.origin, r.who, _wall() - waited, waited,
-                    "gave_up" if gave_up else "acquired", "COMMIT", "commit", r.site,
-                    blocker, split, _wall(), (r.site,) if r.site else (),
-                )
-            )  # fmt: skip
-            if self.busy is not None:
-                self.busy.reset()
-            self._new_wait()
-        pipeline.emit(
-            _tuple_new(Query, (
-                r.origin, r.who, r.wall, r.dur, r.sql, r.params, r.cls, None, r.site,
-                r.waited, max(t - r.lock_start, 0.0),
-            ))
-        )  # fmt: skip
-        if self._marked and self.slot is not None and self.table is not None:
-            self.table.wrote(self.slot)
-        self._slot_after()
-
-    def _open_txn(self, wall: float, t0: float, mode: str) -> _Txn:
-        # The user's frames, innermost first (a request's end at its view): the
-        # first is the call site, the rest say which view called a shared helper.
-        stack = callsite.user_stack(2)
-        site: RawSite | None
-        if stack:
-            site = stack[0]
-        else:
-            # Reached from Django's handler without user code: ATOMIC_REQUESTS.
-            view = getattr(_current.get(), "view_func", None)
-            site = callsite.of_function(view) if view is not None else None
-        self._txn_seq += 1
-        o = self.origin
-        txn = _Txn(f"{o.pid}:{o.conn_id}:{self._txn_seq}", wall, t0, mode, site, stack)
-        self.txn = txn
-        return txn
-
-    def _maybe_locked(
-        self, txn: _Txn, sql: str, cls: str, site: Callable[[], Any], wall: float, t0: float,
-        before_lock: float, who: Who | None,
-    ) -> None:  # fmt: skip
-        if self.handle is not None:
-            locked = self._txn_state() == handle.SQLITE_TXN_WRITE
-        else:
-            locked = cls in ("write", "ddl") or (cls == "begin" and txn.mode != "deferred")
-        if not locked:
-            return
-        txn.lock_start = t0 + before_lock
-        txn.lock_wall = wall + before_lock
-        txn.lock_sql = sql
-        txn.lock_site = site()
-        pipeline.emit(
-            Lock(self.origin, who or self._who(), txn.key, txn.lock_wall, sql, txn.lock_site)
-        )
-
-    def _close_txn(self, end: str, t1: float | None = None) -> None:
-        txn = self.txn
-        if txn is None:
-            return
-        self.txn = None
-        t1 = _perf() if t1 is None else t1
-        hold = None if txn.lock_start is None else max(t1 - txn.lock_start, 0.0)
-        reads = tuple(txn.reads) if txn.failed or txn.wait >= self.slow else ()
-        pipeline.emit(
-            Transaction(
-                self.origin, self._who(), txn.key, txn.wall, t1 - txn.start, txn.mode, txn.site,
-                end, txn.lock_wall, hold, txn.lock_sql, txn.lock_site, txn.statements, txn.wait,
-                txn.stack, reads,
-            )
-        )  # fmt: skip
-        if self.table is not None and txn.lock_wall is not None and self.slot is not None:
-            self.table.wrote(self.slot)
 
     def _forked(self) -> None:
         """In a forked child: this inherited connection is a new one here."""
