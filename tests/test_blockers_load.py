@@ -22,7 +22,7 @@ import pytest
 
 from lockwatch import holders
 from tests.conftest import ROOT, free_port
-from tests.lockowners import LockOwners
+from tests.support.lockowners import LockOwners
 
 MANAGE = ROOT / "tests" / "project" / "manage.py"
 VIEWS = "tests/project/shop/views.py"

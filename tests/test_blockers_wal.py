@@ -23,7 +23,7 @@ import pytest
 import lockwatch
 from lockwatch import holders
 from tests.conftest import ROOT
-from tests.lockowners import LockOwners
+from tests.support.lockowners import LockOwners
 
 MANAGE = ROOT / "tests" / "project" / "manage.py"
 

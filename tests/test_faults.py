@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sqlite3
@@ -11,11 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-from django.test import override_settings
-
-from lockwatch import conf, pipeline
+from lockwatch import pipeline
 from tests.conftest import ROOT, every_statement
 from tests.project.shop.models import Item
+from tests.support import fresh_pipeline
 
 MANAGE = ROOT / "tests" / "project" / "manage.py"
 
@@ -63,24 +61,9 @@ def test_worker_killed_while_holding_the_lock(lw, tmp_path: Path):
     assert "command:write_one" in {w["context"] for w in writes}  # later events still flow
 
 
-@contextlib.contextmanager
-def _fresh_pipeline(store: Path, **extra):
-    """A new pipeline writing to ``store``, torn down afterwards."""
-    pipeline.shutdown()
-    pipeline.reset()
-    try:
-        with override_settings(LOCKWATCH={"STORE": str(store), "FLUSH_INTERVAL": 0.01, **extra}):
-            conf.reset()
-            yield
-    finally:
-        pipeline.shutdown()
-        pipeline.reset()
-        conf.reset()
-
-
 def test_store_deleted_while_running(tmp_path: Path, watched):
     store = tmp_path / "store.sqlite3"
-    with _fresh_pipeline(store):
+    with fresh_pipeline(store):
         db = watched()
         _writes(db, 5)
         pipeline.flush()
@@ -99,7 +82,7 @@ def test_unwritable_store_recovers_and_counts(tmp_path: Path, watched):
     folder = tmp_path / "store-dir"
     folder.write_text("a file where the store's folder should be")
     store = folder / "store.sqlite3"
-    with _fresh_pipeline(store):
+    with fresh_pipeline(store):
         db = watched()
         _writes(db, 5)
         pipeline.flush()
@@ -121,7 +104,7 @@ def test_unwritable_store_recovers_and_counts(tmp_path: Path, watched):
 
 def test_full_store_disk(tmp_path: Path, watched):
     store = tmp_path / "store.sqlite3"
-    with _fresh_pipeline(store):
+    with fresh_pipeline(store):
         db = watched()
         _writes(db, 1)
         pipeline.flush()
@@ -161,7 +144,7 @@ def test_never_writes_into_a_watched_database(tmp_path: Path, watched):
     from django.db import connections
 
     path = Path(connections[db].settings_dict["NAME"])
-    with _fresh_pipeline(path):
+    with fresh_pipeline(path):
         _writes(db, 3)
         pipeline.flush()
         assert pipeline.counters.lost >= 3

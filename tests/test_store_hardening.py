@@ -22,29 +22,14 @@ from pathlib import Path
 
 import pytest
 from django.db import connections, transaction
-from django.test import override_settings
 
-from lockwatch import conf, events, holders, pipeline, store
+from lockwatch import events, holders, pipeline, store
 from lockwatch.flusher import Flusher
 from tests.conftest import ROOT
 from tests.project.shop.models import Item
+from tests.support import fresh_pipeline
 
 MANAGE = ROOT / "tests" / "project" / "manage.py"
-
-
-@contextlib.contextmanager
-def fresh_pipeline(path: Path, **extra):
-    """A new pipeline writing to ``path``, torn down afterwards."""
-    pipeline.shutdown()
-    pipeline.reset()
-    try:
-        with override_settings(LOCKWATCH={"STORE": str(path), "FLUSH_INTERVAL": 0.02, **extra}):
-            conf.reset()
-            yield
-    finally:
-        pipeline.shutdown()
-        pipeline.reset()
-        conf.reset()
 
 
 def read(path: Path, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
