@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import callsite, handle, holders, pipeline
+from . import callsite, handle, holders, oslocks, pipeline
 from .busy import classify, is_lock_error, sqlite_error
 from .callsite import RawSite, UserStack
 from .conf import get_config
@@ -92,7 +92,7 @@ class Probe(Holding, Transactions):
         if self.table is None and not memory:
             pipeline.capture_failed(OSError(f"no holder table for the store {cfg.store}"))
         self.key = holders.db_key(db)
-        self.locks = holders.file_locks(db)
+        self.locks = oslocks.file_locks(db)
         self.slot: holders.Slot | None = None
         self._marked = False  # the slot says this connection may hold the lock
         self._marks = 0

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from . import callsite, handle, holders, pipeline
+from . import callsite, handle, holders, oslocks, pipeline
 from .callsite import RawSite
 from .context import _current, default_label
 from .records import Blocker, Origin
@@ -65,7 +65,7 @@ class Holding:
     txn: Any
     table: holders.Table | None
     key: int
-    locks: holders.FileLocks | None
+    locks: oslocks.FileLocks | None
     slot: holders.Slot | None
     _marked: bool
     _marks: int

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from lockwatch import holders
+from lockwatch import holders, oslocks
 from tests.conftest import ROOT
 
 WRITER = """
@@ -96,7 +96,7 @@ def test_the_operating_system_names_the_holding_process(tmp_path: Path):
         conn.execute(f"PRAGMA journal_mode={journal}")
         conn.execute("CREATE TABLE t (x)")
         conn.commit()
-        locks = holders.FileLocks(str(db))
+        locks = oslocks.FileLocks(str(db))
         assert locks.holder_pid() == 0
         holder = subprocess.Popen(
             [sys.executable, "-c",
@@ -106,12 +106,12 @@ def test_the_operating_system_names_the_holding_process(tmp_path: Path):
         )  # fmt: skip
         try:
             assert holder.stdout.readline().strip() == "held"
-            locks = holders.FileLocks(str(db))
+            locks = oslocks.FileLocks(str(db))
             assert locks.holder_pid() == holder.pid
         finally:
             holder.kill()
             holder.wait()
-        locks = holders.FileLocks(str(db))
+        locks = oslocks.FileLocks(str(db))
         assert locks.holder_pid() == 0
         conn.close()
 
@@ -131,7 +131,7 @@ def test_a_wal_index_made_again_is_looked_at_at_once(tmp_path: Path):
     conn.execute("PRAGMA journal_mode=wal")
     conn.execute("CREATE TABLE t (x)")
     conn.close()
-    locks = holders.FileLocks(str(db))
+    locks = oslocks.FileLocks(str(db))
     pids = []
     for _ in range(2):
         holder = subprocess.Popen(
