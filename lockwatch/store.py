@@ -20,16 +20,9 @@ from typing import Any, NamedTuple
 
 from . import events, holders, rollup
 from .plainsqlite import connect as original_connect
+from .schema import EVENT_COLUMNS, MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger("lockwatch")
-
-SCHEMA_VERSION = 8
-
-_EVENT_COLUMNS = [c for c in events.COLUMNS if c.name != "id"]
-# The events table as version 1 made it; columns added since come by migration.
-_V1_COLUMNS = [c for c in _EVENT_COLUMNS if c.name in events.V1_NAMES]
-_ADDED_IN_6 = ("blocker_split", "blocker_same_thread", "user_stack")
-_ADDED_IN_8 = ("txn_reads",)
 
 
 def _insert(names: Sequence[str]) -> str:
@@ -38,99 +31,12 @@ def _insert(names: Sequence[str]) -> str:
     )
 
 
-_INSERT_EVENT = _insert([c.name for c in _EVENT_COLUMNS])
+_INSERT_EVENT = _insert([c.name for c in EVENT_COLUMNS])
 # Per kind: the insert binds the id and only the columns that kind can fill.
 _BY_KIND = {
     kind: (_insert(("id", *names)), operator.itemgetter("id", *names))
     for kind, names in events.KIND_COLUMNS.items()
 }
-
-# Version 1: the tables. Each later version's statements move a store up one.
-_SCHEMA_V1 = [
-    "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, {})".format(
-        ", ".join(f'"{c.name}" {c.sqltype}' for c in _V1_COLUMNS)
-    ),
-    "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)",
-    "CREATE INDEX IF NOT EXISTS events_call_site ON events (call_site)",
-    # Waits and busy errors still looking for their blocker.
-    "CREATE INDEX IF NOT EXISTS events_unattributed ON events (ts)"
-    " WHERE blocker_context IS NULL AND kind IN ('wait', 'busy')",
-    # One row per write-lock hold, open until its transaction ends.
-    """CREATE TABLE IF NOT EXISTS holds (
-        key TEXT PRIMARY KEY, db TEXT NOT NULL, pid INTEGER, conn_id INTEGER, thread TEXT,
-        context TEXT, call_site TEXT, sql TEXT, lock_ts REAL NOT NULL, end_ts REAL, "end" TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS holds_db_lock ON holds (db, lock_ts)",
-    "CREATE INDEX IF NOT EXISTS holds_open ON holds (end_ts) WHERE end_ts IS NULL",
-    # Each writing process's own counters, for the dashboard's health figures.
-    """CREATE TABLE IF NOT EXISTS processes (
-        pid INTEGER NOT NULL, started REAL NOT NULL, program TEXT, capture_mode TEXT,
-        accepted INTEGER, dropped INTEGER, capture_errors INTEGER, store_errors INTEGER,
-        lost INTEGER, live_errors INTEGER, live_missed INTEGER, updated REAL,
-        PRIMARY KEY (pid, started)
-    )""",
-    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
-]
-
-# The end of an autocommit write's hold; the attribution query repeats this
-# expression exactly, so SQLite can use the index built on it.
-_AUTOCOMMIT_END = "ts + (COALESCE(wait_ms, 0) + hold_ms) / 1000.0"
-
-MIGRATIONS: dict[int, list[str]] = {
-    1: _SCHEMA_V1,
-    # The dashboard's per-kind aggregates read these columns straight from the index.
-    2: [
-        "DROP INDEX IF EXISTS events_kind_ts",
-        "CREATE INDEX IF NOT EXISTS events_kind_ts_cover"
-        " ON events (kind, ts, hold_ms, duration_ms, wait_ms)",
-    ],
-    # Blocker attribution: holds that ended after a wait began, and autocommit writes.
-    3: [
-        "CREATE INDEX IF NOT EXISTS holds_db_end ON holds (db, end_ts)",
-        "CREATE INDEX IF NOT EXISTS events_autocommit ON events (db, ts)"
-        " WHERE kind = 'query' AND hold_ms IS NOT NULL",
-    ],
-    # Autocommit writes by the end of their hold: a wait's candidates are then the
-    # writes that ended after it began, not every write of the lookback.
-    4: [
-        "DROP INDEX IF EXISTS events_autocommit",
-        f"CREATE INDEX IF NOT EXISTS events_autocommit_end ON events (db, {_AUTOCOMMIT_END})"
-        " WHERE kind = 'query' AND hold_ms IS NOT NULL",
-    ],
-    # Long windows: hold and duration histograms per minute and hour (lockwatch.rollup),
-    # filled from the events already stored; waits and busy errors by their blocker.
-    5: [*rollup.SCHEMA, *rollup.BACKFILL, rollup.WAITS_INDEX],
-    # Blockers come from the live holder table at capture: the split of each wait,
-    # and whether the blocker was the waiter's own thread. Nothing waits to be
-    # attributed any more.
-    6: [
-        *(
-            f'ALTER TABLE events ADD COLUMN "{c.name}" {c.sqltype}'
-            for c in _EVENT_COLUMNS
-            if c.name in _ADDED_IN_6
-        ),
-        "DROP INDEX IF EXISTS events_unattributed",
-        # Only the store-side attribution read these; each cost every write an index entry.
-        "DROP INDEX IF EXISTS events_autocommit_end",
-        "DROP INDEX IF EXISTS holds_db_end",
-    ],
-    # Each process's records stored (events and holds, counted in the same transaction
-    # as each write) and how it ended: ``exit`` after its final flush, or ``killed``
-    # when another process found it dead without one; then ``unflushed`` is what its
-    # last row says it had captured and not stored (a lower bound, also in ``lost``).
-    7: [
-        "ALTER TABLE processes ADD COLUMN stored INTEGER",
-        "ALTER TABLE processes ADD COLUMN ended TEXT",
-        "ALTER TABLE processes ADD COLUMN unflushed INTEGER",
-        # The processes not known to have ended, for reap_unflushed every second.
-        "CREATE INDEX IF NOT EXISTS processes_open ON processes (updated) WHERE ended IS NULL",
-    ],
-    # What a transaction read before it tried to write (an upgrade error's cause).
-    8: ['ALTER TABLE events ADD COLUMN "txn_reads" TEXT'],
-}
-assert {c.name for c in _EVENT_COLUMNS} == {c.name for c in _V1_COLUMNS} | set(_ADDED_IN_6) | set(
-    _ADDED_IN_8
-)
 
 
 @contextlib.contextmanager
@@ -491,7 +397,7 @@ class Writer:
         ]  # fmt: skip
         if not dead:
             return 0
-        names = [c.name for c in _EVENT_COLUMNS]
+        names = [c.name for c in EVENT_COLUMNS]
         with _immediate(self.conn):
             reaped: list[dict[str, Any]] = []
             for r in dead:
