@@ -203,7 +203,8 @@ def index(request: HttpRequest) -> HttpResponse:
 
 
 def _shares(text: str | None) -> list[dict[str, Any]]:
-    """A wait's split (what it was behind, largest first), as stored; [] if none or unreadable."""
+    """A stored JSON list of objects (a wait's split, a transaction's reads); [] if none
+    or unreadable."""
     if not text:
         return []
     try:
@@ -254,6 +255,9 @@ def event_detail(request: HttpRequest, event_id: int) -> HttpResponse:
             link["event"]["when"] = when(link["event"]["ts"])
     ev["when"] = when(ev["ts"])
     split = _shares(ev.get("blocker_split"))
+    reads = _shares(ev.get("txn_reads"))
+    for r in reads:
+        r["when"] = when(r["ts"]) if isinstance(r.get("ts"), int | float) else ""
     fields = [
         (c.name, c.doc, when(ev[c.name]) if c.name in ("ts", "lock_ts") else ev[c.name])
         for c in events.COLUMNS
@@ -263,6 +267,7 @@ def event_detail(request: HttpRequest, event_id: int) -> HttpResponse:
         request,
         "lockwatch/detail.html",
         {"ev": ev, "chain": chain, "caused": caused, "fields": fields, "split": split,
+         "reads": reads,
          "stack": (ev.get("user_stack") or "").split(" < ") if ev.get("user_stack") else [],
          "token_mode": auth.token_mode()},
     )  # fmt: skip
