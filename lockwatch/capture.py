@@ -471,7 +471,8 @@ class FetchWatch:
 def effective_timeout(conn: sqlite3.Connection) -> float:
     """The busy timeout SQLite has now, in seconds."""
     # Through the base class, so an instrumented connection does not record it.
-    return sqlite3.Connection.execute(conn, "PRAGMA busy_timeout").fetchone()[0] / 1000.0
+    ms: int = sqlite3.Connection.execute(conn, "PRAGMA busy_timeout").fetchone()[0]
+    return ms / 1000.0
 
 
 def attach(conn: sqlite3.Connection, alias: str, db: str) -> Probe | None:

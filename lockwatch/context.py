@@ -172,4 +172,4 @@ def install_command_hook() -> None:
             restore(token)
 
     execute._lockwatch_command_hook = True  # type: ignore[attr-defined]
-    BaseCommand.execute = execute  # type: ignore[method-assign]
+    BaseCommand.execute = execute

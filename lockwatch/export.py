@@ -348,10 +348,11 @@ def _id_range(cursor: sqlite3.Cursor, filters: Filters) -> tuple[int | None, int
     # The ts index finds where a time window starts; the scan itself is by id.
     since = " WHERE ts >= ?" if filters.since is not None else ""
     until = " WHERE ts <= ?" if filters.until is not None else ""
-    return cursor.execute(
+    lo, hi = cursor.execute(
         f"SELECT (SELECT min(id) FROM events{since}), (SELECT max(id) FROM events{until})",
         [v for v in (filters.since, filters.until) if v is not None],
     ).fetchone()
+    return lo, hi
 
 
 def _header() -> str:

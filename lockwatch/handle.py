@@ -107,7 +107,8 @@ def txn_state(handle: int) -> int:
     a = api()
     if a is None or a.txn_state is None:
         return -1
-    return a.txn_state(handle, None)
+    state: int = a.txn_state(handle, None)
+    return state
 
 
 # SQLite's own busy-timeout schedule (sqliteDefaultBusyCallback), in seconds.

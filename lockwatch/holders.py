@@ -197,7 +197,8 @@ class Table:
         return got
 
     def _used(self) -> int:
-        return min(_USED.unpack_from(self.mm, _OFF_USED)[0], SLOTS)
+        used: int = _USED.unpack_from(self.mm, _OFF_USED)[0]
+        return min(used, SLOTS)
 
     def release(self, slot: Slot) -> None:
         slot.set_state(IDLE)

@@ -55,7 +55,9 @@ def _own(context: str | None, prefix: str | None) -> bool:
     return path.startswith(prefix)
 
 
-def summarise(rows: Sequence[Row], updates: Sequence[Row] = (), prefix: str | None = None) -> dict:
+def summarise(
+    rows: Sequence[Row], updates: Sequence[Row] = (), prefix: str | None = None
+) -> dict[str, Any]:
     """One websocket message for many events: counts, and a bounded sample."""
     kinds: Counter[str] = Counter()
     busy: Counter[str] = Counter()

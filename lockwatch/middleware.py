@@ -22,7 +22,8 @@ def _prefix_for(urlconf: str | None) -> str | None:
     from django.urls import NoReverseMatch, reverse
 
     try:
-        return reverse("lockwatch:index", urlconf=urlconf)
+        prefix: str = reverse("lockwatch:index", urlconf=urlconf)
+        return prefix
     except NoReverseMatch:
         return None
 
@@ -79,7 +80,7 @@ class LockwatchMiddleware:
         wall, t0 = time.time(), time.perf_counter()
         status = None
         try:
-            response = await self.get_response(request)  # type: ignore[misc]
+            response = await self.get_response(request)
             status = response.status_code
             return response
         finally:

@@ -16,4 +16,5 @@ CONNECT = sqlite3.connect
 
 def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
     """A plain, uninstrumented connection."""
-    return CONNECT(*args, **kwargs)
+    conn: sqlite3.Connection = CONNECT(*args, **kwargs)
+    return conn

@@ -51,7 +51,9 @@ SETUP_LABEL = "test:setup"
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: Any) -> Generator:
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[Any], request: Any
+) -> Generator[None, Any, None]:
     """A session, package, module or class fixture's setup is shared by the tests
     that use it: its events are test:setup (pytest-django's test database and its
     migrations among them), not the first test that happened to need it."""
@@ -204,7 +206,9 @@ def explain(row: sqlite3.Row, nodeid: str, previous: sqlite3.Row | None = None) 
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[Any]
+) -> Generator[None, Any, None]:
     outcome: Any = yield
     report = outcome.get_result()
     if not _enabled(item.config) or not report.failed:

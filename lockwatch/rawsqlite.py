@@ -49,7 +49,7 @@ def suppressed() -> Iterator[None]:
 
 
 def original_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-    return _ORIGINAL_CONNECT(*args, **kwargs)
+    return plainsqlite.connect(*args, **kwargs)
 
 
 class _Cursor(FetchWatch, sqlite3.Cursor):
@@ -209,7 +209,7 @@ def _db_of(database: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
 
 def connect(database: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
     if _suppressed.get():
-        return _ORIGINAL_CONNECT(database, *args, **kwargs)
+        return plainsqlite.connect(database, *args, **kwargs)
     # The factory stays where the caller put it (by name or position), so sqlite3
     # sees the same call, warnings included.
     positional = len(args) > _FACTORY_AT
@@ -220,10 +220,10 @@ def connect(database: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
         args = (*args[:_FACTORY_AT], factory, *args[_FACTORY_AT + 1 :])
     else:
         kwargs["factory"] = factory
-    conn = _ORIGINAL_CONNECT(database, *args, **kwargs)
+    conn = plainsqlite.connect(database, *args, **kwargs)
     if cls is None and not _instrumented(conn, _connection_class):
         return conn  # a factory function's plain sqlite3.Connection: left as it is
-    conn._lockwatch = attach(conn, "sqlite3", _db_of(database, args, kwargs))
+    give_probe(conn, attach(conn, "sqlite3", _db_of(database, args, kwargs)))
     return conn
 
 
@@ -242,5 +242,5 @@ def uninstrument_sqlite3() -> None:
     global _installed
     with _lock:
         sqlite3.connect = _ORIGINAL_CONNECT
-        sqlite3.dbapi2.connect = _ORIGINAL_CONNECT  # type: ignore[attr-defined]
+        sqlite3.dbapi2.connect = _ORIGINAL_CONNECT
         _installed = False

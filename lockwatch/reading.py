@@ -13,7 +13,7 @@ import os
 import sqlite3
 from collections.abc import Mapping
 
-from . import store
+from . import schema, store
 from .filters import FilterError
 
 
@@ -38,11 +38,11 @@ def open_store(path: str | os.PathLike[str]) -> sqlite3.Connection:
         raise UnreadableStore(
             f"the store cannot be read: {path} is not a lockwatch store ({exc})"
         ) from None
-    if version > store.SCHEMA_VERSION:
+    if version > schema.SCHEMA_VERSION:
         conn.close()
         raise UnreadableStore(
             f"the store cannot be read: {path} has schema version {version}, newer than"
-            f" this lockwatch reads ({store.SCHEMA_VERSION}); upgrade lockwatch to read it"
+            f" this lockwatch reads ({schema.SCHEMA_VERSION}); upgrade lockwatch to read it"
         )
     return conn
 

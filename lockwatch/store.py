@@ -460,7 +460,7 @@ class Writer:
         return out
 
     def report(
-        self, pid: int, started: float, program: str, mode: str, figures: dict,
+        self, pid: int, started: float, program: str, mode: str, figures: dict[str, Any],
         ended: bool = False,
     ) -> None:  # fmt: skip
         """The process's counters; ``ended``: its final report, after its last flush."""

@@ -85,21 +85,24 @@ class LockwatchWrapperMixin:
         __tracebackhide__ = True  # pytest shows the app's line, not this one
         probe = self._lockwatch
         if probe is None or self.connection is None or _raw(self.connection):
-            return super()._commit()  # type: ignore[misc]
+            super()._commit()  # type: ignore[misc]
+            return
         probe.commit(super()._commit)  # type: ignore[misc]
 
     def _rollback(self) -> None:
         __tracebackhide__ = True  # pytest shows the app's line, not this one
         probe = self._lockwatch
         if probe is None or self.connection is None or _raw(self.connection):
-            return super()._rollback()  # type: ignore[misc]
+            super()._rollback()  # type: ignore[misc]
+            return
         probe.rollback(super()._rollback)  # type: ignore[misc]
 
     def _close(self) -> None:
         probe = self._lockwatch
         self._lockwatch = None
         if probe is None or self.connection is None or _raw(self.connection):
-            return super()._close()  # type: ignore[misc]
+            super()._close()  # type: ignore[misc]
+            return
         probe.closing()
         try:
             super()._close()  # type: ignore[misc]
