@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar, Token
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -34,7 +34,6 @@ class Context:
     db_time: float = 0.0
     wait_time: float = 0.0
     busy: int = 0
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 _current: ContextVar[Context | None] = ContextVar("lockwatch_context", default=None)
@@ -76,10 +75,6 @@ def _program_label(argv: list[str]) -> str:
 _PROGRAM = _program_label(sys.argv)
 
 
-def current() -> Context | None:
-    return _current.get()
-
-
 def _in_test() -> bool:
     # A process that a test started inherits PYTEST_CURRENT_TEST: it is not the test.
     return "PYTEST_CURRENT_TEST" in os.environ and "_pytest" in sys.modules
@@ -115,12 +110,6 @@ def tag(label: str) -> Iterator[Context]:
     """Tag events inside the block, e.g. ``with lockwatch.tag("job:nightly"):``."""
     with bind(Context(label=label, task=task_name())) as ctx:
         yield ctx
-
-
-def set_command(name: str) -> None:
-    """Label the rest of this program command:NAME (commands label themselves anyway)."""
-    global _PROGRAM
-    _PROGRAM = f"command:{name}"
 
 
 def _command_name(command: object) -> str:

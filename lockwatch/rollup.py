@@ -49,7 +49,6 @@ def bin_case(column: str) -> str:
 HOLD_SITE = "COALESCE(lock_call_site, call_site)"
 
 MINUTE, HOUR = 60, 3600
-SPANS = (MINUTE, HOUR)
 # Windows whose events span at most this are read from the events, exactly.
 EXACT_SPAN = 3600.0
 

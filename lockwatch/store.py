@@ -14,7 +14,7 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -561,29 +561,3 @@ class Writer:
                 if n < most:
                     break
                 left -= n
-
-
-# -- reading ------------------------------------------------------------------
-
-
-def iter_events(
-    conn: sqlite3.Connection,
-    where: str = "",
-    args: Iterable[Any] = (),
-    chunk: int = 2000,
-) -> Iterator[sqlite3.Row]:
-    """Stream events in chunks (keyset pagination), so memory stays flat."""
-    clause = f" AND ({where})" if where else ""
-    args = tuple(args)
-    last = 0
-    while True:
-        rows = conn.execute(
-            f"SELECT * FROM events WHERE id > ?{clause} ORDER BY id LIMIT ?",
-            (last, *args, chunk),
-        ).fetchall()
-        if not rows:
-            return
-        yield from rows
-        last = rows[-1]["id"]
-        if len(rows) < chunk:
-            return
