@@ -7,7 +7,7 @@ on a real SQLite file (three SELECTs to one autocommit INSERT), paced to 100, 1,
 store. Each event's capture time is in the store itself: ``ts + duration_ms``.
 
 The dashboard is a real server in its own process, with a websocket client of ours
-(``bench/_ws.py``) stamping each ``batch`` frame with ``time.time()`` on arrival. An
+(``tests/support/ws.py``) stamping each ``batch`` frame with ``time.time()`` on arrival. An
 event's latency = the arrival of the first batch whose ``first_id..last_id`` range holds
 its id, minus its capture time (one machine, one clock).
 
@@ -34,8 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._ws import Client
-from .core import Options, Result, Table, Target, free_port
+from tests.support.net import free_port
+from tests.support.ws import Client
+
+from .core import Options, Result, Table, Target
 from .stats import median, rotate
 from .workers import REPO
 
@@ -431,7 +433,7 @@ def run(opts: Options) -> Result:
         " every 0.1 s); Redis = the same ASGI app under daphne with a channels-redis layer"
         " (`bench/_live_settings.py`) on a fresh `redis-server`, the generator publishing"
         " through its own channels-redis `CHANNEL_LAYERS`.",
-        "Client: `bench/_ws.py` with `Authorization: Token`, stamping each frame on arrival;"
+        "Client: `tests/support/ws.py` with `Authorization: Token`, stamping each frame on arrival;"
         " latency = arrival of the first `batch` whose first_id..last_id holds the event"
         " minus its capture time. 'published via Redis' uses only the frames the generator's"
         " flusher published (they carry `missed_before`); 'delivered' = events covered.",

@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .core import Options, Result, Table, Target, fmt, free_port, ratio
+from tests.support.net import free_port
+
+from .core import Options, Result, Table, Target, fmt, ratio
 from .stats import median, paired_ratios, quartiles, rotate
 from .workers import REPO, Child, Protocol
 
@@ -408,7 +410,7 @@ def quiet_rounds(workdir: Path, template: Path, n: int, rounds: int) -> dict[str
 def buffered_bytes(n: int = 20_000) -> float:
     """Bytes a buffered record holds: records like capture's, each with its own SQL text
     (Django builds a new string per statement), measured with tracemalloc."""
-    from .pipeline import Unit
+    from tests.support.records import Unit
 
     unit = Unit(str(REPO / "demo.sqlite3"))
     tracemalloc.start()

@@ -30,9 +30,9 @@ django.setup()
 from django.db import connections  # noqa: E402
 from django.test import override_settings  # noqa: E402
 
-from bench.core import free_port  # noqa: E402
 from lockwatch import conf, pipeline  # noqa: E402
 from tests.project.shop.models import Item  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
 
 _aliases = itertools.count(1)
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from bench._ws import Client
 from tests.conftest import ROOT
+from tests.support.ws import Client
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, STATUS_LIVE, TOKEN, Server, _require_browser
 
 DOWN_SITE = "jobs/while_down.py:9 in run"

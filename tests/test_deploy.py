@@ -18,8 +18,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from bench.core import free_port
 from tests.conftest import ROOT
+from tests.support.net import free_port
 
 README = (ROOT / "README.md").read_text()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from lockwatch import pipeline
 from tests.conftest import ROOT, every_statement
 from tests.project.shop.models import Item
-from tests.support import fresh_pipeline
+from tests.support.pipeline import fresh_pipeline
 
 MANAGE = ROOT / "tests" / "project" / "manage.py"
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.core import free_port
 from lockwatch.cli import build_parser
 from tests.conftest import ROOT
+from tests.support.net import free_port
 
 README = (ROOT / "README.md").read_text()
 PLACEHOLDER = "/path/to/lockwatch"

@@ -27,7 +27,7 @@ from lockwatch import events, holders, pipeline, store
 from lockwatch.flusher import Flusher
 from tests.conftest import ROOT
 from tests.project.shop.models import Item
-from tests.support import fresh_pipeline
+from tests.support.pipeline import fresh_pipeline
 
 MANAGE = ROOT / "tests" / "project" / "manage.py"
 
@@ -162,7 +162,7 @@ def test_a_script_whose_path_is_not_utf8_is_stored(tmp_path: Path):
 
 def _flood(seconds: float, db: str) -> int:
     """Offer raw records as fast as this thread can (the pipeline takes what it can)."""
-    from bench.pipeline import Unit
+    from tests.support.records import Unit
 
     unit = Unit(db)
     emit = pipeline.emit
@@ -261,7 +261,7 @@ import django
 os.environ["DJANGO_SETTINGS_MODULE"] = "tests.project.settings"
 django.setup()
 from lockwatch import pipeline
-from bench.pipeline import Unit
+from tests.support.records import Unit
 unit = Unit(sys.argv[1])
 end, n = time.monotonic() + 1.5, 0
 while time.monotonic() < end:

@@ -1,27 +1,5 @@
-"""Helpers shared by test modules (fixtures live in tests/conftest.py)."""
+"""Helpers shared by test modules and benchmarks (fixtures live in tests/conftest.py).
 
-from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
-from pathlib import Path
-
-from django.test import override_settings
-
-from lockwatch import conf, pipeline
-
-
-@contextlib.contextmanager
-def fresh_pipeline(store: Path, **extra) -> Iterator[None]:
-    """A new pipeline writing to ``store`` (flushing every 20 ms unless ``extra``
-    says otherwise), torn down afterwards."""
-    pipeline.shutdown()
-    pipeline.reset()
-    try:
-        with override_settings(LOCKWATCH={"STORE": str(store), "FLUSH_INTERVAL": 0.02, **extra}):
-            conf.reset()
-            yield
-    finally:
-        pipeline.shutdown()
-        pipeline.reset()
-        conf.reset()
+Each module imports only what it needs, so ``bench/`` can use ``net`` and ``ws``
+without loading Django's test utilities.
+"""
