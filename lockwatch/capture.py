@@ -24,10 +24,10 @@ from . import callsite, handle, holders, oslocks, pipeline
 from .busy import classify, is_lock_error, sqlite_error
 from .callsite import RawSite, UserStack
 from .conf import get_config
-from .context import _current, default_label, task_name
+from .context import CURRENT, default_label, task_name
 from .holding import Holding
 from .records import Blocker, Busy, Origin, Query, Wait, Who
-from .sql import _cache as _classes
+from .sql import CLASSES as _classes
 from .sql import statement_class
 from .transactions import READS_KEPT, Returning, Transactions, Txn, may_lock
 
@@ -114,7 +114,7 @@ class Probe(Holding, Transactions):
     def run(self, execute: Callable[[str, Any], T], sql: str, arg: Any, many: bool = False) -> T:
         """``execute(sql, arg)``, captured. ``arg`` is the params, or a params list if many."""
         __tracebackhide__ = True  # pytest shows the app's line, not this one
-        ctx = _current.get()
+        ctx = CURRENT.get()
         if ctx is not None and ctx.quiet:
             return execute(sql, arg)
         if self._returning is not None:
@@ -218,7 +218,7 @@ class Probe(Holding, Transactions):
         pipeline.counters.capture_errors += 1
 
     def _who(self) -> Who:
-        ctx: Any = _current.get()
+        ctx: Any = CURRENT.get()
         if ctx is None:
             ctx = default_label()
         thread = _current_thread()
@@ -267,7 +267,7 @@ class Probe(Holding, Transactions):
         waited, gave_up, calls = self._waited()
         # Waiting for readers happens with the lock held: it is part of the hold.
         before_lock = max(waited - self._reader_wait, 0.0)
-        ctx = _current.get()
+        ctx = CURRENT.get()
         if ctx is not None:
             ctx.queries += 1
             ctx.db_time += dur

@@ -36,7 +36,7 @@ class Context:
     busy: int = 0
 
 
-_current: ContextVar[Context | None] = ContextVar("lockwatch_context", default=None)
+CURRENT: ContextVar[Context | None] = ContextVar("lockwatch_context", default=None)
 
 
 # Programs whose first argument is a management command.
@@ -98,11 +98,11 @@ def task_name() -> str | None:
 
 @contextlib.contextmanager
 def bind(ctx: Context) -> Iterator[Context]:
-    token = _current.set(ctx)
+    token = CURRENT.set(ctx)
     try:
         yield ctx
     finally:
-        _current.reset(token)
+        CURRENT.reset(token)
 
 
 @contextlib.contextmanager
@@ -125,22 +125,22 @@ def command_started(command: object) -> Token[Context | None] | None:
     to the one it calls. Never raises: the command runs either way.
     """
     try:
-        outer = _current.get()
+        outer = CURRENT.get()
         if outer is not None and not outer.label.startswith("command:"):
             return None
         if outer is None and _in_test():
             return None
-        return _current.set(Context(label=f"command:{_command_name(command)}", task=task_name()))
+        return CURRENT.set(Context(label=f"command:{_command_name(command)}", task=task_name()))
     except Exception:
         return None
 
 
 def restore(token: Token[Context | None] | None) -> None:
-    """Undo _current.set(): what command_started() or a setup binding did. Never raises."""
+    """Undo CURRENT.set(): what command_started() or a setup binding did. Never raises."""
     if token is None:
         return
     with contextlib.suppress(Exception):  # e.g. a token from another context
-        _current.reset(token)
+        CURRENT.reset(token)
 
 
 def install_command_hook() -> None:

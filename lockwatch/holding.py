@@ -17,9 +17,9 @@ from typing import Any
 
 from . import callsite, handle, holders, oslocks, pipeline
 from .callsite import RawSite
-from .context import _current, default_label
+from .context import CURRENT, default_label
 from .records import Blocker, Origin
-from .sql import _cache as _classes
+from .sql import CLASSES as _classes
 from .sql import begin_mode, statement_class
 
 _wall = time.time
@@ -98,14 +98,14 @@ class Holding:
         locks = self.locks
         self._wal = locks is not None and os.path.exists(locks.path + "-wal")
         if self._wal and self.slot is None and self.table is not None:
-            self._fill(holders.IDLE, 0.0, "", _current.get(), None, b"", holders.BRIEF)
+            self._fill(holders.IDLE, 0.0, "", CURRENT.get(), None, b"", holders.BRIEF)
 
     def _mark_close(self) -> None:
         """Before the connection closes: the last one to close a WAL database
         checkpoints it and deletes the WAL, holding an exclusive lock."""
         if self.table is not None and self._wal:
             self._fill(
-                holders.RUNNING, _wall(), "", _current.get(), None, _CLOSE_SITE, holders.BRIEF
+                holders.RUNNING, _wall(), "", CURRENT.get(), None, _CLOSE_SITE, holders.BRIEF
             )  # fmt: skip
 
     def _fill(
@@ -177,7 +177,7 @@ class Holding:
             self._settle_gap(_READERS)
             self._seen = _READERS
             if not self._marked and self.table is not None:
-                self._fill(holders.COMMITTING, now, "", _current.get(), callsite.find(2))
+                self._fill(holders.COMMITTING, now, "", CURRENT.get(), callsite.find(2))
             if self._marked and self.slot is not None:
                 self.slot.waiting(holders.COMMITTING, now + delay)
             return

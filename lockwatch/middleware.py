@@ -13,7 +13,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from . import pipeline
-from .context import Context, _current, task_name
+from .context import CURRENT, Context, task_name
 from .records import Request, Who
 
 
@@ -63,7 +63,7 @@ class LockwatchMiddleware:
         if self.is_async:
             return self.__acall__(request)
         ctx = _context(request)
-        token = _current.set(ctx)
+        token = CURRENT.set(ctx)
         wall, t0 = time.time(), time.perf_counter()
         status = None
         try:
@@ -71,12 +71,12 @@ class LockwatchMiddleware:
             status = response.status_code
             return response
         finally:
-            _current.reset(token)
+            CURRENT.reset(token)
             _finish(request, ctx, wall, t0, status)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
         ctx = _context(request)
-        token = _current.set(ctx)
+        token = CURRENT.set(ctx)
         wall, t0 = time.time(), time.perf_counter()
         status = None
         try:
@@ -84,14 +84,14 @@ class LockwatchMiddleware:
             status = response.status_code
             return response
         finally:
-            _current.reset(token)
+            CURRENT.reset(token)
             _finish(request, ctx, wall, t0, status)
 
     def process_view(
         self, request: HttpRequest, view_func: Callable[..., Awaitable[Any] | Any], *args: Any
     ) -> None:
         # Runs before ATOMIC_REQUESTS opens its transaction, so BEGIN can name the view.
-        ctx = _current.get()
+        ctx = CURRENT.get()
         if ctx is not None:
             match = getattr(request, "resolver_match", None)
             ctx.view = (match.route or match.view_name) if match else None

@@ -60,9 +60,9 @@ def pytest_fixture_setup(
     token = None
     if fixturedef.scope != "function":
         try:
-            from lockwatch.context import Context, _current
+            from lockwatch.context import CURRENT, Context
 
-            token = _current.set(Context(label=SETUP_LABEL))
+            token = CURRENT.set(Context(label=SETUP_LABEL))
         except Exception:
             token = None
     try:

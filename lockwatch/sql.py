@@ -39,11 +39,11 @@ _CLASS_OF_WORD = {
     "PRAGMA": "pragma",
 }
 
-# Statement -> class. capture.py reads it directly (``_cache.get(sql)``) on its hot
+# Statement -> class. capture.py reads it directly (``CLASSES.get(sql)``) on its hot
 # path, so it stays a plain dict, cleared in place and never rebound. Bounded by
 # count and by the characters of its keys: a statement longer than _ENTRY_MAX is
 # classified again each time (on its prefix), never kept.
-_cache: dict[str, str] = {}
+CLASSES: dict[str, str] = {}
 _CACHE_MAX = 4096
 _CACHE_MAX_CHARS = 2 * 1024 * 1024
 _ENTRY_MAX = 16 * 1024
@@ -89,18 +89,18 @@ def _classify(sql: str) -> str:
 
 
 def statement_class(sql: str) -> str:
-    cls = _cache.get(sql)
+    cls = CLASSES.get(sql)
     if cls is None:
         cls = _classify(sql)
         size = len(sql)
         if size <= _ENTRY_MAX:
             global _cache_chars
             with _cache_lock:  # only on a miss: keeps the character count exact
-                if len(_cache) >= _CACHE_MAX or _cache_chars + size > _CACHE_MAX_CHARS:
-                    _cache.clear()
+                if len(CLASSES) >= _CACHE_MAX or _cache_chars + size > _CACHE_MAX_CHARS:
+                    CLASSES.clear()
                     _cache_chars = 0
-                if sql not in _cache:
-                    _cache[sql] = cls
+                if sql not in CLASSES:
+                    CLASSES[sql] = cls
                     _cache_chars += size
     return cls
 

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from . import callsite, handle, holders, pipeline
 from .callsite import RawSite, UserStack
-from .context import _current
+from .context import CURRENT
 from .records import Blocker, Lock, Origin, Query, Transaction, Wait, Who
 from .sql import begin_mode
 
@@ -173,7 +173,7 @@ class Transactions:
             site = stack[0]
         else:
             # Reached from Django's handler without user code: ATOMIC_REQUESTS.
-            view = getattr(_current.get(), "view_func", None)
+            view = getattr(CURRENT.get(), "view_func", None)
             site = callsite.of_function(view) if view is not None else None
         self._txn_seq += 1
         o = self.origin
