@@ -100,7 +100,7 @@ def _reference_class(sql: str) -> str:
     ],
 )
 def test_adversarial_sql_is_classified_in_linear_time(sql, cls):
-    sql_module._cache.clear()
+    sql_module.CLASSES.clear()
     t0 = time.perf_counter()
     got = statement_class(sql)
     elapsed = time.perf_counter() - t0
@@ -157,11 +157,11 @@ def test_django_statements_are_classified_as_before():
 
 
 def _cached_key_bytes() -> int:
-    return sum(sys.getsizeof(k) for k in list(sql_module._cache))
+    return sum(sys.getsizeof(k) for k in list(sql_module.CLASSES))
 
 
 def test_the_class_cache_is_bounded_by_size_not_only_by_count():
-    sql_module._cache.clear()
+    sql_module.CLASSES.clear()
     sql_module._cache_chars = 0
     tracemalloc.start()
     try:
@@ -179,15 +179,15 @@ def test_the_class_cache_is_bounded_by_size_not_only_by_count():
     bound = sql_module._CACHE_MAX_CHARS + sql_module._CACHE_MAX * 200
     assert _cached_key_bytes() <= bound
     assert held < bound + 1_000_000, f"{held / 1e6:.1f} MB held"
-    assert len(sql_module._cache) >= 100  # it still caches
+    assert len(sql_module.CLASSES) >= 100  # it still caches
 
 
 def test_the_cache_still_serves_capture_with_get():
-    sql_module._cache.clear()
+    sql_module.CLASSES.clear()
     sql = 'SELECT "shop_item"."id" FROM "shop_item" WHERE "id" = %s'
-    assert sql_module._cache.get(sql) is None
+    assert sql_module.CLASSES.get(sql) is None
     assert statement_class(sql) == "read"
-    assert sql_module._cache.get(sql) == "read"  # what capture.py's fast path reads
+    assert sql_module.CLASSES.get(sql) == "read"  # what capture.py's fast path reads
     long = "SELECT 1 /*" + "z" * (sql_module._ENTRY_MAX + 1) + "*/"
     assert statement_class(long) == "read"
-    assert sql_module._cache.get(long) is None  # classified each time, never kept
+    assert sql_module.CLASSES.get(long) is None  # classified each time, never kept
