@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import dashboard, export, handoff, live, load, overhead, pipeline, scale
+from . import dashboard, export, handoff, live, load, mixed, overhead, pipeline, scale
 from .core import Benchmark
 
 BENCHMARKS: tuple[Benchmark, ...] = (
@@ -14,6 +14,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark(6, "dashboard", "Dashboard query times", dashboard.run),
     Benchmark(7, "handoff", "Lock hand-off: busy handler vs SQLite's default", handoff.run),
     Benchmark(8, "scale", "Added CPU per request as gunicorn workers grow", scale.run),
+    Benchmark(9, "mixed", "Mixed loop (selects and creates) in fresh processes", mixed.run),
 )
 
 

@@ -245,6 +245,28 @@ def profile_round(alt: Alternative, op: str, n: int) -> dict[str, Any]:
     return summary(session, alt.focus, (package_dir(django), package_dir(bench)), n)
 
 
+def mixed_loop(alt: Alternative, selects: int, creates: int) -> dict[str, float]:
+    """Six point selects to one create, in one request; then a flush, so the flusher's
+    work for the loop is inside the measured CPU."""
+    every = max(selects // max(creates, 1), 1)
+
+    def loop() -> None:
+        done = 0
+        for i in range(selects):
+            op_select(i)
+            if (i + 1) % every == 0 and done < creates:
+                op_insert(i)
+                done += 1
+        for i in range(done, creates):
+            op_insert(i)
+
+    alt.start()
+    c0, w0 = time.process_time(), time.perf_counter()
+    through_request(loop)
+    alt.finish()
+    return {"cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - w0}
+
+
 def handoff_wait() -> None:
     """Take the write lock while another process holds it; report when we got it."""
     cursor = connection.cursor()
@@ -270,10 +292,12 @@ def main() -> None:
 
     _protocol.serve(
         {
-            "setup": lambda cmd: {**setup(), "pid": os.getpid()},
+            # Flushed, so lockwatch's store exists before a round, as a new worker finds it.
+            "setup": lambda cmd: {**setup(), "pid": os.getpid(), **(alt.finish() or {})},
             "round": round_,
             "profile": lambda cmd: profile_round(alt, cmd["op"], cmd["n"]),
             "handoff_wait": lambda cmd: handoff_wait(),  # sends its own two replies
+            "mixed": lambda cmd: mixed_loop(alt, cmd["selects"], cmd["creates"]),
         }
     )
 
