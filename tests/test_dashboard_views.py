@@ -677,3 +677,14 @@ def test_the_header_shows_who_holds_the_write_lock_right_now(client, server, tmp
     finally:
         holder.wait(30)
     assert "Write lock held now" not in client.get("/partials/header/").content.decode()
+
+
+def test_events_table_says_which_filters_are_on_and_how_to_clear_them(client, ids):
+    body = client.get(f"/partials/events/?call_site={HOLDER}&kind=busy").content.decode()
+    assert 'id="lw-active-filters"' in body and f"<code>{HOLDER}</code>" in body
+    assert 'data-clear="call_site"' in body and 'data-clear="kind"' in body
+    assert 'data-clear="all"' in body
+    assert "lw-active-filters" not in client.get("/partials/events/").content.decode()
+    # The blocker sits beside the call site, before the context and the SQL.
+    heads = [h.split(">")[-1] for h in body.split("</th>")[:-1]]
+    assert heads.index("blocker_call_site") == heads.index("call_site") + 1

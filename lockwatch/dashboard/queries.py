@@ -24,9 +24,11 @@ from ..live import PAYLOAD, payload
 
 # Columns of the events table (the websocket's PAYLOAD is in lockwatch.live): a subset
 # of the one schema, so a renamed column fails here at import rather than in a template.
+# The blocker sits next to the call site, and pid and thread under the context, so the
+# table fits 1280 px without scrolling sideways.
 TABLE: tuple[str, ...] = (
-    "ts", "kind", "classification", "duration_ms", "wait_ms", "hold_ms", "call_site",
-    "context", "pid", "thread", "blocker_call_site", "sql",
+    "ts", "kind", "duration_ms", "wait_ms", "hold_ms", "call_site", "blocker_call_site",
+    "context", "sql",
 )  # fmt: skip
 _missing = set(PAYLOAD + TABLE) - events.INDEX.keys()
 assert not _missing, f"not event columns: {_missing}"

@@ -470,6 +470,7 @@ def callsites(
 
 
 TABLE_COLUMNS = [(name, events.COLUMNS[events.INDEX[name]].doc) for name in queries.TABLE]
+FILTER_LABELS = {"call_site": "call site", "q": "SQL containing", "context": "context or path"}
 
 
 @data
@@ -484,6 +485,8 @@ def events_table(
     if v.page > pages and count and not capped:
         return _text(400, f"lockwatch: page={v.page} is past the last page ({pages})")
     export_query = urlencode(f.as_query())
+    active = [(name, FILTER_LABELS.get(name, name), value)
+              for name, value in v.filters.as_query().items()]  # fmt: skip
     return render(
         request,
         "lockwatch/partials/events.html",
@@ -496,7 +499,9 @@ def events_table(
             "pages": pages,
             "has_next": v.page < pages or (capped and len(rows) == params.PAGE_SIZE),
             "export_url": f"{reverse('lockwatch:export')}?{export_query}",
-            "filtered": any(v.filters.as_query().values()),
+            "filtered": bool(active),
+            "active": active,
+            "numeric": ("duration_ms", "wait_ms", "hold_ms"),
             "store_missing": conn is None,
         },
     )

@@ -115,6 +115,10 @@
   document.body.addEventListener("htmx:afterSwap", (e) => {
     const target = e.detail.target;
     if (target && target.dataset && target.dataset.plot) draw(target);
+    if (target && target.id === "events-table" && state.scrollToEvents) {
+      state.scrollToEvents = false;
+      document.getElementById("events").scrollIntoView({ block: "start" });
+    }
     if (e.detail.xhr && e.detail.xhr.status < 400 && !state.fatal) showBanner("");
   });
 
@@ -153,10 +157,34 @@
       const by = document.createElement("span");
       by.className = "blocker";
       by.textContent = ev.blocker_call_site ? "blocked by " + ev.blocker_call_site : "blocker: unknown";
-      li.append(a, where, by);
+      // When it happened (the event's own time), and how long ago, ticking.
+      const at = document.createElement("time");
+      // In this browser's clock: the server's and ours may differ.
+      const ts = ev.ts ? ev.ts * 1000 + (state.skew || 0) : Date.now();
+      at.dateTime = new Date(ts).toISOString();
+      at.title = at.dateTime.replace("T", " ").slice(0, 23) + " UTC";
+      li.dataset.ts = String(ts);
+      li.append(at, a, where, by);
       feedEl.prepend(li);
     }
     while (feedEl.children.length > 8) feedEl.lastElementChild.remove();
+    ageFeed(Date.now());
+  }
+
+  // Feed items say their age, fade, and leave: an old error must not look current.
+  const FEED_FADE = 20000;
+  const FEED_KEEP = 60000;
+  function ageFeed(now) {
+    for (const li of Array.from(feedEl.children)) {
+      const age = now - Number(li.dataset.ts);
+      if (age > FEED_KEEP) {
+        li.remove();
+        continue;
+      }
+      li.classList.toggle("old", age > FEED_FADE);
+      const secs = Math.max(0, Math.round(age / 1000));
+      li.querySelector("time").textContent = secs < 1 ? "now" : secs + " s ago";
+    }
   }
 
   function updateFeed(updates) {
@@ -184,6 +212,7 @@
       if (reconnect) refresh(true); // catch up from the store
     } else if (m.type === "batch") {
       if (m.last_id) state.lastId = Math.max(state.lastId || 0, m.last_id);
+      if (m.sent) state.skew = Date.now() - m.sent * 1000;
       feed(m.events);
       updateFeed(m.updates);
       const stamp = new Date().toISOString().slice(11, 19);
@@ -256,9 +285,7 @@
       windowForm.elements.since.focus();
       return;
     }
-    const query = new URLSearchParams(new FormData(windowForm));
-    for (const [k, v] of Array.from(query)) if (!v) query.delete(k);
-    history.replaceState(null, "", "?" + query.toString());
+    syncUrl();
     filters.elements.page.value = "1";
     refresh(true);
   }
@@ -269,19 +296,57 @@
     if (e.key === "Enter") applyWindow();
   });
 
+  // The address bar keeps the window and the filters, so a reload or a shared link
+  // shows the same table.
+  function syncUrl(hash) {
+    const query = new URLSearchParams(new FormData(windowForm));
+    for (const [k, v] of new FormData(filters)) if (k !== "page") query.append(k, v);
+    for (const [k, v] of Array.from(query)) if (!v) query.delete(k);
+    history.replaceState(null, "", "?" + query.toString() + (hash || location.hash));
+  }
+
   let filterTimer = null;
-  function filtersChanged() {
+  function filtersChanged(now) {
     clearTimeout(filterTimer);
-    filterTimer = setTimeout(() => {
-      filters.elements.page.value = "1";
-      refreshOne("#events-table");
-    }, 300);
+    filterTimer = setTimeout(
+      () => {
+        filters.elements.page.value = "1";
+        syncUrl();
+        refreshOne("#events-table");
+      },
+      now === true ? 0 : 300,
+    );
+  }
+
+  // A call site's link (call sites table, doctor): its events, in view, filter shown.
+  function showEventsOf(site) {
+    filters.reset();
+    filters.elements.call_site.value = site;
+    state.scrollToEvents = true;
+    syncUrl("#events");
+    filtersChanged(true);
   }
   filters.addEventListener("input", filtersChanged);
   filters.addEventListener("change", filtersChanged);
   filters.addEventListener("reset", () => setTimeout(filtersChanged, 0));
 
   document.addEventListener("click", (e) => {
+    const siteLink = e.target.closest("a[data-call-site]");
+    if (siteLink && siteLink.dataset.callSite && e.button === 0 && !e.ctrlKey && !e.metaKey && !e.shiftKey) {
+      e.preventDefault();
+      showEventsOf(siteLink.dataset.callSite);
+      return;
+    }
+    const clear = e.target.closest("#events-table [data-clear]");
+    if (clear) {
+      if (clear.dataset.clear === "all") {
+        for (const el of filters.elements) if (el.name && el.name !== "page") el.value = "";
+      } else if (filters.elements[clear.dataset.clear]) {
+        filters.elements[clear.dataset.clear].value = "";
+      }
+      filtersChanged(true);
+      return;
+    }
     const pageBtn = e.target.closest("#events-table [data-page]");
     if (pageBtn && !pageBtn.disabled) {
       filters.elements.page.value = pageBtn.dataset.page;
@@ -296,6 +361,32 @@
     }
   });
 
+  // -- the clock: held-lock ages tick, the header is polled, feed items age out --
+
+  // The header reads the live holder table: polled while live, so a hold shows within a
+  // second even when nothing is flushed, and events/s falls to 0 when nothing arrives.
+  const HEADER_EVERY = 1000;
+  let headerAt = 0;
+  document.body.addEventListener("htmx:beforeRequest", (e) => {
+    if (e.detail.elt && e.detail.elt.id === "header") headerAt = Date.now();
+  });
+
+  function tick() {
+    const now = Date.now();
+    document.querySelectorAll(".lw-age").forEach((el) => {
+      if (!el.dataset.base) el.dataset.base = String(now);
+      const age = parseFloat(el.dataset.age) + (now - Number(el.dataset.base)) / 1000;
+      el.textContent = age.toFixed(1) + " s";
+    });
+    ageFeed(now);
+    if (!state.paused && !document.hidden && now - headerAt >= HEADER_EVERY) {
+      headerAt = now;
+      refreshOne("#header");
+    }
+  }
+
   syncWindowFields();
+  if (location.hash === "#events") state.scrollToEvents = true;
   connect();
+  setInterval(tick, 200);
 })();
