@@ -202,11 +202,11 @@ def test_call_command_in_a_test_keeps_the_test_label(lw, default_db):
 
 def test_call_command_under_a_tag_keeps_the_tag_and_commands_nest(lw, default_db):
     import lockwatch
-    from lockwatch.context import Context, bind, command_started, current, restore
+    from lockwatch.context import CURRENT, Context, bind, command_started, restore
 
     with lockwatch.tag("job:nightly") as tag:
         call_command("write_one")
-        assert current() is tag
+        assert CURRENT.get() is tag
     (query,) = [q for q in lw.events(kind="query") if q["stmt_class"] == "write"]
     assert query["context"] == "job:nightly"
 
@@ -215,9 +215,9 @@ def test_call_command_under_a_tag_keeps_the_tag_and_commands_nest(lw, default_db
 
     with bind(Context(label="command:outer")) as outer:
         token = command_started(Command())
-        assert current() is not outer and current().label == "command:outer"
+        assert CURRENT.get() is not outer and CURRENT.get().label == "command:outer"
         restore(token)
-        assert current() is outer
+        assert CURRENT.get() is outer
 
 
 def test_program_labels():
