@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 log = logging.getLogger("lockwatch")
 
@@ -59,6 +60,23 @@ DEFAULTS: dict[str, Any] = {
     "CHANNEL_LAYER": None,
     # Dashboard access when mounted in a project: a dotted path to f(user) -> bool.
     "ACCESS_CHECK": "lockwatch.access.is_staff",
+    # Alert rules that `lockwatch serve` evaluates (never the app): None, or a dict of
+    # ALERT_DEFAULTS' keys.
+    "ALERTS": None,
+}
+
+# LOCKWATCH["ALERTS"]: a key left out takes this value; a rule set to None is off.
+# The rules' defaults are those of contrib/prometheus/lockwatch-rules.yml.
+ALERT_DEFAULTS: dict[str, Any] = {
+    "WEBHOOK": None,  # an http(s) URL to POST each alert to; None: the log only
+    "DASHBOARD_URL": None,  # None: lockwatch serve's --public-url, else its own address
+    "BUSY_PER_MINUTE": 0,  # busy errors in the last minute above this
+    "HOLD_SECONDS": 10,  # a write lock held longer than this right now
+    "WAIT_P95_SECONDS": 1.0,  # the p95 lock wait over WAIT_WINDOW above this
+    "WAIT_WINDOW": 300,
+    "COOLDOWN": 600,  # seconds before the same alert is sent again
+    "INTERVAL": 10,  # seconds between evaluations
+    "TIMEOUT": 5,  # seconds a webhook POST may take
 }
 
 # Whole numbers go into SQL (retention) and comparisons; SQLite's integers stop here.
@@ -77,6 +95,15 @@ _NUMBERS: dict[str, dict[str, Any]] = {
     "RETENTION_MAX_AGE": {"minimum": 1, "allow_none": True},
     "RETENTION_MAX_ROWS": {"minimum": 1, "whole": True, "allow_none": True},
     "ATTRIBUTION_GRACE": {"minimum": 0, "maximum": _WAIT_MAX},
+}
+_ALERT_NUMBERS: dict[str, dict[str, Any]] = {
+    "BUSY_PER_MINUTE": {"minimum": 0, "whole": True, "allow_none": True},
+    "HOLD_SECONDS": {"minimum": 0, "allow_none": True},
+    "WAIT_P95_SECONDS": {"minimum": 0, "allow_none": True},
+    "WAIT_WINDOW": {"minimum": 1, "maximum": 7 * 24 * 3600},
+    "COOLDOWN": {"minimum": 0},
+    "INTERVAL": {"minimum": 0.05, "maximum": _WAIT_MAX},
+    "TIMEOUT": {"minimum": 0.1, "maximum": 60},
 }
 
 
@@ -101,6 +128,22 @@ class Config:
     attribution_grace: float
     channel_layer: str | None
     access_check: str
+    alerts: Alerts | None = None
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """LOCKWATCH["ALERTS"], checked: what ``lockwatch serve`` evaluates."""
+
+    webhook: str | None
+    dashboard_url: str | None
+    busy_per_minute: int | None
+    hold_seconds: float | None
+    wait_p95_seconds: float | None
+    wait_window: float
+    cooldown: float
+    interval: float
+    timeout: float
 
 
 class ConfigError(ValueError):
@@ -200,6 +243,56 @@ class _Checker:
         return tuple(out)
 
 
+class _AlertsChecker(_Checker):
+    """Names a bad value inside ALERTS by both keys, into the same list of problems."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+
+    def bad(self, name: str, must: str, value: Any) -> None:
+        self.problems.append(f"LOCKWATCH['ALERTS'][{name!r}] must be {must}, got {_shown(value)}")
+
+    def url(self, name: str, value: Any) -> str | None:
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value) if isinstance(value, str) else None
+            host = parts.hostname if parts is not None else None
+        except ValueError:  # an unclosed [ in the host, a bad port
+            parts = host = None
+        if parts is None or parts.scheme not in ("http", "https") or not host:
+            self.bad(name, "None or an http(s) URL", value)
+            return None
+        return str(value).rstrip("/")
+
+
+def _alerts(c: _Checker, raw: Any) -> Alerts | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        c.bad("ALERTS", "None or a dict of alert rules", raw)
+        return None
+    for key in sorted((k for k in raw if k not in ALERT_DEFAULTS), key=repr):
+        c.problems.append(
+            f"LOCKWATCH['ALERTS'] has an unknown key {_shown(key)}; known keys: "
+            + ", ".join(ALERT_DEFAULTS)
+        )
+    merged = {**ALERT_DEFAULTS, **{k: v for k, v in raw.items() if k in ALERT_DEFAULTS}}
+    a = _AlertsChecker(c.problems)
+    n = {name: a.number(name, merged[name], **spec) for name, spec in _ALERT_NUMBERS.items()}
+    return Alerts(
+        webhook=a.url("WEBHOOK", merged["WEBHOOK"]),
+        dashboard_url=a.url("DASHBOARD_URL", merged["DASHBOARD_URL"]),
+        busy_per_minute=n["BUSY_PER_MINUTE"],
+        hold_seconds=n["HOLD_SECONDS"],
+        wait_p95_seconds=n["WAIT_P95_SECONDS"],
+        wait_window=n["WAIT_WINDOW"],
+        cooldown=n["COOLDOWN"],
+        interval=n["INTERVAL"],
+        timeout=n["TIMEOUT"],
+    )
+
+
 def _shown(value: Any) -> str:
     try:
         text = repr(value)
@@ -264,6 +357,7 @@ def build(user: Any, base_dir: Any = None) -> Config:
     access = merged["ACCESS_CHECK"]
     if not (isinstance(access, str) and "." in access.strip(".")):
         c.bad("ACCESS_CHECK", "a dotted path to a function, e.g. 'pkg.module.function'", access)
+    alerts = _alerts(c, merged["ALERTS"])
     if c.problems or store is None or root is None:
         raise ConfigError(*c.problems)
     return Config(
@@ -286,6 +380,7 @@ def build(user: Any, base_dir: Any = None) -> Config:
         attribution_grace=numbers["ATTRIBUTION_GRACE"],
         channel_layer=layer,
         access_check=access,
+        alerts=alerts,
     )
 
 
