@@ -8,9 +8,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .server import public_url
+
+if TYPE_CHECKING:
+    from .conf import Alerts
 
 
 def _store_path(value: str | None) -> Path:
@@ -130,11 +134,50 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_settings(args: argparse.Namespace) -> tuple[Alerts | None, Path | None]:
+    """LOCKWATCH["ALERTS"], checked, and the project's store: from ``--settings MODULE``
+    (imported, not set up: this process runs the dashboard's own settings), else from
+    ``$LOCKWATCH_ALERTS`` (JSON). Raises ValueError with a one-line reason."""
+    import importlib
+    import json
+
+    from . import conf
+
+    if args.settings:
+        sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(args.settings)
+        except Exception as exc:  # the project's own import error, shown in one line
+            raise ValueError(f"cannot load {args.settings}: {exc!r}") from None
+        user, base = getattr(module, "LOCKWATCH", None), getattr(module, "BASE_DIR", None)
+        try:
+            cfg = conf.build(user, base)
+        except conf.ConfigError as exc:
+            raise ValueError(f"{args.settings}: {exc}") from None
+        return cfg.alerts, cfg.store
+    raw = os.environ.get("LOCKWATCH_ALERTS", "").strip()
+    if not raw:
+        return None, None
+    try:
+        alerts = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"$LOCKWATCH_ALERTS is not JSON: {exc}") from None
+    try:
+        return conf.build({"ALERTS": alerts}).alerts, None
+    except conf.ConfigError as exc:
+        raise ValueError(f"$LOCKWATCH_ALERTS: {exc}") from None
+
+
 def _serve(args: argparse.Namespace) -> int:
     """Run the dashboard under daphne, in this process, reading the store read-only."""
     import secrets
 
-    store_path = _store_path(args.store)
+    try:
+        alerts, project_store = _serve_settings(args)
+    except ValueError as exc:
+        print(f"lockwatch serve: error: {exc}", file=sys.stderr)
+        return 2
+    store_path = _store_path(args.store) if args.store or not project_store else project_store
     token = os.environ.get("LOCKWATCH_TOKEN", "").strip() or secrets.token_urlsafe(24)
     os.environ.update(
         LOCKWATCH_STORE=str(store_path),
@@ -168,7 +211,7 @@ def _serve(args: argparse.Namespace) -> int:
         "Open that URL to log in (set LOCKWATCH_TOKEN to keep one token across restarts).",
         flush=True,
     )
-    run.serve(args.host, args.port, args.proxy_headers)
+    run.serve(args.host, args.port, args.proxy_headers, alerts=alerts, dashboard=base)
     return 0
 
 
@@ -235,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="/metrics also counts busy errors and hold time by call site, for the N call"
         " sites with the most (default 0: no call-site label)",
     )  # fmt: skip
+    serve.add_argument(
+        "--settings", metavar="MODULE",
+        help="read LOCKWATCH (its STORE and ALERTS) from this Django settings module, e.g."
+        " mysite.settings, run from its folder (default: ALERTS from $LOCKWATCH_ALERTS, JSON)",
+    )  # fmt: skip
     serve.set_defaults(func=_serve)
 
     doc = sub.add_parser("doctor", help="say what to change, from the evidence in the store")
@@ -251,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
         "its folder), as manage.py check --deploy does",
     )
     doc.set_defaults(func=_doctor)
+
+    from . import run
+
+    run.add_parser(sub)
     return parser
 
 

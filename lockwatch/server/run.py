@@ -15,6 +15,8 @@ from daphne.access import AccessLogGenerator
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
 
+from ..conf import Alerts
+
 _TOKEN = re.compile(r"([?&;]token=)[^&;#\s]*", re.IGNORECASE)
 
 
@@ -41,13 +43,27 @@ class _Server(Server):
         super().__init__(*args, action_logger=action_logger, **kwargs)
 
 
-def serve(host: str, port: int, proxy_headers: bool = False) -> None:
-    """Run daphne on host:port until it is stopped (settings come from the environment)."""
+def serve(
+    host: str,
+    port: int,
+    proxy_headers: bool = False,
+    alerts: Alerts | None = None,
+    dashboard: str | None = None,
+) -> None:
+    """Run daphne on host:port until it is stopped (settings come from the environment).
+
+    With ``alerts``, their rules are evaluated on a thread of this process; ``dashboard``
+    is the address alerts link to when ALERTS has no DASHBOARD_URL."""
     import django
     from django.conf import settings
     from django.utils.module_loading import import_string
 
     django.setup()
+    if alerts is not None:
+        from .. import alerts as alerting
+        from ..conf import get_config
+
+        alerting.start(get_config().store, alerts, dashboard)
     # Sessions that expired since the last run: their files would otherwise stay.
     import_string(f"{settings.SESSION_ENGINE}.SessionStore").clear_expired()
     cli = CommandLineInterface()

@@ -159,5 +159,6 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"lockwatch": {"handlers": ["console"], "level": "INFO"}},
+    # Not propagated: daphne's root handler would print each line a second time.
+    "loggers": {"lockwatch": {"handlers": ["console"], "level": "INFO", "propagate": False}},
 }
