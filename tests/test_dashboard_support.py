@@ -69,7 +69,7 @@ def story(path: Path, now: float | None = None) -> dict[str, int]:
         dict(ts=t0 + 2.0, kind="query", duration_ms=0.4, call_site="shop/views.py:10 in home",
              sql='SELECT "shop_item"."id" FROM "shop_item"', stmt_class="read", **holder),
         dict(ts=t0 + 2.5, kind="request", duration_ms=12.0, method="GET", path="/",
-             status=200, queries=1, **holder),
+             status=200, queries=1, request_id="story-request", **holder),
     ]  # fmt: skip
     ids = insert(path, rows)
     names = ["holder", "wait", "busy", "wait_ok", "autocommit", "read", "request"]

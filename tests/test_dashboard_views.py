@@ -85,6 +85,7 @@ PARTIALS = [
     "/partials/chart/timeline/",
     "/partials/slowest/",
     "/partials/callsites/",
+    "/partials/endpoints/",
     "/partials/doctor/",
     "/partials/events/",
     "/export.csv",

@@ -47,6 +47,9 @@ GET = {
     "chart": "partials/chart/busy/",
     "slowest": "partials/slowest/",
     "callsites": "partials/callsites/",
+    "endpoints": "partials/endpoints/",
+    "event-request": "events/7/request/",  # the story's request
+    "request": "requests/story-request/",
     "doctor": "partials/doctor/",
     "events": "partials/events/",
 }

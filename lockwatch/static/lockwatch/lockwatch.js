@@ -318,10 +318,10 @@
     );
   }
 
-  // A call site's link (call sites table, doctor): its events, in view, filter shown.
-  function showEventsOf(site) {
+  // A call site's or an endpoint's link: its events, in view, the filter shown.
+  function showEventsOf(name, value) {
     filters.reset();
-    filters.elements.call_site.value = site;
+    filters.elements[name].value = value;
     state.scrollToEvents = true;
     syncUrl("#events");
     filtersChanged(true);
@@ -331,10 +331,12 @@
   filters.addEventListener("reset", () => setTimeout(filtersChanged, 0));
 
   document.addEventListener("click", (e) => {
-    const siteLink = e.target.closest("a[data-call-site]");
-    if (siteLink && siteLink.dataset.callSite && e.button === 0 && !e.ctrlKey && !e.metaKey && !e.shiftKey) {
+    const link = e.target.closest("a[data-call-site], a[data-context]");
+    if (link && e.button === 0 && !e.ctrlKey && !e.metaKey && !e.shiftKey) {
+      const site = link.dataset.callSite;
       e.preventDefault();
-      showEventsOf(siteLink.dataset.callSite);
+      if (site) showEventsOf("call_site", site);
+      else showEventsOf("context", link.dataset.context);
       return;
     }
     const clear = e.target.closest("#events-table [data-clear]");
