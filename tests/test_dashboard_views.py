@@ -230,7 +230,7 @@ def test_timeline_has_lanes_holds_markers_and_blocker_links(client, ids):
     by_name = {t.get("name"): t for t in fig["data"]}
     hold = by_name["transaction hold"]
     assert hold["x"] == [800.0]
-    assert hold["y"] == ["pid 100 · MainThread"]
+    assert hold["y"] == ["request · pid 100"]
     assert hold["customdata"][0][:2] == [ids["holder"], HOLDER]
     # The tooltip's hold comes from the data, not from %{x} (on a date axis that is a
     # date, and the browser showed "held NaN ms").
@@ -242,7 +242,8 @@ def test_timeline_has_lanes_holds_markers_and_blocker_links(client, ids):
     assert busy["customdata"][0][4] == HOLDER  # the blocker's call site, on hover
     assert "blocked by" in by_name
     lanes = fig["layout"]["yaxis"]["categoryarray"]
-    assert lanes == ["pid 100 · MainThread", "pid 200 · MainThread"]
+    # Labelled by what runs there: a request worker, the sync_stock command.
+    assert lanes == ["request · pid 100", "command:sync_stock · pid 200"]
 
 
 def test_slowest(client, ids):
@@ -580,16 +581,19 @@ def test_thread_names_are_text_in_the_timeline_lanes(client, store_path, ids):
              call_site="x.py:1 in f", sql="INSERT INTO t VALUES (1)"),
         dict(ts=now - 1, kind="busy", classification="timeout", duration_ms=5.0, wait_ms=5.0,
              pid=6, thread="<b>bold</b>", call_site="y.py:2 in g", blocker_pid=5,
-             blocker_thread=link, blocker_call_site="x.py:1 in f", blocker_context="c"),
+             blocker_thread=link, blocker_call_site="x.py:1 in f",
+             blocker_context="command:<i>c</i>"),
     ])  # fmt: skip
     fig = figure(client.get("/partials/chart/timeline/"))
     assert [text for text in timeline_text(fig) if "<" in text or ">" in text] == []
     lanes = fig["layout"]["yaxis"]["categoryarray"]
     # plotly turns &lt; &gt; &amp; back into the characters, drawn as text.
-    assert 'pid 5 · &lt;a href="https://evil.example/"&gt;click&lt;/a&gt;' in lanes
+    lane5 = 'command:&lt;i&gt;c&lt;/i&gt; · pid 5 · &lt;a href="https://evil.example/"&gt;click&lt;/a&gt;'
+    assert lane5 in lanes
     assert "pid 6 · &lt;b&gt;bold&lt;/b&gt;" in lanes
+    assert all("<" not in lane for lane in lanes)
     blocked_by = next(t for t in fig["data"] if t.get("name") == "blocked by")
-    assert 'pid 5 · &lt;a href="https://evil.example/"&gt;click&lt;/a&gt;' in blocked_by["y"]
+    assert lane5 in blocked_by["y"]
 
 
 def test_an_unknown_classification_is_drawn_as_text(client, store_path, ids):

@@ -151,9 +151,11 @@ def _h(text: str | None) -> str:
     return (text or "").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def lane(pid: int | None, thread: str | None) -> str:
-    """A lane's label (a category of the y axis: the same text places its marks)."""
-    return _h(f"pid {pid or '?'} · {thread or '?'}")
+def lane(pid: int | None, thread: str | None, context: str = "") -> str:
+    """A lane's label (a category of the y axis: the same text places its marks):
+    ``command:restock · pid 20254``; a thread other than the main one is named too."""
+    who = f"pid {pid or '?'}" if thread == "MainThread" else f"pid {pid or '?'} · {thread or '?'}"
+    return _h(f"{context} · {who}" if context else who)
 
 
 def _hover_lines(*pairs: tuple[str, str]) -> str:
@@ -173,7 +175,12 @@ def _focus(tl: Timeline, since: float, until: float) -> list[str | None]:
 
 def timeline_chart(tl: Timeline, since: float, until: float, revision: str) -> dict[str, Any]:
     """One lane per process and thread; hold bars, wait and busy markers, blocker links."""
-    lanes = [lane(pid, thread) for pid, thread in tl.lanes]
+    labels = {key: lane(*key, tl.contexts.get(key, "")) for key in tl.lanes}
+
+    def lane_of(pid: int | None, thread: str | None) -> str:
+        return labels[(pid or 0, thread or "?")]
+
+    lanes = [labels[key] for key in tl.lanes]
     fig = go.Figure()
     for kind, name in (("transaction", "transaction hold"), ("query", "autocommit write")):
         holds = [h for h in tl.holds if h["kind"] == kind]
@@ -183,7 +190,7 @@ def timeline_chart(tl: Timeline, since: float, until: float, revision: str) -> d
             orientation="h",
             base=[t(h["start"]) for h in holds],
             x=[h["hold_ms"] for h in holds],
-            y=[lane(h["pid"], h["thread"]) for h in holds],
+            y=[lane_of(h["pid"], h["thread"]) for h in holds],
             name=name,
             marker={"color": HOLD_COLORS[kind], "line": {"width": 0}},
             opacity=0.85,
@@ -216,7 +223,7 @@ def timeline_chart(tl: Timeline, since: float, until: float, revision: str) -> d
         ys: list[str | None] = []
         for m in waits:
             xs += [t(m["ts"]), t(m["at"]), None]
-            ys += [lane(m["pid"], m["thread"])] * 2 + [None]
+            ys += [lane_of(m["pid"], m["thread"])] * 2 + [None]
         fig.add_scatter(
             x=xs,
             y=ys,
@@ -241,7 +248,7 @@ def timeline_chart(tl: Timeline, since: float, until: float, revision: str) -> d
         ]
         fig.add_scatter(
             x=[t(m["at"]) for m in items],
-            y=[lane(m["pid"], m["thread"]) for m in items],
+            y=[lane_of(m["pid"], m["thread"]) for m in items],
             mode="markers",
             name=label,
             marker={
@@ -278,7 +285,11 @@ def timeline_chart(tl: Timeline, since: float, until: float, revision: str) -> d
         xs, ys = [], []
         for m in linked:
             xs += [t(m["at"]), t(m["at"]), None]
-            ys += [lane(m["pid"], m["thread"]), lane(m["blocker_pid"], m["blocker_thread"]), None]
+            ys += [
+                lane_of(m["pid"], m["thread"]),
+                lane_of(m["blocker_pid"], m["blocker_thread"]),
+                None,
+            ]
         fig.add_scatter(
             x=xs,
             y=ys,

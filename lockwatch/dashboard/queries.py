@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -272,6 +272,7 @@ class Timeline:
     holds: list[dict[str, Any]]  # with start (epoch s) and hold_ms
     marks: list[dict[str, Any]]  # waits and busy errors, with at (epoch s)
     lanes: list[tuple[int, str]]  # (pid, thread), sorted
+    contexts: dict[tuple[int, str], str]  # what each lane is, for its label
     holds_cut: bool  # more holds in the window than shown (the longest are kept)
     marks_cut: bool  # more waits and busy errors than shown (the newest are kept)
 
@@ -309,16 +310,38 @@ def timeline(
             (since, until, max_marks),
         )
     ]
-    lanes = {(h["pid"] or 0, h["thread"] or "?") for h in holds}
-    lanes |= {(m["pid"] or 0, m["thread"] or "?") for m in marks}
+    seen: dict[tuple[int, str], Counter[str]] = defaultdict(Counter)
+    for item in holds + marks:
+        seen[(item["pid"] or 0, item["thread"] or "?")][lane_kind(item["context"])] += 1
     # A blocker's lane is drawn even when its hold fell outside the cut.
-    lanes |= {(m["blocker_pid"], m["blocker_thread"] or "?") for m in marks if m["blocker_pid"]}
+    for m in marks:
+        if m["blocker_pid"]:
+            key = (m["blocker_pid"], m["blocker_thread"] or "?")
+            seen[key][lane_kind(m["blocker_context"])] += 1
+    lanes = set(seen)
+    contexts = {key: _main(kinds) for key, kinds in seen.items()}
     # Hover text only: keep the figure small.
     for item in holds + marks:
         for key in ("sql", "lock_statement"):
             if item.get(key) and len(item[key]) > sql_preview:
                 item[key] = item[key][:sql_preview] + "…"
-    return Timeline(holds, marks, sorted(lanes), len(holds) >= max_holds, len(marks) >= max_marks)
+    return Timeline(
+        holds, marks, sorted(lanes), contexts, len(holds) >= max_holds, len(marks) >= max_marks
+    )
+
+
+def lane_kind(context: str | None) -> str:
+    """What a lane is: ``request`` (a worker serves many paths), else the context itself
+    (``command:restock``, ``program:gunicorn``, ``test:...``, ``outside``)."""
+    if not context:
+        return ""
+    return "request" if context.startswith("request:") else context
+
+
+def _main(kinds: Counter[str]) -> str:
+    """The lane's most frequent kind, known ones before unknown."""
+    known = [(n, k) for k, n in kinds.items() if k]
+    return max(known)[1] if known else ""
 
 
 # -- call sites ----------------------------------------------------------------

@@ -1,0 +1,94 @@
+"""Honest liveness in a real browser (issue 14): figures fall back when nothing arrives,
+and the feed says how old each item is and lets old ones go.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lockwatch import events, store
+from tests.conftest import free_port
+from tests.test_browser import TOKEN, Server, _require_browser
+from tests.test_browser_incident import browser, open_page  # noqa: F401
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def empty_server(tmp_path: Path) -> Iterator[Server]:
+    _require_browser()
+    path = tmp_path / "lockwatch.sqlite3"
+    store.connect(path).close()
+    server = Server(path, free_port(), tmp_path / "serve.log")
+    server.start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def write(path: Path, rows: list[dict[str, Any]]) -> None:
+    w = store.Writer(path)
+    try:
+        w.write([events.row(**r) for r in rows], [], [])
+    finally:
+        w.close()
+
+
+def busy(ts: float, site: str) -> dict[str, Any]:
+    return dict(ts=ts, kind="busy", classification="timeout", duration_ms=300.0, wait_ms=300.0,
+                call_site=site, context="command:sync", pid=7, thread="MainThread",
+                blocker_pid=8, blocker_thread="MainThread", blocker_call_site="b.py:1 in hold",
+                blocker_context="command:restock")  # fmt: skip
+
+
+RATE = "() => parseFloat(document.getElementById('fig-rate').textContent)"
+
+
+def test_the_event_rate_falls_to_zero_when_nothing_arrives(empty_server, browser):  # noqa: F811
+    page = open_page(browser, f"http://127.0.0.1:{empty_server.port}/?token={TOKEN}&window=5m")
+    # A burst that is already 8 s old: it leaves the 10 s rate within about 2 s.
+    now = time.time()
+    write(empty_server.store, [
+        dict(ts=now - 8.6 + i * 0.01, kind="query", duration_ms=1.0, hold_ms=0.5,
+             call_site="load.py:1 in f", pid=9, thread="MainThread", context="program:load",
+             sql="UPDATE t SET x = 1") for i in range(60)
+    ])  # fmt: skip
+    page.wait_for_function(f"() => ({RATE})() > 0", timeout=5_000)
+    frames = page.evaluate("window.lockwatch.frames")
+    # Nothing more is written: the header, polled, must fall to 0 by itself.
+    page.wait_for_function(f"() => ({RATE})() === 0", timeout=8_000)
+    assert page.evaluate("window.lockwatch.frames") - frames <= 1  # no batch brought it
+    assert page.errors == []
+
+
+FEED_AGES = """() => [...document.querySelectorAll('#lw-feed li')].map(li =>
+    [li.querySelector('.site').textContent, li.querySelector('time').textContent,
+     li.querySelector('time').title])"""
+
+
+def test_feed_items_carry_their_time_and_age_out(empty_server, browser):  # noqa: F811
+    page = open_page(browser, f"http://127.0.0.1:{empty_server.port}/?token={TOKEN}&window=5m")
+    now = time.time()
+    write(empty_server.store, [busy(now - 56, "old.py:1 in f"), busy(now, "new.py:2 in g")])
+    page.wait_for_function("() => document.querySelectorAll('#lw-feed li').length === 2")
+    items = {site: (age, title) for site, age, title in page.evaluate(FEED_AGES)}
+    old_age = int(items["old.py:1 in f"][0].split()[0])
+    assert 50 <= old_age <= 60, items
+    assert items["new.py:2 in g"][0] in ("now", "1 s ago", "2 s ago", "3 s ago"), items
+    assert items["old.py:1 in f"][1].endswith("UTC")  # its own time, on hover
+    assert page.locator("#lw-feed li.old").count() == 1  # faded
+    # The old one leaves once a minute old; the new one stays.
+    page.wait_for_function(
+        "() => ![...document.querySelectorAll('#lw-feed .site')]"
+        ".some(s => s.textContent === 'old.py:1 in f')",
+        timeout=10_000,
+    )
+    assert [site for site, _, _ in page.evaluate(FEED_AGES)] == ["new.py:2 in g"]
+    assert page.errors == []
