@@ -230,7 +230,7 @@ class StoreCollector(Collector):
             row = conn.execute("SELECT ts FROM events WHERE id = ?", (top,)).fetchone()
             self.last_ts = row[0] if row else None
             self._hold_dbs(conn)
-            return [tuple(r) for r in conn.execute(_HEALTH)]  # type: ignore[misc]
+            return [tuple(r) for r in conn.execute(_HEALTH)]
         finally:
             conn.execute("COMMIT")
 
@@ -298,7 +298,8 @@ class StoreCollector(Collector):
             return False
         row = conn.execute("SELECT ts FROM events WHERE id = ?", (self.last_id,)).fetchone()
         if row is not None:
-            return row[0] != self.last_ts
+            changed: bool = row[0] != self.last_ts
+            return changed
         # Pruning deletes the oldest first: once the last seen id is gone, so is every
         # id below it, unless ids were given again from 1.
         (lowest,) = conn.execute("SELECT min(id) FROM events").fetchone()
