@@ -67,7 +67,11 @@ def changed(holder: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
             watched = True
         elif engine == ENGINE:
             watched = True
-        elif isinstance(engine, str) and _sqlite_subclass(engine):
+        elif not isinstance(engine, str):
+            continue
+        elif (kind := _backend_kind(engine)) == "lockwatch":
+            watched = True  # the project's own backend, with lockwatch's mixin in it
+        elif kind == "sqlite":
             notes.append((
                 f"engine:{engine}",
                 f"DATABASES[{alias!r}] uses {engine}, a subclass of Django's SQLite backend,"
@@ -93,17 +97,19 @@ def changed(holder: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     return changes, notes
 
 
-def _sqlite_subclass(engine: str) -> bool:
-    """Whether ENGINE's DatabaseWrapper is Django's SQLite one, subclassed, without
-    lockwatch's mixin. Found by importing it, as Django will; unknown when that fails."""
+def _backend_kind(engine: str) -> str | None:
+    """ "lockwatch" when ENGINE's DatabaseWrapper has lockwatch's mixin, "sqlite" when it
+    is Django's SQLite one subclassed without it, else None (also when it cannot be
+    imported: Django will say why). Imported as Django will import it."""
     try:
         from django.db.backends.sqlite3.base import DatabaseWrapper
 
         wrapper = importlib.import_module(f"{engine}.base").DatabaseWrapper
-        mixed = any(
+        if any(
             c.__name__ == "LockwatchWrapperMixin" and c.__module__ == "lockwatch.db.wrapper"
             for c in wrapper.__mro__
-        )
-        return issubclass(wrapper, DatabaseWrapper) and not mixed
+        ):
+            return "lockwatch"
+        return "sqlite" if issubclass(wrapper, DatabaseWrapper) else None
     except Exception:
-        return False
+        return None

@@ -8,14 +8,15 @@ Nothing here may stop the program: lockwatch's failures are one line on stderr.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.machinery
 import importlib.util
 import os
-import socket
 import sys
-from types import ModuleType
-from typing import Any
+
+TYPE_CHECKING = False  # not typing's: importing typing would double this module's cost
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _claimed: dict[str, Any] = {}
@@ -25,6 +26,9 @@ def _first(key: str) -> bool:
     """True in the first process of this run to ask for KEY (every gunicorn worker loads
     the settings: one warning, not one per worker). A name in Linux's abstract socket
     space is held while the process lives and leaves no file behind."""
+    import hashlib  # here: most programs never warn, and these cost ~7 ms to import
+    import socket
+
     if key in _claimed:
         return False
     _claimed[key] = None
