@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -159,7 +160,19 @@ def test_readme_install_commands_run_as_written(installed):
         " print(lockwatch.__file__)'"
     )
     assert where.stdout.strip().startswith(str(installed.venv)), where.stdout
-    assert (installed.source / "dist" / "lockwatch-0.1.0-py3-none-any.whl").exists()
+    wheel = installed.source / "dist" / "lockwatch-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel) as built:  # lockwatch run's bootstrap ships in the wheel
+        assert "lockwatch/_bootstrap/sitecustomize.py" in built.namelist()
+
+
+def test_lockwatch_run_finds_its_bootstrap_in_the_plain_install(installed):
+    done = installed.run(
+        "lockwatch run -- python -c 'import sitecustomize, django.conf;"
+        " print(sitecustomize.__file__, django.conf.LazySettings._lockwatch_autorun)'"
+    )
+    path, hooked = done.stdout.split()
+    assert path.startswith(str(installed.venv)) and path.endswith("sitecustomize.py")
+    assert hooked == "True", done.stderr
 
 
 def test_the_command_says_what_it_does(capsys):
