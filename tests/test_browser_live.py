@@ -15,6 +15,7 @@ from lockwatch import events, store
 from tests.conftest import free_port
 from tests.test_browser import TOKEN, Server, _require_browser
 from tests.test_browser_incident import browser, open_page  # noqa: F401
+from tests.test_dashboard_refresh import incident
 
 pytestmark = pytest.mark.browser
 
@@ -48,7 +49,10 @@ def busy(ts: float, site: str) -> dict[str, Any]:
                 blocker_context="command:restock")  # fmt: skip
 
 
-RATE = "() => parseFloat(document.getElementById('fig-rate').textContent)"
+RATE = """() => {
+    const el = document.getElementById('fig-rate');
+    return el ? parseFloat(el.textContent) : NaN;
+}"""
 
 
 def test_the_event_rate_falls_to_zero_when_nothing_arrives(empty_server, browser):  # noqa: F811
@@ -91,4 +95,73 @@ def test_feed_items_carry_their_time_and_age_out(empty_server, browser):  # noqa
         timeout=10_000,
     )
     assert [site for site, _, _ in page.evaluate(FEED_AGES)] == ["new.py:2 in g"]
+    assert page.errors == []
+
+
+def partial_bytes(requests: list[Any]) -> list[tuple[str, int]]:
+    """(path, bytes on the wire: headers and the body as sent) of each partial's response."""
+    out = []
+    for req in requests:
+        if "/partials/" not in req.url:
+            continue
+        sizes = req.sizes()
+        path = req.url.split("/partials/")[1].split("?")[0]
+        out.append((path, sizes["responseHeadersSize"] + sizes["responseBodySize"]))
+    return out
+
+
+def test_a_live_refresh_is_bounded(empty_server, browser, capsys):  # noqa: F811
+    import threading
+
+    write(empty_server.store, incident(time.time(), 1000, distinct=True))
+    page = open_page(browser, f"http://127.0.0.1:{empty_server.port}/?token={TOKEN}&window=5m")
+    page.wait_for_function("() => (document.getElementById('plot-timeline').data || []).length")
+    finished: list[Any] = []
+    page.on("requestfinished", lambda req: finished.append(req))
+    stop = threading.Event()
+
+    def load() -> None:  # 200 new events a second, each text new: every refresh changes
+        n = 1000
+        while not stop.is_set():
+            write(empty_server.store, incident(time.time() + 240, 10, distinct=True, start=n))
+            n += 10
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=load)
+    started = time.monotonic()
+    thread.start()
+    try:
+        page.wait_for_timeout(5_000)
+    finally:
+        stop.set()
+        thread.join(10)
+    busy = partial_bytes(finished)
+    busy_s = time.monotonic() - started
+    page.wait_for_timeout(2_500)  # the last trailing refreshes
+    finished.clear()
+    idle_started = time.monotonic()
+    page.wait_for_timeout(3_000)
+    idle = partial_bytes(finished)
+    idle_s = time.monotonic() - idle_started
+
+    timeline = [n for path, n in busy if path.startswith("chart/timeline")]
+    assert timeline and max(timeline) <= 100_000 + 1_000, timeline  # body plus headers
+    per_minute = sum(n for _, n in busy) * 60 / busy_s
+    idle_per_minute = sum(n for _, n in idle) * 60 / idle_s
+    with capsys.disabled():
+        print(
+            f"\nlive refresh: timeline {max(timeline):,} B at most ({len(timeline)} in"
+            f" {busy_s:.1f} s); one tab {per_minute / 1e6:.2f} MB/min under load,"
+            f" {idle_per_minute / 1e3:.1f} KB/min idle"
+        )
+        by: dict[str, list[int]] = {}
+        for path, n in busy:
+            by.setdefault(path, []).append(n)
+        print({path: (len(ns), sum(ns)) for path, ns in by.items()})
+    # Heavy sections every 2 s at most, the others every second: bounded under any load.
+    assert len(timeline) <= busy_s / 2 + 2
+    assert per_minute <= 6_000_000
+    # Idle, only the header's poll, and a bodiless 204 when it did not change.
+    assert {path for path, _ in idle} <= {"header/"}, idle
+    assert idle_per_minute <= 60_000
     assert page.errors == []

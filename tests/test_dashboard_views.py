@@ -93,9 +93,19 @@ PARTIALS = [
 
 
 def figure(response) -> dict:
+    """The figure as the browser draws it (each text put back, as lockwatch.js does)."""
     text = response.content.decode()
     start = text.index('class="lw-figure">') + len('class="lw-figure">')
-    return json.loads(text[start : text.index("</script>", start)])
+    fig = json.loads(text[start : text.index("</script>", start)])
+    strings = fig.pop("strings", None)
+    for trace in fig["data"] if strings is not None else ():
+        meta = trace.get("meta") or {}
+        if meta.get("lw_y"):
+            trace["y"] = [None if y is None else strings[y] for y in trace["y"]]
+        for row in trace.get("customdata") or []:
+            for j in meta.get("lw_columns", ()):
+                row[j] = None if row[j] is None else strings[row[j]]
+    return fig
 
 
 # -- access: the standalone token ------------------------------------------------

@@ -50,6 +50,47 @@ def _layout(fig: go.Figure, revision: str, height: int = 260, **extra: Any) -> g
     return fig
 
 
+def t_ms(ts: float) -> str:
+    """As t(), to the millisecond: a timeline holds thousands of these."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def clock(ts: float) -> str:
+    """A time of day in UTC to the millisecond, for hover text."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+def compact(fig: dict[str, Any]) -> dict[str, Any]:
+    """Each text once: the text columns of every trace's customdata and its lanes (y)
+    become indexes into ``fig["strings"]``; lockwatch.js puts the text back before
+    drawing. A timeline of 2,000 points repeats a few call sites, contexts and SQL texts."""
+    strings: list[str] = []
+    index: dict[str, int] = {}
+
+    def ref(text: str) -> int:
+        at = index.get(text)
+        if at is None:
+            at = index[text] = len(strings)
+            strings.append(text)
+        return at
+
+    for trace in fig["data"]:
+        rows = trace.get("customdata")
+        if rows:
+            columns = sorted({j for row in rows for j, v in enumerate(row) if isinstance(v, str)})
+            for row in rows:
+                for j in columns:
+                    if isinstance(row[j], str):
+                        row[j] = ref(row[j])
+            trace["meta"] = {**trace.get("meta", {}), "lw_columns": columns}
+        ys = trace.get("y")
+        if ys and any(isinstance(y, str) for y in ys):
+            trace["y"] = [ref(y) if isinstance(y, str) else y for y in ys]
+            trace["meta"] = {**trace.get("meta", {}), "lw_y": True}
+    fig["strings"] = strings
+    return fig
+
+
 def _range(since: float, until: float) -> list[str | None]:
     return [t(since), t(until)]
 
@@ -188,8 +229,8 @@ def timeline_chart(tl: Timeline, since: float, until: float, revision: str) -> d
             continue
         fig.add_bar(
             orientation="h",
-            base=[t(h["start"]) for h in holds],
-            x=[h["hold_ms"] for h in holds],
+            base=[t_ms(h["start"]) for h in holds],
+            x=[round(h["hold_ms"], 2) for h in holds],
             y=[lane_of(h["pid"], h["thread"]) for h in holds],
             name=name,
             marker={"color": HOLD_COLORS[kind], "line": {"width": 0}},
@@ -201,7 +242,8 @@ def timeline_chart(tl: Timeline, since: float, until: float, revision: str) -> d
                     _h(h["site"]),
                     _h(h["context"]),
                     _h(h["lock_statement"] or h["sql"]),
-                    h["hold_ms"],
+                    round(h["hold_ms"], 2),
+                    clock(h["start"]),
                 ]
                 for h in holds
             ],
@@ -212,7 +254,8 @@ def timeline_chart(tl: Timeline, since: float, until: float, revision: str) -> d
                 ("context", "%{customdata[2]}"),
                 ("sql", "%{customdata[3]}"),
             )
-            + "<extra>%{base|%H:%M:%S.%L} UTC</extra>",
+            # Not %{base|...}: a number (ms) there is not formatted as a date.
+            + "<extra>%{customdata[5]} UTC</extra>",
         )
 
     marks = tl.marks
@@ -222,7 +265,7 @@ def timeline_chart(tl: Timeline, since: float, until: float, revision: str) -> d
         xs: list[str | None] = []
         ys: list[str | None] = []
         for m in waits:
-            xs += [t(m["ts"]), t(m["at"]), None]
+            xs += [t_ms(m["ts"]), t_ms(m["at"]), None]
             ys += [lane_of(m["pid"], m["thread"])] * 2 + [None]
         fig.add_scatter(
             x=xs,
@@ -247,15 +290,19 @@ def timeline_chart(tl: Timeline, since: float, until: float, revision: str) -> d
             for m in items
         ]
         fig.add_scatter(
-            x=[t(m["at"]) for m in items],
+            x=[t_ms(m["at"]) for m in items],
             y=[lane_of(m["pid"], m["thread"]) for m in items],
             mode="markers",
             name=label,
             marker={
                 "symbol": symbol,
                 "size": 12 if kind == "busy" else 9,
-                "color": colors,
-                "line": {"width": 2 if kind == "busy" else 0, "color": colors},
+                # One color, not one a point, when they are all the same.
+                "color": colors if len(set(colors)) > 1 else colors[0],
+                "line": {
+                    "width": 2 if kind == "busy" else 0,
+                    "color": colors if len(set(colors)) > 1 else colors[0],
+                },
             },
             customdata=[
                 [
@@ -265,8 +312,9 @@ def timeline_chart(tl: Timeline, since: float, until: float, revision: str) -> d
                     _h(m["sql"]),
                     _h(m["blocker_call_site"] or "not attributed yet"),
                     _h(m["blocker_context"]),
-                    m["wait_ms"] or 0.0,
+                    round(m["wait_ms"] or 0.0, 2),
                     _h(m["classification"] or m["outcome"]),
+                    clock(m["at"]),
                 ]
                 for m in items
             ],
@@ -278,13 +326,13 @@ def timeline_chart(tl: Timeline, since: float, until: float, revision: str) -> d
                 ("blocked by", "%{customdata[4]}"),
                 ("blocker context", "%{customdata[5]}"),
             )
-            + "<extra>%{x|%H:%M:%S.%L} UTC</extra>",
+            + "<extra>%{customdata[8]} UTC</extra>",
         )
     linked = [m for m in marks if m["blocker_pid"]]
     if linked:
         xs, ys = [], []
         for m in linked:
-            xs += [t(m["at"]), t(m["at"]), None]
+            xs += [t_ms(m["at"]), t_ms(m["at"]), None]
             ys += [
                 lane_of(m["pid"], m["thread"]),
                 lane_of(m["blocker_pid"], m["blocker_thread"]),
@@ -307,4 +355,4 @@ def timeline_chart(tl: Timeline, since: float, until: float, revision: str) -> d
         categoryarray=lanes,
         autorange="reversed",
     )
-    return fig.to_plotly_json()
+    return compact(fig.to_plotly_json())

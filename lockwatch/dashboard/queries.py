@@ -280,6 +280,30 @@ class Timeline:
     def empty(self) -> bool:
         return not (self.holds or self.marks)
 
+    def cut(self, holds: int, marks: int) -> Timeline:
+        """The longest ``holds`` holds and the newest ``marks`` marks (to fit a size)."""
+        kept_holds, kept_marks = self.holds[:holds], self.marks[:marks]
+        lanes, contexts = _lanes(kept_holds, kept_marks)
+        return Timeline(
+            kept_holds, kept_marks, lanes, contexts,
+            self.holds_cut or holds < len(self.holds), self.marks_cut or marks < len(self.marks),
+        )  # fmt: skip
+
+
+def _lanes(
+    holds: list[dict[str, Any]], marks: list[dict[str, Any]]
+) -> tuple[list[tuple[int, str]], dict[tuple[int, str], str]]:
+    """The lanes (pid, thread), sorted, and what each one is (its main context)."""
+    seen: dict[tuple[int, str], Counter[str]] = defaultdict(Counter)
+    for item in holds + marks:
+        seen[(item["pid"] or 0, item["thread"] or "?")][lane_kind(item["context"])] += 1
+    # A blocker's lane is drawn even when its hold fell outside the cut.
+    for m in marks:
+        if m["blocker_pid"]:
+            key = (m["blocker_pid"], m["blocker_thread"] or "?")
+            seen[key][lane_kind(m["blocker_context"])] += 1
+    return sorted(seen), {key: _main(kinds) for key, kinds in seen.items()}
+
 
 def timeline(
     conn: sqlite3.Connection,
@@ -287,7 +311,7 @@ def timeline(
     until: float,
     max_holds: int = 1000,
     max_marks: int = 1000,
-    sql_preview: int = 160,
+    sql_preview: int = 120,
 ) -> Timeline:
     """Hold intervals and wait/busy markers, cut to the longest holds and newest marks."""
     holds = [
@@ -310,24 +334,13 @@ def timeline(
             (since, until, max_marks),
         )
     ]
-    seen: dict[tuple[int, str], Counter[str]] = defaultdict(Counter)
-    for item in holds + marks:
-        seen[(item["pid"] or 0, item["thread"] or "?")][lane_kind(item["context"])] += 1
-    # A blocker's lane is drawn even when its hold fell outside the cut.
-    for m in marks:
-        if m["blocker_pid"]:
-            key = (m["blocker_pid"], m["blocker_thread"] or "?")
-            seen[key][lane_kind(m["blocker_context"])] += 1
-    lanes = set(seen)
-    contexts = {key: _main(kinds) for key, kinds in seen.items()}
+    lanes, contexts = _lanes(holds, marks)
     # Hover text only: keep the figure small.
     for item in holds + marks:
         for key in ("sql", "lock_statement"):
             if item.get(key) and len(item[key]) > sql_preview:
                 item[key] = item[key][:sql_preview] + "…"
-    return Timeline(
-        holds, marks, sorted(lanes), contexts, len(holds) >= max_holds, len(marks) >= max_marks
-    )
+    return Timeline(holds, marks, lanes, contexts, len(holds) >= max_holds, len(marks) >= max_marks)
 
 
 def lane_kind(context: str | None) -> str:

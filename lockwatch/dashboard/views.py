@@ -7,6 +7,8 @@ Bad parameters are a 400 with one line of text (htmx shows it), never a 500.
 from __future__ import annotations
 
 import functools
+import gzip
+import hashlib
 import json
 import logging
 import math
@@ -28,6 +30,7 @@ from django.http import (
     QueryDict,
     StreamingHttpResponse,
 )
+from django.middleware.gzip import GZipMiddleware
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.html import escape
@@ -90,9 +93,33 @@ def data(view: View) -> View:
         # A streamed response (the CSV export) closes the connection when it ends.
         if conn is not None and not response.streaming:
             conn.close()
-        return response
+        return _bounded(request, response)
 
     return require_GET(never_cache(wrapper))
+
+
+_gzip = GZipMiddleware(lambda request: HttpResponse())
+
+
+def _bounded(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """A live refresh sends only what changed: lockwatch.js sends the ETag of what it shows,
+    and the same content again is a bodiless 204 (htmx keeps the element as it is). Else the
+    body is gzipped when the browser takes it (a big timeline is mostly repeated JSON).
+
+    Not a 304: nothing is stored by the browser (no-store), the page keeps the tag itself.
+    Partials hold no secret (no CSRF token), so compression reveals nothing (BREACH).
+    """
+    if response.streaming or response.status_code != 200:
+        return response
+    tag = '"' + hashlib.blake2b(response.content, digest_size=12).hexdigest() + '"'
+    shown = request.headers.get("X-Lockwatch-Shown", "").removeprefix("W/")  # gzip weakens it
+    if shown == tag:
+        unchanged = HttpResponse(status=204)
+        unchanged["ETag"] = tag
+        unchanged["Cache-Control"] = response.get("Cache-Control", "no-store")
+        return unchanged
+    response["ETag"] = tag
+    return _gzip.process_response(request, response)
 
 
 def _without_token(url: str) -> str:
@@ -362,7 +389,7 @@ def chart(
     if name not in CHARTS:
         return _text(404, f"lockwatch: no chart {shown(name)}; charts are {', '.join(CHARTS)}")
     w, rev = v.window, _revision(v)
-    note = ""
+    note = text = ""
     figure: dict[str, Any] | None = None
     empty = conn is None
     if conn is not None:
@@ -381,18 +408,40 @@ def chart(
         else:
             tl = queries.timeline(conn, w.since, w.until)
             empty = tl.empty
-            figure = charts.timeline_chart(tl, w.since, w.until, rev)
+            tl, text = _timeline_within(tl, w.since, w.until, rev)
             if tl.holds_cut or tl.marks_cut:
                 note = (
                     f"Showing the {len(tl.holds):,} longest holds and the {len(tl.marks):,} "
                     "newest waits and busy errors; pick a shorter window to see them all."
                 )
+    if figure is not None:
+        text = _figure_json(figure)
     return render(
         request,
         "lockwatch/partials/chart.html",
-        {"name": name, "figure": _figure_json(figure) if figure and not empty else None,
+        {"name": name, "figure": text if text and not empty else None,
          "empty": empty, "empty_text": EMPTY[name], "note": note},
     )  # fmt: skip
+
+
+TIMELINE_BUDGET = 100_000  # bytes, gzipped as sent: one live refresh of the timeline
+
+
+def _timeline_within(
+    tl: queries.Timeline, since: float, until: float, rev: str
+) -> tuple[queries.Timeline, str]:
+    """The timeline's figure in at most TIMELINE_BUDGET bytes on the wire: with many
+    distinct SQL texts and call sites, fewer holds (the longest) and marks (the newest)."""
+    for _ in range(4):
+        text = _figure_json(charts.timeline_chart(tl, since, until, rev))
+        if len(text) <= TIMELINE_BUDGET:
+            return tl, text
+        size = len(gzip.compress(text.encode(), 6))
+        if size <= TIMELINE_BUDGET * 0.95:
+            return tl, text
+        share = TIMELINE_BUDGET * 0.85 / size
+        tl = tl.cut(int(len(tl.holds) * share), int(len(tl.marks) * share))
+    return tl, text
 
 
 def _figure_json(figure: dict[str, Any]) -> str:

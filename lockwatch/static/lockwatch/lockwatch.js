@@ -21,7 +21,7 @@
   const detailUrl = root.dataset.detail; // ends in "0/"
   const wsUrl = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + root.dataset.ws;
   // Minimum ms between refreshes: heavier windows refresh less often.
-  const THROTTLE = { "5m": 300, "1h": 600, "24h": 3000, custom: 3000 };
+  const THROTTLE = { "5m": 1000, "1h": 2000, "24h": 5000, custom: 5000 };
   const PLOT_CONFIG = {
     displaylogo: false,
     responsive: true,
@@ -37,8 +37,12 @@
     lastRefresh: 0,
     timer: null,
     pending: false,
+    lastHeavy: 0,
+    heavyTimer: null,
     frames: 0, // websocket frames received
     refreshes: 0, // live refreshes of the partials
+    bytes: 0, // response bytes of the partials (compressed, as sent)
+    unchanged: 0, // partials the server found unchanged (204)
   };
   window.lockwatch = state; // for tests and curious users
 
@@ -79,7 +83,32 @@
     document.querySelectorAll(".lw-live").forEach((el) => {
       // Keep an older page of the table still while the user reads it.
       if (!force && el.id === "events-table" && filters.elements.page.value !== "1") return;
+      if (!force && HEAVY.has(el.id)) return;
       htmx.trigger(el, "lw:refresh");
+    });
+    refreshHeavy(force);
+  }
+
+  // The heavy sections (the timeline, the doctor, the tables of call sites and endpoints)
+  // refresh at most every SLOW ms under load; the last change always shows, on a timer.
+  const SLOW = { "5m": 2000, "1h": 3000, "24h": 10000, custom: 10000 };
+  const HEAVY = new Set(["data-timeline", "data-durations", "slowest", "doctor", "callsites", "endpoints"]);
+  function refreshHeavy(force) {
+    const wait = state.lastHeavy + (SLOW[windowName()] || 10000) - Date.now();
+    if (!force && wait > 0) {
+      if (!state.heavyTimer) {
+        state.heavyTimer = setTimeout(() => {
+          state.heavyTimer = null;
+          if (state.paused) state.pending = true;
+          else refreshHeavy(false);
+        }, wait);
+      }
+      return;
+    }
+    state.lastHeavy = Date.now();
+    HEAVY.forEach((id) => {
+      const el = document.getElementById(id);
+      if (el) htmx.trigger(el, "lw:refresh");
     });
   }
 
@@ -88,6 +117,21 @@
   }
 
   // -- plotly ----------------------------------------------------------------
+
+  // The server sends each text of a big figure once (charts.compact): put it back.
+  function expand(fig) {
+    const strings = fig.strings;
+    if (!strings) return fig;
+    const text = (i) => (i === null || i === undefined ? i : strings[i]);
+    for (const trace of fig.data) {
+      const meta = trace.meta || {};
+      if (meta.lw_y) trace.y = trace.y.map(text);
+      if (meta.lw_columns && trace.customdata) {
+        for (const row of trace.customdata) for (const j of meta.lw_columns) row[j] = text(row[j]);
+      }
+    }
+    return fig;
+  }
 
   function draw(holder) {
     const plot = document.getElementById(holder.dataset.plot);
@@ -98,7 +142,7 @@
       plot.hidden = true;
       return;
     }
-    const fig = JSON.parse(script.textContent);
+    const fig = expand(JSON.parse(script.textContent));
     plot.hidden = false;
     Plotly.react(plot, fig.data, fig.layout, PLOT_CONFIG);
     plot.dataset.drawn = "1";
@@ -117,9 +161,23 @@
     if (target && target.dataset && target.dataset.plot) draw(target);
     if (target && target.id === "events-table" && state.scrollToEvents) {
       state.scrollToEvents = false;
-      document.getElementById("events").scrollIntoView({ block: "start" });
+      pinEvents();
     }
     if (e.detail.xhr && e.detail.xhr.status < 400 && !state.fatal) showBanner("");
+  });
+
+  // Only what changed: each live element sends the tag of what it shows, and the server
+  // answers 204 (htmx then leaves it as it is) when its content would be the same.
+  const shown = new Map();
+  document.body.addEventListener("htmx:configRequest", (e) => {
+    const tag = shown.get(e.detail.elt.id);
+    if (tag) e.detail.headers["X-Lockwatch-Shown"] = tag;
+  });
+  document.body.addEventListener("htmx:afterRequest", (e) => {
+    const xhr = e.detail.xhr;
+    state.bytes += Number(xhr.getResponseHeader("Content-Length") || (xhr.responseText || "").length);
+    if (xhr.status === 200) shown.set(e.detail.elt.id, xhr.getResponseHeader("ETag"));
+    else if (xhr.status === 204) state.unchanged += 1;
   });
 
   document.body.addEventListener("htmx:responseError", (e) => {
@@ -316,6 +374,29 @@
       },
       now === true ? 0 : 300,
     );
+  }
+
+  // Scroll to the events table and keep it there for a while: the charts above it are
+  // still drawing (a reload) and would push it down, unless the user scrolls first.
+  function pinEvents() {
+    const section = document.getElementById("events");
+    section.scrollIntoView({ block: "start" });
+    const top = section.getBoundingClientRect().top;
+    const until = Date.now() + 3000;
+    let timer = null;
+    const release = () => {
+      clearInterval(timer);
+      for (const name of ["wheel", "keydown", "touchstart", "mousedown"]) {
+        window.removeEventListener(name, release, true);
+      }
+    };
+    for (const name of ["wheel", "keydown", "touchstart", "mousedown"]) {
+      window.addEventListener(name, release, true);
+    }
+    timer = setInterval(() => {
+      if (Date.now() > until) return release();
+      if (Math.abs(section.getBoundingClientRect().top - top) > 2) section.scrollIntoView({ block: "start" });
+    }, 100);
   }
 
   // A call site's or an endpoint's link: its events, in view, the filter shown.
