@@ -221,3 +221,22 @@ def test_a_call_site_click_lands_on_its_filtered_events(story_server, browser):
     assert "call_site" not in page.url
     assert WAITER in page.locator("#events-table").inner_text()
     assert page.errors == []
+
+
+def test_an_endpoint_leads_to_its_events_and_a_request_to_its_page(story_server, browser):
+    page = open_page(browser, f"http://127.0.0.1:{story_server.port}/?token={TOKEN}")
+    page.wait_for_selector("#endpoints table")
+    page.locator("#endpoints a[data-context='command:sync_stock']").click()
+    page.wait_for_selector("#lw-active-filters", timeout=5_000)
+    assert "command:sync_stock" in page.locator("#lw-active-filters").inner_text()
+    assert "4 events match the filters" in page.locator("#events-table .count").inner_text()
+    page.wait_for_function(EVENTS_IN_VIEW, timeout=5_000)
+    # The story's request: its event page links to the request's page.
+    page.locator("#lw-active-filters [data-clear='all']").click()
+    page.wait_for_selector("#lw-active-filters", state="detached", timeout=5_000)
+    page.locator("#events-table tr.kind-request a").first.click()
+    page.wait_for_selector("#lw-request-link")
+    page.click("#lw-request-link")
+    page.wait_for_url("**/events/*/request/")
+    assert "story-request" in page.locator("main").inner_text()
+    assert page.errors == []
