@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .server import public_url
@@ -215,7 +215,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _networks(value: str) -> list:
+def _networks(value: str) -> list[Any]:
     from .metrics import networks
 
     try:

@@ -65,14 +65,16 @@ def session_value(expected: str) -> str:
     It stays on the server; keyed all the same, so a copy of a session file is no
     way to test guesses of the token offline.
     """
-    return salted_hmac("lockwatch.dashboard.login", expected, algorithm="sha256").hexdigest()
+    digest: str = salted_hmac("lockwatch.dashboard.login", expected, algorithm="sha256").hexdigest()
+    return digest
 
 
 def token_matches(candidate: str | None) -> bool:
     expected = token()
     if not expected or not candidate:
         return False
-    return constant_time_compare(candidate, expected)
+    same: bool = constant_time_compare(candidate, expected)
+    return same
 
 
 # -- wrong tokens, per client ---------------------------------------------------------
@@ -162,7 +164,8 @@ def _session_ok(session: Any) -> bool:
         value = session.get(SESSION_KEY) or ""
     except Exception:  # a session that cannot be read counts as none
         return False
-    return constant_time_compare(str(value), session_value(expected))
+    same: bool = constant_time_compare(str(value), session_value(expected))
+    return same
 
 
 def login(request: HttpRequest) -> None:
@@ -250,7 +253,7 @@ def _still_allowed(decision: Decision) -> bool:
         return _session_ok(session)
     from django.contrib.auth import get_user
 
-    return check_user(get_user(SimpleNamespace(session=session)))  # type: ignore[arg-type]
+    return check_user(get_user(SimpleNamespace(session=session)))
 
 
 async def still_allowed(decision: Decision) -> bool:

@@ -112,7 +112,8 @@ def busy_chart(series: Series, since: float, until: float, revision: str) -> dic
     _layout(fig, revision, barmode="stack", bargap=0.05)
     fig.update_xaxes(range=_range(since, until), title_text=f"UTC, {series.bucket} s buckets")
     fig.update_yaxes(title_text="busy errors/s", rangemode="tozero")
-    return fig.to_plotly_json()
+    figure: dict[str, Any] = fig.to_plotly_json()
+    return figure
 
 
 def waits_chart(series: Series, since: float, until: float, revision: str) -> dict[str, Any]:
@@ -159,7 +160,8 @@ def waits_chart(series: Series, since: float, until: float, revision: str) -> di
         },
     )
     fig.update_xaxes(range=_range(since, until), title_text=f"UTC, {series.bucket} s buckets")
-    return fig.to_plotly_json()
+    figure: dict[str, Any] = fig.to_plotly_json()
+    return figure
 
 
 def durations_chart(hist: Histogram, revision: str) -> dict[str, Any]:
@@ -183,7 +185,8 @@ def durations_chart(hist: Histogram, revision: str) -> dict[str, Any]:
     _layout(fig, revision, barmode="group", bargap=0.15)
     fig.update_yaxes(title_text="count", rangemode="tozero")
     fig.update_xaxes(type="category", title_text="duration (bins by lower edge)")
-    return fig.to_plotly_json()
+    figure: dict[str, Any] = fig.to_plotly_json()
+    return figure
 
 
 def _h(text: str | None) -> str:

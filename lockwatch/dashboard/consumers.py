@@ -62,7 +62,7 @@ def _prefix() -> str | None:
 
 class LiveConsumer(AsyncWebsocketConsumer):
     @property
-    def channel_layer_alias(self) -> str:  # type: ignore[override]
+    def channel_layer_alias(self) -> str:
         return get_config().channel_layer or DEFAULT_CHANNEL_LAYER
 
     async def connect(self) -> None:
@@ -102,7 +102,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             self.watcher = asyncio.create_task(self._watch(decision))
         self.relay = relay.subscribe(get_config().store, self.channel_layer, _prefix())
         await self.send_json({"type": "hello", "last_id": last_id,
-                              "columns": list(queries.PAYLOAD)})  # fmt: skip
+                              "columns": list(live.PAYLOAD)})  # fmt: skip
 
     async def _watch(self, decision: auth.Decision) -> None:
         """Close the socket once its session has logged out (or expired)."""

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import events
-from ..live import payload
-from .queries import PAYLOAD
+from ..live import PAYLOAD, payload
 
 _COLS = ", ".join(f'"{name}"' for name in PAYLOAD)
 
@@ -139,7 +138,8 @@ class RequestStory:
     @property
     def context(self) -> str | None:
         if self.request is not None:
-            return self.request["context"]
+            context: str | None = self.request["context"]
+            return context
         return self.events[0]["context"] if self.events else None
 
     @property

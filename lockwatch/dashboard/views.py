@@ -95,7 +95,8 @@ def data(view: View) -> View:
             conn.close()
         return _bounded(request, response)
 
-    return require_GET(never_cache(wrapper))
+    guarded: View = require_GET(never_cache(wrapper))
+    return guarded
 
 
 _gzip = GZipMiddleware(lambda request: HttpResponse())
@@ -471,7 +472,8 @@ def doctor_panel(
 
     def code(text: str) -> str:
         """Escaped, with `...` as <code>...</code> (an odd backtick stays as it is)."""
-        return mark_safe(re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text)))  # noqa: S308
+        html: str = mark_safe(re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text)))  # noqa: S308
+        return html
 
     items = [
         {
@@ -557,7 +559,9 @@ def events_table(
 
 
 @data
-def export_csv(request: HttpRequest, v: params.View, conn: sqlite3.Connection | None):
+def export_csv(
+    request: HttpRequest, v: params.View, conn: sqlite3.Connection | None
+) -> HttpResponse:
     """The same filters as the table (window included), streamed as CSV."""
     if conn is None:
         return _text(404, "lockwatch: no store yet, so nothing to export")
@@ -596,7 +600,7 @@ def export_csv(request: HttpRequest, v: params.View, conn: sqlite3.Connection | 
                 chunk = await sync_to_async(next, thread_sensitive=False)(sync_chunks, done)  # type: ignore[call-arg]
                 if chunk is done:
                     return
-                yield chunk  # type: ignore[misc]
+                yield chunk
 
         content: Any = async_chunks()
     else:
