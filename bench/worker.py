@@ -70,6 +70,9 @@ class Alternative:
     def finish(self) -> None:
         pass
 
+    def settle(self) -> None:
+        """After setup: whatever a round must find already there."""
+
 
 class Lockwatch(Alternative):
     """LockwatchMiddleware (in these settings) binds the request Context; flush after."""
@@ -85,6 +88,9 @@ class Lockwatch(Alternative):
         import lockwatch
 
         lockwatch.flush()  # counted in CPU time, not wall time (see bench.overhead)
+
+    def settle(self) -> None:
+        self.finish()  # the store exists before a round, as a new worker finds it
 
 
 class _NoFlusher:
@@ -292,8 +298,7 @@ def main() -> None:
 
     _protocol.serve(
         {
-            # Flushed, so lockwatch's store exists before a round, as a new worker finds it.
-            "setup": lambda cmd: {**setup(), "pid": os.getpid(), **(alt.finish() or {})},
+            "setup": lambda cmd: {**setup(), "pid": os.getpid(), **(alt.settle() or {})},
             "round": round_,
             "profile": lambda cmd: profile_round(alt, cmd["op"], cmd["n"]),
             "handoff_wait": lambda cmd: handoff_wait(),  # sends its own two replies
