@@ -462,3 +462,44 @@ def _after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork)
+
+
+class WaitingNow(NamedTuple):
+    """A connection waiting for a database's write lock now (the dashboard's "held now")."""
+
+    db_key: int
+    waiter: Holder
+    waited: float  # seconds since its statement began: its wait so far
+
+
+def waiting_now(store: Path, slack: float = 0.5) -> list[WaitingNow]:
+    """Who waits for a write lock now, for a reader of ``store`` (never creates the table).
+
+    A waiter's busy handler sets its next poll before each sleep; one whose poll is
+    more than ``slack`` seconds past has stopped waiting (it got the lock, or its
+    statement is over), and one whose process is gone waits for nothing. The longest
+    wait first; an empty list when there is no table yet.
+    """
+    for candidate in _places(store):
+        try:
+            table = Table(candidate, readonly=True)
+        except (OSError, ValueError):
+            continue
+        try:
+            now = time.time()
+            view = table.mm[_HEADER : _HEADER + table._used() * SLOT_SIZE]
+            out = []
+            for index in range(len(view) // SLOT_SIZE):
+                state, _f, _k, _p, _c, _t, _x, _s, poll = _META.unpack_from(
+                    view, index * SLOT_SIZE + 4
+                )
+                if state != WAITING or now > poll + slack:
+                    continue
+                h = table.read(index)
+                if h is None or h.state != WAITING or not alive(h.pid):
+                    continue
+                out.append(WaitingNow(h.db, h, max(now - h.since, 0.0)))
+        finally:
+            table.close()
+        return sorted(out, key=lambda x: -x.waited)
+    return []

@@ -18,7 +18,8 @@ from django.views.decorators.http import require_GET
 from .. import events, reading
 from ..filters import FilterError
 from . import auth, endpoints, params
-from .views import _open, _page_denied, _token_login, _unreadable, _window_query, data, when
+from .serving import _open, data
+from .views import _page_denied, _token_login, _unreadable, _window_query, when
 
 
 @data

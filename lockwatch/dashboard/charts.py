@@ -8,6 +8,7 @@ stored text put in a figure goes through ``_h``.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -214,7 +215,49 @@ def _focus(tl: Timeline, since: float, until: float) -> list[str | None]:
         return _range(since, until)
     lo, hi = min(starts), max(ends)
     pad = max((hi - lo) * 0.08, 1.0)
+    if any(h.get("open") for h in tl.holds):
+        # Room past now for a hold still going to grow into (the page asks for a new
+        # figure when it reaches the edge).
+        return _range(max(lo - pad, since), hi + max((hi - lo) * 0.15, 5.0))
     return _range(max(lo - pad, since), min(hi + pad, until))
+
+
+OPEN_COLOR = "#c0392b"
+
+
+def _open_holds(fig: go.Figure, holds: list[dict[str, Any]], lane_of: Any) -> None:
+    """Holds still going: bars from the lock to now, grown by lockwatch.js each second
+    from the time the figure was made (``lw_open``) until a new figure comes."""
+    now = time.time()
+    fig.add_bar(
+        orientation="h",
+        base=[t_ms(h["start"]) for h in holds],
+        x=[round(h["hold_ms"], 2) for h in holds],
+        y=[lane_of(h["pid"], h["thread"]) for h in holds],
+        name="still held",
+        marker={"color": OPEN_COLOR, "line": {"width": 0}, "pattern": {"shape": "/"}},
+        opacity=0.9,
+        width=0.7,
+        customdata=[
+            [
+                None,
+                _h(h["site"]),
+                _h(h["context"]),
+                _h(h["lock_statement"] or h["sql"]),
+                round(h["hold_ms"], 2),
+                clock(h["start"]),
+            ]
+            for h in holds
+        ],  # fmt: skip
+        hovertemplate=_hover_lines(
+            ("still held", "for %{customdata[4]:.1f} ms so far"),
+            ("call site", "%{customdata[1]}"),
+            ("context", "%{customdata[2]}"),
+            ("sql", "%{customdata[3]}"),
+        )
+        + "<extra>since %{customdata[5]} UTC</extra>",
+        meta={"lw_open": now},
+    )
 
 
 def timeline_chart(tl: Timeline, since: float, until: float, revision: str) -> dict[str, Any]:
@@ -226,8 +269,11 @@ def timeline_chart(tl: Timeline, since: float, until: float, revision: str) -> d
 
     lanes = [labels[key] for key in tl.lanes]
     fig = go.Figure()
+    opened = [h for h in tl.holds if h.get("open")]
+    if opened:
+        _open_holds(fig, opened, lane_of)
     for kind, name in (("transaction", "transaction hold"), ("query", "autocommit write")):
-        holds = [h for h in tl.holds if h["kind"] == kind]
+        holds = [h for h in tl.holds if h["kind"] == kind and not h.get("open")]
         if not holds:
             continue
         fig.add_bar(
@@ -297,6 +343,9 @@ def timeline_chart(tl: Timeline, since: float, until: float, revision: str) -> d
             y=[lane_of(m["pid"], m["thread"]) for m in items],
             mode="markers",
             name=label,
+            # lockwatch.js draws markers that would overlap at the current zoom as one,
+            # with their count (the "lw_group" traces).
+            meta={"lw_group": kind},
             marker={
                 "symbol": symbol,
                 "size": 12 if kind == "busy" else 9,
@@ -348,6 +397,7 @@ def timeline_chart(tl: Timeline, since: float, until: float, revision: str) -> d
             name="blocked by",
             line={"color": "rgba(80,80,80,0.55)", "dash": "dot", "width": 1},
             hoverinfo="skip",
+            meta={"lw_links": True},  # lockwatch.js draws one a pixel bin
         )
     height = min(max(140 + 34 * len(lanes), 240), 1100)
     _layout(fig, revision, height=height, barmode="overlay", margin={"l": 200})

@@ -6,15 +6,12 @@ Bad parameters are a 400 with one line of text (htmx shows it), never a 500.
 
 from __future__ import annotations
 
-import functools
-import gzip
-import hashlib
 import json
 import logging
 import math
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -30,7 +27,6 @@ from django.http import (
     QueryDict,
     StreamingHttpResponse,
 )
-from django.middleware.gzip import GZipMiddleware
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.html import escape
@@ -41,86 +37,14 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
 from .. import doctor as doctor_module
-from .. import events, export, holders, reading, store
+from .. import events, export, reading
 from ..conf import get_config
 from ..filters import FilterError, shown
-from . import auth, charts, params, queries
+from . import auth, figures, heldnow, params, queries
+from .figures import CHARTS, EMPTY, TIMELINE_BUDGET  # noqa: F401  (TIMELINE_BUDGET: tests)
+from .serving import _open, _text, data
 
-View = Callable[..., HttpResponse]
 log = logging.getLogger("lockwatch.dashboard")
-
-
-def _text(status: int, message: str) -> HttpResponse:
-    response = HttpResponse(message + "\n", status=status, content_type="text/plain; charset=utf-8")
-    response["Cache-Control"] = "no-store"
-    return response
-
-
-def _open() -> sqlite3.Connection | None:
-    """The store, None when there is none yet; reading.UnreadableStore when it cannot be read."""
-    try:
-        return reading.open_store(get_config().store)
-    except reading.UnreadableStore:
-        raise
-    except store.StoreError:
-        return None
-
-
-def data(view: View) -> View:
-    """For partials and the export: access, params, store; plain-text refusals."""
-
-    @functools.wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        decision = auth.request_allowed(request)
-        if not decision:
-            return _text(decision.status, f"lockwatch: {decision.reason}")
-        try:
-            v = params.parse_view(request.GET)
-        except FilterError as exc:
-            return _text(400, f"lockwatch: {exc}")
-        try:
-            conn = _open()
-        except reading.UnreadableStore as exc:
-            return _text(503, f"lockwatch: {exc}")
-        try:
-            response = view(request, v, conn, *args, **kwargs)
-        except sqlite3.DatabaseError as exc:  # locked for long, or not a store at all
-            response = _text(503, f"lockwatch: the store cannot be read right now: {exc}")
-        except BaseException:
-            if conn is not None:
-                conn.close()
-            raise
-        # A streamed response (the CSV export) closes the connection when it ends.
-        if conn is not None and not response.streaming:
-            conn.close()
-        return _bounded(request, response)
-
-    guarded: View = require_GET(never_cache(wrapper))
-    return guarded
-
-
-_gzip = GZipMiddleware(lambda request: HttpResponse())
-
-
-def _bounded(request: HttpRequest, response: HttpResponse) -> HttpResponse:
-    """A live refresh sends only what changed: lockwatch.js sends the ETag of what it shows,
-    and the same content again is a bodiless 204 (htmx keeps the element as it is). Else the
-    body is gzipped when the browser takes it (a big timeline is mostly repeated JSON).
-
-    Not a 304: nothing is stored by the browser (no-store), the page keeps the tag itself.
-    Partials hold no secret (no CSRF token), so compression reveals nothing (BREACH).
-    """
-    if response.streaming or response.status_code != 200:
-        return response
-    tag = '"' + hashlib.blake2b(response.content, digest_size=12).hexdigest() + '"'
-    shown = request.headers.get("X-Lockwatch-Shown", "").removeprefix("W/")  # gzip weakens it
-    if shown == tag:
-        unchanged = HttpResponse(status=204)
-        unchanged["ETag"] = tag
-        unchanged["Cache-Control"] = response.get("Cache-Control", "no-store")
-        return unchanged
-    response["ETag"] = tag
-    return _gzip.process_response(request, response)
 
 
 def _without_token(url: str) -> str:
@@ -332,9 +256,9 @@ def logout(request: HttpRequest) -> HttpResponse:
 def header(request: HttpRequest, v: params.View, conn: sqlite3.Connection | None) -> HttpResponse:
     h = queries.header(conn, v.window.since, v.window.until) if conn is not None else None
     empty = conn is None or queries.is_empty(conn)
-    held = _held_now(conn)
+    held = heldnow.held_now(conn, get_config().store)
     # A hold still going counts as the worst when it is already longer than any stored one.
-    longest = max((x["seconds"] * 1000.0 for x in held), default=0.0)
+    longest = max((x["seconds"] * 1000.0 for x in held if x["pid"]), default=0.0)
     stored = h.worst_hold_ms if h is not None and h.worst_hold_ms is not None else 0.0
     return render(
         request,
@@ -343,26 +267,6 @@ def header(request: HttpRequest, v: params.View, conn: sqlite3.Connection | None
          "window_label": _window_label(v.window), "held": held,
          "open_worst_ms": longest if longest > stored else None},
     )  # fmt: skip
-
-
-def _held_now(conn: sqlite3.Connection | None) -> list[dict[str, Any]]:
-    """Who holds a write lock right now, from the live holder table beside the store."""
-    try:
-        held = holders.held_now(get_config().store)
-    except Exception:  # the header must render whatever the table holds
-        log.exception("lockwatch: cannot read the holder table")
-        return []
-    names: dict[int, str] = {}
-    if held and conn is not None:
-        for (db,) in conn.execute("SELECT DISTINCT db FROM holds WHERE db IS NOT NULL"):
-            names[holders.db_key(db)] = db
-    return [
-        {"db": names.get(x.db_key, "a watched database"), "pid": x.holder.pid,
-         "thread": x.holder.thread, "context": x.holder.context,
-         "call_site": x.holder.call_site, "sql": x.holder.sql, "state": x.state,
-         "seconds": x.age, "abandoned": x.abandoned}
-        for x in held
-    ]  # fmt: skip
 
 
 def _window_label(w: params.Window) -> str:
@@ -374,87 +278,23 @@ def _window_label(w: params.Window) -> str:
     return f"{when(w.since)} – {when(w.until)} UTC"
 
 
-CHARTS = ("busy", "waits", "durations", "timeline")
-EMPTY = {
-    "busy": "No busy errors in this window.",
-    "waits": "No lock waits in this window.",
-    "durations": "No transactions or writes in this window.",
-    "timeline": "No write-lock holds, waits or busy errors in this window.",
-}
-
-
 @data
 def chart(
     request: HttpRequest, v: params.View, conn: sqlite3.Connection | None, name: str
 ) -> HttpResponse:
     if name not in CHARTS:
         return _text(404, f"lockwatch: no chart {shown(name)}; charts are {', '.join(CHARTS)}")
-    w, rev = v.window, _revision(v)
-    note = text = ""
-    figure: dict[str, Any] | None = None
-    empty = conn is None
-    if conn is not None:
-        if name == "busy":
-            series = queries.busy_per_second(conn, w.since, w.until, w.bucket())
-            empty = series.empty
-            figure = charts.busy_chart(series, w.since, w.until, rev)
-        elif name == "waits":
-            series = queries.wait_percentiles(conn, w.since, w.until, w.bucket())
-            empty = series.empty
-            figure = charts.waits_chart(series, w.since, w.until, rev)
-        elif name == "durations":
-            hist = queries.durations(conn, w.since, w.until)
-            empty = hist.empty
-            figure = charts.durations_chart(hist, rev)
-        else:
-            tl = queries.timeline(conn, w.since, w.until)
-            empty = tl.empty
-            tl, text = _timeline_within(tl, w.since, w.until, rev)
-            if tl.holds_cut or tl.marks_cut:
-                note = (
-                    f"Showing the {len(tl.holds):,} longest holds and the {len(tl.marks):,} "
-                    "newest waits and busy errors; pick a shorter window to see them all."
-                )
-    if figure is not None:
-        text = _figure_json(figure)
+    drawn = (
+        figures.build(name, conn, v, _revision(v), get_config().store)
+        if conn is not None
+        else figures.Drawn("", True)
+    )
     return render(
         request,
         "lockwatch/partials/chart.html",
-        {"name": name, "figure": text if text and not empty else None,
-         "empty": empty, "empty_text": EMPTY[name], "note": note},
+        {"name": name, "figure": drawn.text if drawn.text and not drawn.empty else None,
+         "empty": drawn.empty, "empty_text": EMPTY[name], "note": drawn.note},
     )  # fmt: skip
-
-
-TIMELINE_BUDGET = 100_000  # bytes, gzipped as sent: one live refresh of the timeline
-
-
-def _timeline_within(
-    tl: queries.Timeline, since: float, until: float, rev: str
-) -> tuple[queries.Timeline, str]:
-    """The timeline's figure in at most TIMELINE_BUDGET bytes on the wire: with many
-    distinct SQL texts and call sites, fewer holds (the longest) and marks (the newest)."""
-    for _ in range(4):
-        text = _figure_json(charts.timeline_chart(tl, since, until, rev))
-        if len(text) <= TIMELINE_BUDGET:
-            return tl, text
-        size = len(gzip.compress(text.encode(), 6))
-        if size <= TIMELINE_BUDGET * 0.95:
-            return tl, text
-        share = TIMELINE_BUDGET * 0.85 / size
-        tl = tl.cut(int(len(tl.holds) * share), int(len(tl.marks) * share))
-    return tl, text
-
-
-def _figure_json(figure: dict[str, Any]) -> str:
-    # As json_script does: nothing in the JSON may close the <script> element.
-    text = json.dumps(figure, separators=(",", ":"), allow_nan=False, default=_nan_safe)
-    return text.replace("<", "\\u003C").replace(">", "\\u003E").replace("&", "\\u0026")
-
-
-def _nan_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return str(value)
 
 
 @data

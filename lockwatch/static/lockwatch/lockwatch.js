@@ -22,6 +22,7 @@
   const wsUrl = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + root.dataset.ws;
   // Minimum ms between refreshes: heavier windows refresh less often.
   const THROTTLE = { "5m": 1000, "1h": 2000, "24h": 5000, custom: 5000 };
+  const figures = window.lockwatchFigures; // figures.js
   const PLOT_CONFIG = {
     displaylogo: false,
     responsive: true,
@@ -118,21 +119,6 @@
 
   // -- plotly ----------------------------------------------------------------
 
-  // The server sends each text of a big figure once (charts.compact): put it back.
-  function expand(fig) {
-    const strings = fig.strings;
-    if (!strings) return fig;
-    const text = (i) => (i === null || i === undefined ? i : strings[i]);
-    for (const trace of fig.data) {
-      const meta = trace.meta || {};
-      if (meta.lw_y) trace.y = trace.y.map(text);
-      if (meta.lw_columns && trace.customdata) {
-        for (const row of trace.customdata) for (const j of meta.lw_columns) row[j] = text(row[j]);
-      }
-    }
-    return fig;
-  }
-
   function draw(holder) {
     const plot = document.getElementById(holder.dataset.plot);
     const script = holder.querySelector("script.lw-figure");
@@ -142,23 +128,49 @@
       plot.hidden = true;
       return;
     }
-    const fig = expand(JSON.parse(script.textContent));
+    const fig = figures.expand(JSON.parse(script.textContent));
     plot.hidden = false;
-    Plotly.react(plot, fig.data, fig.layout, PLOT_CONFIG);
+    plot._lwFig = fig;
+    render(plot);
     plot.dataset.drawn = "1";
     if (!plot.dataset.bound) {
       plot.dataset.bound = "1";
       plot.on("plotly_click", (ev) => {
         const point = ev.points && ev.points[0];
+        if (point && point.data.meta && point.data.meta.lw_grouped) return figures.zoomTo(plot, point.customdata);
         const id = point && point.customdata && point.customdata[0];
         if (id) window.location.href = detailUrl.replace(/0\/$/, id + "/");
       });
+      // Zoomed or panned: group again for the new scale.
+      plot.on("plotly_relayout", () => {
+        if (plot._lwGroups && !plot._lwDrawing) render(plot, true);
+      });
+    }
+  }
+
+  // -- the timeline: markers that would overlap drawn as one; holds still going grow --
+
+  const render = (plot, again) => figures.render(plot, again, PLOT_CONFIG, state.skew || 0);
+
+  let grownAt = 0;
+  let edgeAt = 0;
+  function growOpenHolds(now) {
+    const plot = document.getElementById("plot-timeline");
+    // Not under the mouse: a redraw would take the tooltip away as it is read.
+    if (!plot || !plot.data || state.paused || now - grownAt < 500 || plot.matches(":hover")) return;
+    grownAt = now;
+    // Past the right edge of the axis: a new figure (with room) is due.
+    const atEdge = figures.grow(plot, state.skew || 0, PLOT_CONFIG);
+    if (atEdge && now - edgeAt > (SLOW[windowName()] || 10000)) {
+      edgeAt = now;
+      refreshOne("#data-timeline");
     }
   }
 
   document.body.addEventListener("htmx:afterSwap", (e) => {
     const target = e.detail.target;
     if (target && target.dataset && target.dataset.plot) draw(target);
+    if (target && target.id === "header") heldChanged();
     if (target && target.id === "events-table" && state.scrollToEvents) {
       state.scrollToEvents = false;
       pinEvents();
@@ -454,8 +466,21 @@
     if (e.detail.elt && e.detail.elt.id === "header") headerAt = Date.now();
   });
 
+  // A hold began or ended (the polled header says so): the timeline draws it now, not
+  // when the next batch of events comes (a hold is stored only when it ends).
+  let holdsShown = "";
+  function heldChanged() {
+    const holds = Array.from(document.querySelectorAll("#held-now [data-hold]"))
+      .map((el) => el.dataset.hold)
+      .join(",");
+    if (holds === holdsShown) return;
+    holdsShown = holds;
+    if (!state.paused) refreshOne("#data-timeline");
+  }
+
   function tick() {
     const now = Date.now();
+    growOpenHolds(now);
     document.querySelectorAll(".lw-age").forEach((el) => {
       if (!el.dataset.base) el.dataset.base = String(now);
       const age = parseFloat(el.dataset.age) + (now - Number(el.dataset.base)) / 1000;
