@@ -88,21 +88,24 @@ def test_a_long_hold_shows_as_held_while_it_is_held(world, browser, tmp_path):  
 
 
 # Hover every point of every drawn chart through plotly's own hover, and collect the text.
-HOVER_ALL = """() => {
+# plotly drops a hover that comes less than 50 ms after the last: 70 ms apart, or the
+# same tooltip would be read again for the next point.
+HOVER_ALL = """async () => {
     const texts = [];
     for (const id of ['plot-busy', 'plot-waits', 'plot-durations', 'plot-timeline']) {
         const gd = document.getElementById(id);
         if (!gd || !gd.data) continue;
-        gd.data.forEach((trace, c) => {
-            if (trace.hoverinfo === 'skip') return;
-            const ys = trace.y || [];
-            ys.forEach((y, i) => {
-                if (y === null || y === 0) return;
+        for (const [c, trace] of gd.data.entries()) {
+            if (trace.hoverinfo === 'skip') continue;
+            for (const [i, y] of (trace.y || []).entries()) {
+                if (y === null || y === 0) continue;
+                Plotly.Fx.unhover(gd);
+                await new Promise(r => setTimeout(r, 70));
                 Plotly.Fx.hover(gd, [{curveNumber: c, pointNumber: i}]);
                 const layer = gd.querySelector('.hoverlayer');
                 texts.push(id + ': ' + (layer ? layer.textContent : ''));
-            });
-        });
+            }
+        }
         Plotly.Fx.unhover(gd);
     }
     return texts;
