@@ -245,7 +245,15 @@ class Writer:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.conn = connect(path)
-        self._inode = os.stat(path).st_ino
+        # Kept open while the connection is: closing any descriptor of the file would
+        # drop every POSIX lock this process holds on it, SQLite's too, and another
+        # process closing the store would then delete the WAL under our connection.
+        try:
+            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self.conn.close()
+            raise
+        self._inode = os.fstat(self._fd).st_ino
 
     @property
     def inode(self) -> int:
@@ -263,19 +271,18 @@ class Writer:
         from the file. (Overwritten under an open WAL connection, a store keeps taking
         writes from SQLite's cache without an error, so the file is looked at.)"""
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            head = os.pread(self._fd, len(_MAGIC), 0)
         except OSError:
-            return None  # moved() says so, and a new store is made
-        try:
-            head = os.pread(fd, len(_MAGIC), 0)
-        finally:
-            os.close(fd)
+            return None
         if head and head != _MAGIC:
             return "its header is not a SQLite database's"
         return None
 
     def close(self) -> None:
-        self.conn.close()
+        try:
+            self.conn.close()
+        finally:
+            os.close(self._fd)
 
     def write(
         self,

@@ -457,3 +457,29 @@ def _alive_pid(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def test_the_damage_check_keeps_the_writers_locks(tmp_path: Path):
+    """The flusher looks at the store's header each second. Opening and closing the file
+    for it would drop every POSIX lock the process holds on the file, SQLite's shared
+    lock too: another process that then closed the store would take itself for the last
+    connection and delete the WAL under ours (seen as `disk I/O error`, events lost)."""
+    path = tmp_path / "store.sqlite3"
+    writer = store.Writer(path)
+    writer.write([events.row(kind="query", ts=time.time(), sql="SELECT 1")], [], [])
+    assert writer.damage() is None
+    # Another process opens the store, reads, and closes it: not the last connection.
+    subprocess.run(
+        [sys.executable, "-c",
+         "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]);"
+         " c.execute('SELECT count(*) FROM events').fetchone(); c.close()", str(path)],
+        check=True,
+    )  # fmt: skip
+    assert Path(f"{path}-wal").exists() and Path(f"{path}-shm").exists()
+    writer.write([events.row(kind="query", ts=time.time(), sql="SELECT 2")], [], [])
+    reader = sqlite3.connect(path)
+    try:
+        assert reader.execute("SELECT count(*) FROM events").fetchone() == (2,)
+    finally:
+        reader.close()
+        writer.close()
