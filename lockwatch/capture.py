@@ -26,7 +26,7 @@ from .callsite import RawSite, UserStack
 from .conf import get_config
 from .context import CURRENT, default_label, task_name
 from .holding import Holding
-from .records import Blocker, Busy, Origin, Query, Wait, Who
+from .records import Blocker, Busy, Origin, Query, Quiet, Wait, Who
 from .sql import CLASSES as _classes
 from .sql import statement_class
 from .transactions import READS_KEPT, Returning, Transactions, Txn, may_lock
@@ -67,6 +67,8 @@ class Probe(Holding, Transactions):
         # Fast reads need only counting, unless every statement is wanted.
         self.fast_reads = cfg.capture_queries != "all"
         self.capture_params = cfg.capture_params
+        # Writes and transactions under this, that nobody waited for, are only counted.
+        self.hold_record = -1.0 if cfg.capture_queries == "all" else cfg.hold_record
         self.busy: handle.BusyHandler | None = None
         self.handle: int | None = None
         if cfg.exact_waits:
@@ -314,6 +316,7 @@ class Probe(Holding, Transactions):
             self._busy(exc, txn, sql, cls, site, stack, wall, dur, waited, gave_up, calls, who, ctx)
 
         hold = None
+        quiet = False  # counted with its call site and hold, not an event
         if txn is not None:
             if txn.lock_wall is None and exc is None and may_lock(cls, sql, txn.mode):
                 self._maybe_locked(txn, sql, cls, site, wall, t0, before_lock, who)
@@ -336,8 +339,12 @@ class Probe(Holding, Transactions):
                 hold = max(dur - before_lock, 0.0)
                 if self._marked and self.slot is not None and self.table is not None:
                     self.table.wrote(self.slot)
+                if not waited and hold < self.hold_record and not self._made_wait():
+                    pipeline.emit(_tuple_new(Quiet, (self.origin, site(), wall, hold, None, None)))
+                    quiet = True
 
-        self._record_query(sql, params, wall, dur, cls, exc, waited, hold, result, site, who)
+        if not quiet:
+            self._record_query(sql, params, wall, dur, cls, exc, waited, hold, result, site, who)
 
         if cls == "pragma" and exc is None and _sets_busy_timeout(sql):
             self.busy_timeout_changed()

@@ -30,11 +30,15 @@ DEFAULTS: dict[str, Any] = {
     "BUFFER_SIZE": 20_000,
     "FLUSH_INTERVAL": 0.1,
     # Which statements become query events: "all", "slow" (slower than
-    # SLOW_QUERY_MS, or that waited or failed) or "none". Autocommit writes are
-    # always recorded (they hold the lock), and so are waits, busy errors and
-    # transactions; every statement is counted in its request's totals.
+    # SLOW_QUERY_MS, or that waited or failed) or "none". Waits and busy errors are
+    # always recorded; every statement is counted in its request's totals.
     "CAPTURE_QUERIES": "slow",
     "SLOW_QUERY_MS": 100,
+    # Autocommit writes and transactions are events when they waited, failed, made
+    # someone wait, or held the lock (a transaction: lasted) this long or longer. The
+    # rest are counted per second and call site, with their hold times (not with
+    # CAPTURE_QUERIES="all", which keeps every one). 0 keeps every one too.
+    "HOLD_RECORD_MS": 10,
     # Parameter values are never stored unless this is on.
     "CAPTURE_PARAMS": False,
     "SQL_MAX_LENGTH": 4096,
@@ -90,6 +94,7 @@ _NUMBERS: dict[str, dict[str, Any]] = {
     "BUFFER_SIZE": {"minimum": 1, "whole": True},
     "FLUSH_INTERVAL": {"minimum": 0.001, "maximum": _WAIT_MAX},
     "SLOW_QUERY_MS": {"minimum": 0},
+    "HOLD_RECORD_MS": {"minimum": 0},
     "SQL_MAX_LENGTH": {"minimum": 16, "whole": True},
     "PARAMS_MAX_LENGTH": {"minimum": 16, "whole": True},
     "RETENTION_MAX_AGE": {"minimum": 1, "allow_none": True},
@@ -116,6 +121,7 @@ class Config:
     capture_queries: str
     slow_query: float  # seconds
     capture_params: bool
+    hold_record: float  # seconds
     sql_max_length: int
     params_max_length: int
     exact_waits: bool
@@ -368,6 +374,7 @@ def build(user: Any, base_dir: Any = None) -> Config:
         capture_queries=queries,
         slow_query=numbers["SLOW_QUERY_MS"] / 1000.0,
         capture_params=flags["CAPTURE_PARAMS"],
+        hold_record=numbers["HOLD_RECORD_MS"] / 1000.0,
         sql_max_length=numbers["SQL_MAX_LENGTH"],
         params_max_length=numbers["PARAMS_MAX_LENGTH"],
         exact_waits=flags["EXACT_WAITS"],

@@ -23,7 +23,8 @@ from typing import Any
 from . import callsite, context, holders, live, paths
 from .buffer import Buffer
 from .conf import get_config
-from .records import Limits, Lock, Transaction, _label, to_row
+from .quiet import Folder
+from .records import Limits, Lock, Quiet, Transaction, _label, to_row
 from .store import Hold, Process, StoreDamaged, Writer, damaged
 
 Sink = Callable[[list[dict[str, Any]]], None]
@@ -152,8 +153,21 @@ class Flusher(threading.Thread):
         rows: list[dict[str, Any]] = []
         opened: dict[str, Hold] = {}
         closed: list[tuple[str, float, str]] = []
+        folder = Folder()
+        folded = 0  # quiet records, and the Lock records folded with them
         for rec in batch:
             try:
+                if type(rec) is Quiet:  # the most common record, by far: first
+                    folder.add(rec)
+                    folded += 1
+                    if rec.key is not None and rec.hold is not None:
+                        if opened.pop(rec.key, None) is not None:
+                            folded += 1  # its hold, taken and let go in this batch
+                        else:  # its hold row was stored with an earlier batch
+                            closed.append(
+                                (self._key(rec.key), rec.wall + (rec.dur or 0.0), "commit")
+                            )
+                    continue
                 if isinstance(rec, Lock):
                     if rec.key in opened:  # one lock, one hold: a second is refused
                         self.counters.lost += 1
@@ -176,15 +190,20 @@ class Flusher(threading.Thread):
                 self.counters.capture_errors += 1
                 self.counters.lost += 1
                 self.counters.log_once("event conversion", exc)
+        quiet = folder.rows()
         self._watched.update(row["db"] for row in rows if row["db"])
+        self._watched.update(q.db for q in quiet if q.db)
         stored = 0
         try:
-            written = self._store().write(rows, list(opened.values()), closed, self._process())
+            written = self._store().write(
+                rows, list(opened.values()), closed, self._process(), quiet, folded
+            )
         except Exception as exc:
-            self._failed(f"store write to {self.cfg.store}", exc, len(rows) + len(opened))
+            lost = len(rows) + len(opened) + folded
+            self._failed(f"store write to {self.cfg.store}", exc, lost)
         else:
             c = self.counters
-            c.stored += written.events + written.holds
+            c.stored += written.events + written.holds + written.quiet
             c.lost += written.refused + written.dropped
             if written.refused:
                 c.log_once("hold write", StoreRefused("a hold with the same key is stored"))

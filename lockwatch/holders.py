@@ -50,6 +50,10 @@ _HEAD = struct.Struct("<IBBxxQIIQQdd")
 _TEXT = struct.Struct("<96s200s40s104s")  # context, call site, thread name, sql
 _BODY = struct.Struct("<BBxxQIIQQdd96s200s40s104s")  # everything after seq
 _OFF_STATE = 4
+# A pad byte of the head, outside the sequence lock: a waiter sets it on the slot it
+# finds in its way, and the next statement's fill clears it. Its owner then knows
+# its write made someone wait, and keeps it as an event (lockwatch.quiet).
+_OFF_WAITED = 6
 _OFF_POLL = 4 + _HEAD.size - 4 - 8  # poll_until: the last field of the head
 _POLL = struct.Struct("<d")
 _META = struct.Struct("<BBxxQIIQQdd")  # a slot's numbers, after its seq
@@ -226,6 +230,10 @@ class Table:
             )  # fmt: skip
         return None
 
+    def waited_on(self, index: int) -> None:
+        """A waiter found slot ``index`` in its way."""
+        self.mm[self._offset(index) + _OFF_WAITED] = 1
+
     def wrote(self, slot: Slot) -> None:
         """``slot`` just let go of the write lock: it is its database's last writer.
 
@@ -363,6 +371,10 @@ class Slot:
         )  # fmt: skip
         self.seq = (self.seq + 1) & _SEQ_MASK
         words[at] = self.seq
+
+    def made_wait(self) -> bool:
+        """Did a waiter find this slot in its way since its last fill?"""
+        return self.table.mm[self.off + _OFF_WAITED] != 0
 
     def set_state(self, state: int) -> None:
         # One byte: a reader sees the old state or the new one, with the same fields.

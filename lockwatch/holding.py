@@ -136,6 +136,11 @@ class Holding:
         if not flag:
             self._marked = True
 
+    def _made_wait(self) -> bool:
+        """Did a waiter find this connection in its way (since its last mark)?"""
+        slot = self.slot
+        return slot is not None and slot.made_wait()
+
     def _slot_after(self, lock_wall: float | None = None) -> None:
         """After a statement: the slot says holding, or idle."""
         slot = self.slot
@@ -249,6 +254,7 @@ class Holding:
                 # writer is changing (or to rebuild it).
                 return _BRIEF._replace(pid=os_pid)
             return self._outside_pid(os_pid)
+        table.waited_on(index)  # it keeps that write as an event
         same = h.pid == self.origin.pid and h.thread_ident == (_current_thread().ident or 0)
         return _blocker(h, same)
 

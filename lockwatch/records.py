@@ -145,6 +145,18 @@ class Transaction(NamedTuple):
     reads: Reads = ()
 
 
+class Quiet(NamedTuple):
+    """A write or transaction nobody waited for, that did not fail and held the lock
+    briefly: the flusher counts it (``lockwatch.quiet``) rather than storing it."""
+
+    origin: Origin
+    site: RawSite | None  # where the lock was taken (a transaction's: else its BEGIN)
+    wall: float
+    hold: float | None  # seconds; None for a transaction that never took the lock
+    dur: float | None  # a transaction's wall time; None for an autocommit write
+    key: str | None  # a transaction's: its Lock record is folded with it
+
+
 class Request(NamedTuple):
     who: Who
     wall: float
@@ -152,7 +164,7 @@ class Request(NamedTuple):
     status: int | None
 
 
-Record = Query | Wait | Busy | Lock | Transaction | Request
+Record = Query | Wait | Busy | Lock | Transaction | Request | Quiet
 
 
 def _label(ctx: Context | str) -> str:
@@ -253,6 +265,8 @@ def to_row(rec: Record, limits: Limits) -> dict[str, Any]:
                 busy_count=ctx.busy,
             )
         return row
+    if isinstance(rec, Quiet):
+        raise TypeError("a quiet record is folded (lockwatch.quiet), never an event row")
     row = _base(rec.origin, rec.who)
     if isinstance(rec, Wait):
         row.update(

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .filters import Filters
 
@@ -126,8 +126,11 @@ DROP_EMPTY = (
 Increment = tuple[int, int, str, str, int, int, float]
 
 
-def increments(rows: Iterable[Mapping[str, Any]], sign: int = 1) -> list[Increment]:
-    """The rollup rows to add (sign 1) or take away (sign -1) for these events.
+def increments(
+    rows: Iterable[Mapping[str, Any]], sign: int = 1, quiet: Iterable[QuietRow] = ()
+) -> list[Increment]:
+    """The rollup rows to add (sign 1) or take away (sign -1) for these events and
+    quiet rows.
 
     Rows are event dicts (or ``sqlite3.Row``); only the columns their kind can
     fill are read. One pass, a bisect and a dict update per hold: the flusher runs it
@@ -135,14 +138,16 @@ def increments(rows: Iterable[Mapping[str, Any]], sign: int = 1) -> list[Increme
     """
     acc: dict[tuple[int, str, str, int], list[Any]] = {}
 
-    def add(minute: int, series: str, site: str, value: float) -> None:
-        key = (minute, series, site, bisect_right(EDGES, value))
+    def put(key: tuple[int, str, str, int], n: int, total: float) -> None:
         cell = acc.get(key)
         if cell is None:
-            acc[key] = [1, value]
+            acc[key] = [n, total]
         else:
-            cell[0] += 1
-            cell[1] += value
+            cell[0] += n
+            cell[1] += total
+
+    def add(minute: int, series: str, site: str, value: float) -> None:
+        put((minute, series, site, bisect_right(EDGES, value)), 1, value)
 
     for row in rows:
         kind = row["kind"]
@@ -169,6 +174,9 @@ def increments(rows: Iterable[Mapping[str, Any]], sign: int = 1) -> list[Increme
             duration = row["duration_ms"]
             if duration is not None:
                 add(minute, DURATION, "", duration)
+    for q in quiet:  # within one second each, so within one minute
+        if q.ts >= 0:
+            put((int(q.ts) // MINUTE, q.series, q.site, q.bin), q.n, q.total_ms)
     out: list[Increment] = []
     hours: dict[tuple[int, str, str, int], list[Any]] = {}
     for (minute, series, site, b), (n, total) in acc.items():
@@ -184,15 +192,126 @@ def increments(rows: Iterable[Mapping[str, Any]], sign: int = 1) -> list[Increme
     return out
 
 
-def apply(conn: sqlite3.Connection, rows: Iterable[Mapping[str, Any]], sign: int = 1) -> None:
-    """Add (or take away) these events' share; call inside the events' own transaction."""
-    changes = increments(rows, sign)
+def apply(
+    conn: sqlite3.Connection,
+    rows: Iterable[Mapping[str, Any]],
+    sign: int = 1,
+    quiet: Iterable[QuietRow] = (),
+) -> None:
+    """Add (or take away) these events' and quiet rows' share; call inside their own
+    transaction."""
+    changes = increments(rows, sign, quiet)
     if not changes:
         return
     conn.executemany(UPSERT, changes)
     if sign < 0:
         # Keep no empty rows behind: pruning must shrink the rollup with the events.
         conn.executemany(DROP_EMPTY, [c[:5] for c in changes])
+
+
+# -- quiet writes -------------------------------------------------------------
+# A write or transaction nobody waited for, that did not fail and held the lock
+# briefly, is no event: the flusher keeps one row per second, database, series,
+# call site and bin per batch, with the count, total and longest (lockwatch.quiet).
+# They go into the minute and hour rows like events, in the same transaction.
+
+
+class QuietRow(NamedTuple):
+    ts: float  # the first write's time; every write of a row is in the same second
+    last_ts: float
+    db: str
+    pid: int
+    series: str  # WRITE or TXN (holds), DURATION (transactions' wall time)
+    site: str  # as the rollup keys it: '' for none
+    bin: int
+    n: int
+    total_ms: float
+    max_ms: float
+
+
+QUIET_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS quiet (
+        id INTEGER PRIMARY KEY, ts REAL NOT NULL, last_ts REAL NOT NULL, db TEXT NOT NULL,
+        pid INTEGER NOT NULL, series TEXT NOT NULL, site TEXT NOT NULL, bin INTEGER NOT NULL,
+        n INTEGER NOT NULL, total_ms REAL NOT NULL, max_ms REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS quiet_ts ON quiet (ts)",
+]
+QUIET_INSERT = (
+    f"INSERT INTO quiet ({', '.join(QuietRow._fields)})"
+    f" VALUES ({', '.join('?' * len(QuietRow._fields))})"
+)
+QUIET_SELECT = f"SELECT id, {', '.join(QuietRow._fields)} FROM quiet"  # id first
+
+
+def quiet_available(conn: sqlite3.Connection) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'quiet'"
+    ).fetchone()
+    return row is not None
+
+
+def quiet_histograms(
+    conn: sqlite3.Connection, since: float, until: float, names: Sequence[str],
+    by_site: bool = True, end_open: bool = False,
+) -> dict[tuple[str, str], Hist]:  # fmt: skip
+    """Per (series, site): the quiet writes with since <= ts <= until (< until if
+    ``end_open``), as histograms."""
+    out: dict[tuple[str, str], Hist] = {}
+    if not quiet_available(conn):
+        return out
+    marks = ",".join("?" * len(names))
+    site = "site" if by_site else "''"
+    upper = "<" if end_open else "<="
+    for series, key, b, n, total in conn.execute(
+        f"SELECT series, {site}, bin, sum(n), sum(total_ms) FROM quiet WHERE ts >= ?"
+        f" AND ts {upper} ? AND series IN ({marks}) GROUP BY 1, 2, 3",
+        (since, until, *names),
+    ):
+        h = out.get((series, key))
+        if h is None:
+            h = out[series, key] = Hist()
+        h.n[b] += n
+        h.total[b] += total
+    return out
+
+
+def quiet_longest(conn: sqlite3.Connection, since: float, until: float) -> float | None:
+    """The longest quiet hold in the window, in ms."""
+    if not quiet_available(conn):
+        return None
+    row = conn.execute(
+        f"SELECT max(max_ms) FROM quiet WHERE ts >= ? AND ts <= ?"
+        f" AND series IN ('{TXN}', '{WRITE}')",
+        (since, until),
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def summary(
+    values: Sequence[float], quiet: Hist | None, q: float = 95
+) -> tuple[int, float, float | None, bool]:
+    """(count, total, q-th percentile, estimated) of exact values (sorted) and a
+    histogram of quiet ones. The percentile is exact when it falls among the exact
+    values above every quiet bin, else estimated inside its bin."""
+    if quiet is None or quiet.count == 0:
+        if not values:
+            return 0, 0.0, None, False
+        return len(values), math.fsum(values), values[nearest_rank(len(values), q) - 1], False
+    n = len(values) + quiet.count
+    rank = nearest_rank(n, q)
+    top_bin = max(i for i, k in enumerate(quiet.n) if k > 0)
+    ceiling = EDGES[top_bin] if top_bin < len(EDGES) else math.inf
+    above = len(values) - bisect_left(values, ceiling)  # exact values over every quiet one
+    total = math.fsum(values) + quiet.sum_ms
+    if rank > n - above:
+        return n, total, values[len(values) - (n - rank) - 1], False
+    both = Hist(list(quiet.n), list(quiet.total))
+    for v in values:
+        b = bisect_right(EDGES, v)
+        both.n[b] += 1
+        both.total[b] += v
+    return n, total, both.quantile(rank), True
 
 
 # -- reading ------------------------------------------------------------------
@@ -271,19 +390,25 @@ def available(conn: sqlite3.Connection) -> bool:
 def long_window(
     conn: sqlite3.Connection, since: float | None, until: float | None
 ) -> tuple[float, float] | None:
-    """The first and last event time in the window when they are more than
+    """The first and last event (or quiet write) time in the window when they are more than
     ``EXACT_SPAN`` apart and the store has a rollup; else None (read the events).
 
     Narrowing to the stored events keeps a long window over a young store exact.
     """
     clause, args = Filters(since=since, until=until).where()
     where = f" WHERE {clause}" if clause else ""
-    # Both through the events(ts) index: one row each.
-    first = conn.execute(f"SELECT ts FROM events{where} ORDER BY ts LIMIT 1", args).fetchone()
-    last = conn.execute(f"SELECT ts FROM events{where} ORDER BY ts DESC LIMIT 1", args).fetchone()
-    if first is None or last is None or first[0] is None:
+    # Both through the ts indexes: one row each, of the events and of the quiet writes.
+    ends: list[float] = []
+    for table in ("events", "quiet") if quiet_available(conn) else ("events",):
+        for order in ("", " DESC"):
+            row = conn.execute(
+                f"SELECT ts FROM {table}{where} ORDER BY ts{order} LIMIT 1", args
+            ).fetchone()
+            if row is not None and row[0] is not None:
+                ends.append(float(row[0]))
+    if not ends:
         return None
-    a, b = float(first[0]), float(last[0])
+    a, b = min(ends), max(ends)
     if b - a <= EXACT_SPAN or not available(conn):
         return None
     return a, b
@@ -342,8 +467,15 @@ def histograms(
             ("ts >= ? AND ts < ?", (since, m0 * MINUTE)),
             ("ts >= ? AND ts <= ?", (m1 * MINUTE, until)),
         ]
+        edges = [(since, m0 * MINUTE, True), (m1 * MINUTE, until, False)]
     else:
         rest = [("ts >= ? AND ts <= ?", (since, until))]
+        edges = [(since, until, False)]
+    for a, b, end_open in edges:  # the quiet writes of the partial minutes
+        for (series, key), h in quiet_histograms(conn, a, b, names, by_site, end_open).items():
+            for i, k in enumerate(h.n):
+                if k:
+                    put(series, key, i, k, h.total[i])
     for name in names:
         s = SERIES[name]
         key_sql = s.site if by_site else "''"

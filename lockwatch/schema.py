@@ -1,16 +1,20 @@
 """The store's schema: its tables as version 1 made them, and each migration since.
 
 Every stored shape is defined once: the events table's columns come from
-``events.COLUMNS``; the holds, processes, meta and rollup tables are here (the
-rollup's in ``rollup.SCHEMA``). ``store.migrate`` moves a store up to
-``SCHEMA_VERSION``.
+``events.COLUMNS``; the holds, processes and meta tables are here, the rollup's in
+``rollup.SCHEMA`` and the quiet writes' in ``rollup.QUIET_SCHEMA``. ``store.migrate``
+moves a store up to ``SCHEMA_VERSION``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+
 from . import events, rollup
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 EVENT_COLUMNS = [c for c in events.COLUMNS if c.name != "id"]
 # The events table as version 1 made it; columns added since come by migration.
@@ -101,7 +105,22 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
     # What a transaction read before it tried to write (an upgrade error's cause).
     8: ['ALTER TABLE events ADD COLUMN "txn_reads" TEXT'],
+    # Quiet writes: counted per second and call site, not stored one by one (issue 18).
+    9: rollup.QUIET_SCHEMA,
 }
 assert {c.name for c in EVENT_COLUMNS} == {c.name for c in _V1_COLUMNS} | set(_ADDED_IN_6) | set(
     _ADDED_IN_8
 )
+
+
+@contextlib.contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction, its lock taken at BEGIN; rolled back if anything fails."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -14,13 +14,14 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import events, holders, rollup
+from . import events, holders, retention, rollup
 from .plainsqlite import connect as original_connect
 from .schema import EVENT_COLUMNS, MIGRATIONS, SCHEMA_VERSION
+from .schema import immediate as _immediate
 
 log = logging.getLogger("lockwatch")
 
@@ -37,19 +38,6 @@ _BY_KIND = {
     kind: (_insert(("id", *names)), operator.itemgetter("id", *names))
     for kind, names in events.KIND_COLUMNS.items()
 }
-
-
-@contextlib.contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction, its lock taken at BEGIN; rolled back if anything fails."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 class StoreError(Exception):
@@ -111,6 +99,7 @@ class Written(NamedTuple):
     holds: int  # hold rows stored
     refused: int  # hold rows refused: their key was already there
     dropped: int  # rows that could not be written even alone, after cleaning
+    quiet: int = 0  # quiet records folded into the quiet rows
 
 
 class Process(NamedTuple):
@@ -225,10 +214,6 @@ _REPORT = (
     # its own figures stand, and nothing is inferred for it.
     " unflushed=NULL"
 )
-_PRUNED_COLUMNS = "id, kind, ts, hold_ms, duration_ms, lock_call_site, call_site"
-# Two subqueries: SQLite reads a lone min() or max() from the index's end, but scans the
-# whole table for both in one SELECT.
-_SPAN = "SELECT (SELECT min(id) FROM events), (SELECT max(id) FROM events)"
 
 
 def _hold_values(h: Hold) -> tuple[Any, ...]:
@@ -290,6 +275,8 @@ class Writer:
         opened: Sequence[Hold],
         closed: Sequence[tuple[str, float, str]],
         process: Process | None = None,
+        quiet: Sequence[rollup.QuietRow] = (),
+        folded: int = 0,
     ) -> Written:
         """Insert rows, hold changes and the process's counters in one transaction.
 
@@ -298,6 +285,7 @@ class Writer:
         alone; one that still fails is dropped alone and counted in ``Written``. The
         process row, when given, already counts this batch, so whatever it says was
         stored is in the store (what an unflushed process lost is inferred from it).
+        ``quiet`` rows count ``folded`` records (quiet writes and their holds' locks).
         """
         conn = self.conn
         try:
@@ -325,11 +313,14 @@ class Writer:
                 for kind, run in by_kind.items():
                     dropped += self._insert_events(kind, run)
                 stored = [row for row in rows if row["id"] is not None] if dropped else rows
-                rollup.apply(conn, stored)  # same transaction: the rollup never disagrees
-                written = Written(len(stored), holds, refused, dropped)
+                if quiet:
+                    conn.executemany(rollup.QUIET_INSERT, quiet)
+                # Same transaction: the rollup never disagrees.
+                rollup.apply(conn, stored, quiet=quiet)
+                written = Written(len(stored), holds, refused, dropped, folded)
                 if process is not None:
                     figures = dict(process.figures)
-                    figures["stored"] += written.events + written.holds
+                    figures["stored"] += written.events + written.holds + written.quiet
                     figures["lost"] += written.refused + written.dropped
                     self.report(*process[:4], figures)
         except BaseException:
@@ -482,89 +473,6 @@ class Writer:
         )  # fmt: skip
 
     def prune(self, max_age: float | None, max_rows: int | None, batch: int = 5000) -> int:
-        """Delete the oldest events past the limits: at most ``batch`` for each limit
-        per call, ``PRUNE_CHUNK`` per transaction, so no write lock is held for long.
-
-        ``max_rows`` keeps the newest ``max_rows`` ids (a lost row leaves a gap, so
-        the store never holds more). Closed holds older than every kept event go too.
-        """
-        removed = 0
-        if max_age is not None:
-            cutoff = time.time() - max_age
-            removed += self._prune(self._by_age, cutoff, batch)
-        if max_rows is not None:
-            removed += self._prune(self._by_rows, max_rows, batch)
-        if removed:
-            (oldest,) = self.conn.execute("SELECT min(ts) FROM events").fetchone()
-            self._prune_holds(time.time() if oldest is None else oldest, batch)
-        elif max_age is not None:
-            self._prune_holds(time.time() - max_age, batch)
-        return removed
-
-    def _prune(self, chunk: Callable[[Any, int], int], limit: Any, batch: int) -> int:
-        removed = 0
-        while removed < batch:
-            n = chunk(limit, min(self.PRUNE_CHUNK, batch - removed))
-            if not n:
-                break
-            removed += n
-        return removed
-
-    def _by_rows(self, max_rows: int, most: int) -> int:
-        conn = self.conn
-        lo, hi = conn.execute(_SPAN).fetchone()
-        if lo is None or hi - lo + 1 <= max_rows:
-            return 0  # read without the lock: the usual answer, at no cost to writers
-        with _immediate(conn):
-            # Again under the lock: another process may have pruned meanwhile.
-            lo, hi = conn.execute(_SPAN).fetchone()
-            if lo is None or hi - lo + 1 <= max_rows:
-                return 0
-            cut = lo + min(hi - lo + 1 - max_rows, most)
-            rows = conn.execute(
-                f"SELECT {_PRUNED_COLUMNS} FROM events WHERE id < ?", (cut,)
-            ).fetchall()
-            # The rows themselves, so the rollup loses exactly what the events lose.
-            rollup.apply(conn, rows, sign=-1)
-            conn.execute("DELETE FROM events WHERE id < ?", (cut,))
-        return len(rows)
-
-    def _by_age(self, cutoff: float, most: int) -> int:
-        conn = self.conn
-        (oldest,) = conn.execute("SELECT min(ts) FROM events").fetchone()
-        if oldest is None or oldest >= cutoff:
-            return 0
-        with _immediate(conn):
-            rows = conn.execute(
-                f"SELECT {_PRUNED_COLUMNS} FROM events WHERE ts < ? ORDER BY ts LIMIT ?",
-                (cutoff, most),
-            ).fetchall()
-            rollup.apply(conn, rows, sign=-1)
-            conn.executemany("DELETE FROM events WHERE id = ?", [(r[0],) for r in rows])
-        return len(rows)
-
-    def _prune_holds(self, before: float, batch: int) -> None:
-        """Closed holds that ended before ``before``, by the (db, lock_ts) index."""
-        conn = self.conn
-        dbs: list[str] = []
-        db = conn.execute("SELECT min(db) FROM holds").fetchone()[0]
-        while db is not None and len(dbs) < 1000:  # one index probe per database
-            dbs.append(db)
-            db = conn.execute("SELECT min(db) FROM holds WHERE db > ?", (db,)).fetchone()[0]
-        due = "FROM holds WHERE db = ? AND lock_ts < ? AND end_ts < ?"
-        for db in dbs:
-            left = batch
-            # Looked for first without the lock: most calls find nothing to do.
-            while (
-                left > 0
-                and conn.execute(f"SELECT 1 {due} LIMIT 1", (db, before, before)).fetchone()
-            ):
-                most = min(self.PRUNE_CHUNK, left)
-                with _immediate(conn):
-                    n = conn.execute(
-                        f"DELETE FROM holds WHERE rowid IN (SELECT rowid {due} LIMIT ?)",
-                        (db, before, before, most),
-                    ).rowcount
-                if n < most:
-                    break
-                left -= n
+        """Delete the oldest events, quiet writes and holds past the limits
+        (``lockwatch.retention``); the number of events deleted."""
+        return retention.Pruner(self.conn, self.PRUNE_CHUNK).prune(max_age, max_rows, batch)

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from . import callsite, handle, holders, pipeline
 from .callsite import RawSite, UserStack
 from .context import CURRENT
-from .records import Blocker, Lock, Origin, Query, Transaction, Wait, Who
+from .records import Blocker, Lock, Origin, Query, Quiet, Transaction, Wait, Who
 from .sql import begin_mode
 
 _perf = time.perf_counter
@@ -96,6 +96,7 @@ class Transactions:
     handle: int | None
     busy: Any
     slow: float
+    hold_record: float
     table: holders.Table | None
     slot: holders.Slot | None
     _txn_seq: int
@@ -115,6 +116,9 @@ class Transactions:
         raise NotImplementedError
 
     def _new_wait(self) -> None:
+        raise NotImplementedError
+
+    def _made_wait(self) -> bool:
         raise NotImplementedError
 
     def _slot_after(self, lock_wall: float | None = None) -> None:
@@ -154,12 +158,16 @@ class Transactions:
             if self.busy is not None:
                 self.busy.reset()
             self._new_wait()
-        pipeline.emit(
-            _tuple_new(Query, (
-                r.origin, r.who, r.wall, r.dur, r.sql, r.params, r.cls, None, r.site,
-                r.waited, max(t - r.lock_start, 0.0),
-            ))
-        )  # fmt: skip
+        hold = max(t - r.lock_start, 0.0)
+        if not waited and not r.waited and hold < self.hold_record and not self._made_wait():
+            pipeline.emit(_tuple_new(Quiet, (r.origin, r.site, r.wall, hold, None, None)))
+        else:
+            pipeline.emit(
+                _tuple_new(Query, (
+                    r.origin, r.who, r.wall, r.dur, r.sql, r.params, r.cls, None, r.site,
+                    r.waited, hold,
+                ))
+            )  # fmt: skip
         if self._marked and self.slot is not None and self.table is not None:
             self.table.wrote(self.slot)
         self._slot_after()
@@ -206,13 +214,21 @@ class Transactions:
         self.txn = None
         t1 = _perf() if t1 is None else t1
         hold = None if txn.lock_start is None else max(t1 - txn.lock_start, 0.0)
-        reads = tuple(txn.reads) if txn.failed or txn.wait >= self.slow else ()
-        pipeline.emit(
-            Transaction(
-                self.origin, self._who(), txn.key, txn.wall, t1 - txn.start, txn.mode, txn.site,
-                end, txn.lock_wall, hold, txn.lock_sql, txn.lock_site, txn.statements, txn.wait,
-                txn.stack, reads,
-            )
-        )  # fmt: skip
+        dur = t1 - txn.start
+        if (
+            dur < self.hold_record and end == "commit" and not txn.wait and not txn.failed
+            and not self._made_wait()
+        ):  # fmt: skip
+            site = txn.lock_site if txn.lock_site is not None else txn.site
+            pipeline.emit(_tuple_new(Quiet, (self.origin, site, txn.wall, hold, dur, txn.key)))
+        else:
+            reads = tuple(txn.reads) if txn.failed or txn.wait >= self.slow else ()
+            pipeline.emit(
+                Transaction(
+                    self.origin, self._who(), txn.key, txn.wall, dur, txn.mode, txn.site, end,
+                    txn.lock_wall, hold, txn.lock_sql, txn.lock_site, txn.statements, txn.wait,
+                    txn.stack, reads,
+                )
+            )  # fmt: skip
         if self.table is not None and txn.lock_wall is not None and self.slot is not None:
             self.table.wrote(self.slot)
