@@ -85,6 +85,11 @@ _TAIL = (
     f" AND (kind = 'busy' OR (kind = 'wait' AND wait_ms IS NOT NULL) OR ({_HOLDS}))"
     " GROUP BY 1, 2, 3, 4, 5"
 )
+# The quiet writes stored since (lockwatch.quiet): not events, rows of their own.
+_TAIL_QUIET = (
+    "SELECT bin, site, sum(n), sum(total_ms) FROM quiet WHERE id > ? AND id <= ?"
+    f" AND series IN ('{rollup.TXN}', '{rollup.WRITE}') GROUP BY 1, 2"
+)
 # With --metrics-call-sites: busy errors by the call site that suffered them, and hold
 # time by the call site that took the lock (the rollup's site key).
 _LOAD_SITE_BUSY = (
@@ -152,7 +157,8 @@ class StoreCollector(Collector):
 
     # What a scrape changes (put back when it fails half-way).
     _STATE = (
-        "last_id", "last_ts", "busy", "waits", "holds", "dbs", "site_busy", "site_hold_ms",
+        "last_id", "last_ts", "last_quiet", "busy", "waits", "holds", "dbs", "site_busy",
+        "site_hold_ms",
     )  # fmt: skip
 
     def __init__(self, path: Path, state: Path | None = None, call_sites: int = 0) -> None:
@@ -167,6 +173,7 @@ class StoreCollector(Collector):
     def _reset(self) -> None:
         self.last_id: int | None = None  # None: nothing read yet
         self.last_ts: float | None = None
+        self.last_quiet = 0  # the quiet writes' rows read so far, by id
         self.busy: dict[tuple[str, str], int] = {}
         self.waits: dict[str, Hist] = {}
         self.holds = Hist()
@@ -195,9 +202,10 @@ class StoreCollector(Collector):
             before = copy.deepcopy({name: getattr(self, name) for name in self._STATE})
             try:
                 health = self._read(conn)
-                if (self.last_id, self.last_ts, self.dbs) != (
+                if (self.last_id, self.last_ts, self.last_quiet, self.dbs) != (
                     before["last_id"],
                     before["last_ts"],
+                    before["last_quiet"],
                     before["dbs"],
                 ):
                     self._save()
@@ -222,11 +230,17 @@ class StoreCollector(Collector):
             if self.last_id is not None and self._ids_restarted(conn):
                 log.info("lockwatch metrics: the store's ids started again; totals too")
                 self._reset()
+            quiet = 0
+            if rollup.quiet_available(conn):
+                (quiet,) = conn.execute("SELECT COALESCE(max(id), 0) FROM quiet").fetchone()
             if self.last_id is None:
-                self._load(conn)
-            elif top > self.last_id:
-                self._tail(conn, self.last_id, top)
-            self.last_id = top
+                self._load(conn)  # the rollup holds the quiet writes too
+            else:
+                if top > self.last_id:
+                    self._tail(conn, self.last_id, top)
+                if quiet > self.last_quiet:
+                    self._tail_quiet(conn, self.last_quiet, quiet)
+            self.last_id, self.last_quiet = top, quiet
             row = conn.execute("SELECT ts FROM events WHERE id = ?", (top,)).fetchone()
             self.last_ts = row[0] if row else None
             self._hold_dbs(conn)
@@ -249,6 +263,7 @@ class StoreCollector(Collector):
             if data["version"] != 1 or data["store"] != str(self.path):
                 return
             last_id, last_ts = int(data["last_id"]), data["last_ts"]
+            last_quiet = int(data.get("last_quiet", 0))  # kept before quiet writes: none
             busy = {(str(c), str(db)): int(n) for c, db, n in data["busy"]}
             waits = {str(o): Hist.of(h) for o, h in data["waits"].items()}
             holds = Hist.of(data["holds"])
@@ -267,7 +282,7 @@ class StoreCollector(Collector):
                 "lockwatch metrics: ignoring %s (%s); counting from the store", self.state, exc
             )
             return
-        self.last_id, self.last_ts = last_id, last_ts
+        self.last_id, self.last_ts, self.last_quiet = last_id, last_ts, last_quiet
         self.busy, self.waits, self.holds, self.dbs = busy, waits, holds, dbs
         self.site_busy, self.site_hold_ms = site_busy, site_hold_ms
 
@@ -276,7 +291,8 @@ class StoreCollector(Collector):
             return
         data = {
             "version": 1, "store": str(self.path), "last_id": self.last_id,
-            "last_ts": self.last_ts, "busy": [[c, db, n] for (c, db), n in self.busy.items()],
+            "last_ts": self.last_ts, "last_quiet": self.last_quiet,
+            "busy": [[c, db, n] for (c, db), n in self.busy.items()],
             "waits": {o: h.as_json() for o, h in self.waits.items()},
             "holds": self.holds.as_json(), "dbs": sorted(self.dbs),
             "sites": [self.site_busy, self.site_hold_ms] if self.call_sites else None,
@@ -332,6 +348,12 @@ class StoreCollector(Collector):
                     self._add_site(self.site_busy, site, n)
                 else:
                     self._add_site(self.site_hold_ms, site, total or 0.0)
+
+    def _tail_quiet(self, conn: sqlite3.Connection, after: int, upto: int) -> None:
+        for bin, site, n, total in conn.execute(_TAIL_QUIET, (after, upto)):
+            self.holds.add(bin, n, total)
+            if self.call_sites:
+                self._add_site(self.site_hold_ms, site, total or 0.0)
 
     @staticmethod
     def _add_site(totals: dict[str, Any], site: str | None, value: float) -> None:

@@ -80,6 +80,9 @@ def header(
         " AND ts >= ? AND ts <= ? AND hold_ms IS NOT NULL ORDER BY hold_ms DESC LIMIT 1",
         (since, until),
     ).fetchone()
+    quiet = rollup.quiet_longest(conn, since, until)  # shorter than any stored hold
+    if quiet is not None and (worst is None or quiet > worst["hold_ms"]):
+        worst = {"id": None, "hold_ms": quiet}
     proc = conn.execute(
         "SELECT count(*), COALESCE(sum(dropped), 0), COALESCE(sum(lost), 0),"
         " sum(capture_mode = 'inferred'), COALESCE(sum(live_missed), 0) FROM processes"
@@ -238,18 +241,22 @@ def durations(conn: sqlite3.Connection, since: float, until: float) -> Histogram
             out[b] += n
         return out
 
-    return Histogram(
-        EDGES,
-        counts(
-            f"SELECT {_bin_case('duration_ms')} AS b, count(*) FROM events"
-            " WHERE kind = 'transaction' AND ts >= ? AND ts <= ? AND duration_ms IS NOT NULL"
-            " GROUP BY b"
-        ),
-        counts(
-            f"SELECT {_bin_case('hold_ms')} AS b, count(*) FROM events"
-            f" WHERE {HOLD_KINDS} AND ts >= ? AND ts <= ? GROUP BY b"
-        ),
+    duration_bins = counts(
+        f"SELECT {_bin_case('duration_ms')} AS b, count(*) FROM events"
+        " WHERE kind = 'transaction' AND ts >= ? AND ts <= ? AND duration_ms IS NOT NULL"
+        " GROUP BY b"
     )
+    hold_bins = counts(
+        f"SELECT {_bin_case('hold_ms')} AS b, count(*) FROM events"
+        f" WHERE {HOLD_KINDS} AND ts >= ? AND ts <= ? GROUP BY b"
+    )
+    # The quiet writes (lockwatch.quiet): stored by bin, not as events.
+    names = (rollup.DURATION, rollup.TXN, rollup.WRITE)
+    for (series, _), hist in rollup.quiet_histograms(conn, since, until, names, False).items():
+        into = duration_bins if series == rollup.DURATION else hold_bins
+        for b, n in enumerate(hist.n):
+            into[b] += n
+    return Histogram(EDGES, duration_bins, hold_bins)
 
 
 def slowest(
@@ -400,12 +407,16 @@ def call_sites(
             window,
         ):
             holds[site or events.UNKNOWN].append(ms)
-        for site, values in holds.items():
-            values.sort()
+        series = (rollup.TXN, rollup.WRITE)
+        quiet = rollup.by_site(
+            rollup.quiet_histograms(conn, since, until, series), series, events.UNKNOWN
+        )
+        for site in holds.keys() | quiet.keys():
+            values = sorted(holds.get(site, ()))
             cs = get(site)
-            cs.holds = len(values)
-            cs.hold_ms = sum(values)
-            cs.p95_hold_ms = percentile(values, 95)
+            cs.holds, cs.hold_ms, cs.p95_hold_ms, cs.p95_estimated = rollup.summary(
+                values, quiet.get(site)
+            )
     else:
         series = (rollup.TXN, rollup.WRITE)  # transactions' and autocommit writes' holds
         hists = rollup.histograms(conn, *long, series)

@@ -181,10 +181,22 @@ class _Evidence:
             if is_txn:
                 txn.setdefault(site or "unknown", []).append(ms)
 
-        def summary(by_site: dict[str, list[float]]) -> dict[str, _Times]:
-            return {site: _Times.exact(v) for site, v in by_site.items()}
+        # The quiet writes (lockwatch.quiet) are kept by bin: merged, the counts and
+        # totals stay exact, and the p95 too unless it falls among them.
+        since = 0.0 if self.since is None else self.since
+        until = 1e18 if self.until is None else self.until
+        quiet = rollup.quiet_histograms(self.conn, since, until, (rollup.TXN, rollup.WRITE))
 
-        return summary(every), summary(txn)
+        def summary(by_site: dict[str, list[float]], names: tuple[str, ...]) -> dict[str, _Times]:
+            q = rollup.by_site(quiet, names, "unknown")
+            out = {}
+            for site in by_site.keys() | q.keys():
+                values = sorted(by_site.get(site, ()))
+                n, total, p95, estimated = rollup.summary(values, q.get(site))
+                out[site] = _Times(n, total, p95 or 0.0, estimated)
+            return out
+
+        return summary(every, (rollup.TXN, rollup.WRITE)), summary(txn, (rollup.TXN,))
 
     def _rollup_holds(
         self, long: tuple[float, float]
