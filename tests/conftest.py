@@ -78,9 +78,14 @@ def lw(tmp_path: Path):
     store = tmp_path / "lockwatch.sqlite3"
     pipeline.shutdown()
     pipeline.reset()
+    # Every write stored as an event (HOLD_RECORD_MS 0): these tests check what capture
+    # saw of each statement. tests/test_quiet_writes.py checks the default's folding.
     with override_settings(
-        LOCKWATCH={"STORE": str(store), "FLUSH_INTERVAL": 0.02, "ATTRIBUTION_GRACE": 1.0}
-    ):
+        LOCKWATCH={
+            "STORE": str(store), "FLUSH_INTERVAL": 0.02, "ATTRIBUTION_GRACE": 1.0,
+            "HOLD_RECORD_MS": 0,
+        }
+    ):  # fmt: skip
         conf.reset()
         lw = Lockwatch(store)
         yield lw

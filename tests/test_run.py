@@ -305,8 +305,11 @@ def test_management_commands_are_tagged(tmp_path: Path):
         done = _run(site, "--store", str(store), "--", sys.executable, *command,
                     DJANGO_SUPERUSER_PASSWORD="not-a-secret-0")  # fmt: skip
         assert done.returncode == 0, done.stderr
-    contexts = {r["context"] for r in _rows(store, "SELECT DISTINCT context FROM events")}
-    assert contexts == {"command:migrate", "command:createsuperuser"}, contexts
+    # Their writes are quick (quiet writes: counted, not events); each process is named.
+    programs = {r["program"] for r in _rows(store, "SELECT DISTINCT program FROM processes")}
+    assert programs == {"command:migrate", "command:createsuperuser"}, programs
+    (quiet,) = _rows(store, "SELECT count(DISTINCT pid) AS n, sum(n) AS writes FROM quiet")
+    assert quiet["n"] == 2 and quiet["writes"] > 0
     assert _fingerprint(site) == before
 
 
@@ -315,8 +318,8 @@ def test_without_store_the_project_default_is_used(tmp_path: Path):
     done = _run(site, "--", sys.executable, "manage.py", "migrate", "--run-syncdb", "-v0")
     assert done.returncode == 0, done.stderr
     # README's default: lockwatch.sqlite3 in BASE_DIR, as with the settings changed by hand.
-    contexts = _rows(site / "lockwatch.sqlite3", "SELECT DISTINCT context FROM events")
-    assert {"context": "command:migrate"} in contexts
+    programs = _rows(site / "lockwatch.sqlite3", "SELECT DISTINCT program FROM processes")
+    assert {"program": "command:migrate"} in programs
 
 
 def test_runserver_reloaded_child_is_captured(tmp_path: Path):

@@ -222,7 +222,7 @@ def test_migrating_a_v4_store_with_events_fills_the_rollup(tmp_path):
 
     writer = store.Writer(path)  # migrates
     conn = writer.conn
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 8
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 9
     assert conn.execute("SELECT count(*) FROM rollup").fetchone()[0] > 100
     assert_rollup_agrees(conn)
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}

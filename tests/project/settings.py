@@ -50,6 +50,8 @@ LOCKWATCH = {
     "STORE": os.environ.get("LOCKWATCH_STORE", str(BASE_DIR / "tests" / "lockwatch.sqlite3")),
     "FLUSH_INTERVAL": float(os.environ.get("LW_FLUSH", "0.05")),
     "BUFFER_SIZE": 1_000_000,
+    # The tests check what capture saw of each write: all stored, unless a test says.
+    "HOLD_RECORD_MS": float(os.environ.get("LW_HOLD_RECORD_MS", "0")),
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"

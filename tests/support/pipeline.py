@@ -13,12 +13,13 @@ from lockwatch import conf, pipeline
 
 @contextlib.contextmanager
 def fresh_pipeline(store: Path, **extra) -> Iterator[None]:
-    """A new pipeline writing to ``store`` (flushing every 20 ms unless ``extra``
-    says otherwise), torn down afterwards."""
+    """A new pipeline writing to ``store`` (flushing every 20 ms and storing every
+    write as an event unless ``extra`` says otherwise), torn down afterwards."""
     pipeline.shutdown()
     pipeline.reset()
     try:
-        with override_settings(LOCKWATCH={"STORE": str(store), "FLUSH_INTERVAL": 0.02, **extra}):
+        settings = {"STORE": str(store), "FLUSH_INTERVAL": 0.02, "HOLD_RECORD_MS": 0, **extra}
+        with override_settings(LOCKWATCH=settings):
             conf.reset()
             yield
     finally:
