@@ -125,6 +125,9 @@ LOCKWATCH = {{
     # Keep every event: pruning would look like loss to the store check.
     "RETENTION_MAX_AGE": None,
     "RETENTION_MAX_ROWS": None,
+    # Every write an event, so each transaction that took the lock can be matched with
+    # its hold row (quiet writes are counted in bins, not one by one).
+    "HOLD_RECORD_MS": 0,
 }}
 '''
 

@@ -43,8 +43,12 @@ def main() -> None:
             polling=200,
         )
         page.wait_for_function(
+            # The holder itself (not one of its waiters) is the batch, held for over 1 s.
             """() => [...document.querySelectorAll('#held-now .held.bad')]
-                       .some(e => e.textContent.includes('command:restock'))""",
+                       .some(e => e.querySelector(':scope > .ctx')?.textContent
+                                    .includes('command:restock')
+                                  && parseFloat(e.querySelector(':scope > .lw-age')
+                                                 ?.dataset.age || '0') >= 1)""",
             timeout=120_000,
             polling=100,
         )

@@ -12,6 +12,7 @@ import threading
 import time
 import warnings
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from django.core import checks
@@ -32,6 +33,9 @@ from tests.scenarios import (
 )
 
 SCENARIOS = ROOT / "tests" / "scenarios.py"
+
+
+HERE = Path(__file__)
 
 
 def _findings(lw) -> dict[str, doctor.Finding]:
@@ -82,6 +86,38 @@ def test_timeouts_name_the_blocker_and_its_p95_hold(lw, watched, request):
     assert f.figures["p95_hold_ms"] == pytest.approx(1200, rel=0.15)
     assert "move the slow work" in f.change
     assert "long-hold" not in found  # the same call site is not reported twice
+
+
+def test_a_timeout_behind_a_holder_still_holding_says_how_long_it_had_held(lw, watched):
+    """Its transaction has not ended, so no hold of it is stored: the finding gives how
+    long the holder had held the lock when the error gave up, not a p95 of 0 ms."""
+    db = watched(journal="wal", timeout=0.3)
+    locked, failed = threading.Event(), threading.Event()
+    found: dict[str, doctor.Finding] = {}
+
+    def holder():
+        with transaction.atomic(using=db):
+            Item.objects.using(db).create(name="h")  # STILL-HOLDING
+            locked.set()
+            failed.wait(10)
+            found.update(_findings(lw))  # while it still holds the lock
+
+    def waiter():
+        locked.wait(5)
+        try:
+            Item.objects.using(db).create(name="w")
+        finally:
+            failed.set()
+
+    errors = run_threads(holder, waiter)
+    assert errors[0] is None and isinstance(errors[1], OperationalError)
+    f = found["timeout"]
+    here = f"tests/test_doctor.py:{line_of(HERE, 'STILL-HOLDING')} in holder"
+    assert f"1 of them blocked by `{here}`, which had held the write lock for " in f.title
+    assert "p95" not in f.title
+    value, unit = f.title.rsplit("for ", 1)[1].split()[:2]
+    held_ms = float(value) * (1000.0 if unit == "s" else 1.0)
+    assert held_ms >= 300 * 0.85  # at least the waiter's timeout: measured late, never early
 
 
 def test_commit_waiting_for_readers_advises_wal(lw, watched):

@@ -53,8 +53,10 @@ def _timeouts(ev: _Evidence) -> list[Finding]:
     for g in grouped:
         b = by_blocker.setdefault(
             g["blocker_call_site"],
-            {"blocker_call_site": g["blocker_call_site"], "n": 0, "waited": 0.0, "in_tests": 0},
-        )
+            {"blocker_call_site": g["blocker_call_site"], "n": 0, "waited": 0.0, "in_tests": 0,
+             "held": 0.0},
+        )  # fmt: skip
+        b["held"] = max(b["held"], g["held"] or 0.0)
         b["n"] += g["n"]
         b["waited"] += g["waited"] or 0.0
         b["in_tests"] += g["in_tests"]
@@ -93,13 +95,14 @@ def _timeouts(ev: _Evidence) -> list[Finding]:
     site = top["blocker_call_site"]
     holds = ev.holds().get(site, _Times())
     p95 = holds.p95_ms
+    if holds.count:
+        held = f"which holds the write lock for p95 {holds.p95()}"
+    else:  # its transaction has not ended yet (still held, or its process died holding it)
+        held = f"which had held the write lock for {_seconds(top['held'])} when they gave up"
     return [
         Finding(
             code="timeout",
-            title=(
-                f"{errors}, {top['n']} of them blocked by `{site}`, "
-                f"which holds the write lock for p95 {holds.p95()}"
-            ),
+            title=f"{errors}, {top['n']} of them blocked by `{site}`, {held}",
             evidence=f"they waited {_seconds(waited)} in total before giving up",
             change=TEST_ADVICE
             if top["in_tests"] * 2 > top["n"]

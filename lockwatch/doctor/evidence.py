@@ -138,6 +138,7 @@ class _Evidence:
             "SELECT call_site, context, blocker_call_site, blocker_context, blocker_thread,"
             " coalesce(blocker_same_thread, 0) AS same, count(*) AS n,"
             " coalesce(sum(wait_ms), 0) AS waited, max(ts) AS last,"
+            " max(blocker_held_ms) AS held,"
             f" coalesce(sum({_TEST_TRANSACTION}), 0) AS in_tests FROM events"
             f" WHERE id IN (SELECT id FROM events WHERE {_WAITS} AND kind = 'busy'"
             f" AND classification = 'timeout' AND {_NOT_RETRIED}{{w}}) GROUP BY call_site,"
