@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import events
-from ..live import PAYLOAD, payload
-
-_COLS = ", ".join(f'"{name}"' for name in PAYLOAD)
+from ..live import payload
+from .queries import COLS
 
 
 @dataclass
@@ -158,7 +157,7 @@ def request_story(
     time span wins, and the events are those inside it.
     """
     found = conn.execute(
-        f"SELECT {_COLS}, request_id, method, path, view, status, queries, db_ms, busy_count"
+        f"SELECT {COLS}, request_id, method, path, view, status, queries, db_ms, busy_count"
         " FROM events WHERE ts >= ? AND ts <= ? AND request_id = ?"
         " ORDER BY ts, id LIMIT ?",
         (since, until, request_id, MAX_REQUEST_EVENTS + 1),

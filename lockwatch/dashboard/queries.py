@@ -33,7 +33,7 @@ TABLE: tuple[str, ...] = (
 _missing = set(PAYLOAD + TABLE) - events.INDEX.keys()
 assert not _missing, f"not event columns: {_missing}"
 
-_COLS = ", ".join(f'"{name}"' for name in PAYLOAD)
+COLS = ", ".join(f'"{name}"' for name in PAYLOAD)  # the payload's columns, as SQL
 # Where a hold's lock was taken: a transaction's first write, or the autocommit write itself.
 HOLD_SITE = rollup.HOLD_SITE
 HOLD_START = "COALESCE(lock_ts, ts + COALESCE(wait_ms, 0) / 1000.0)"
@@ -264,7 +264,7 @@ def slowest(
 ) -> list[dict[str, Any]]:
     """The slowest transactions in the window, by wall time."""
     rows = conn.execute(
-        f"SELECT {_COLS} FROM events WHERE kind = 'transaction' AND ts >= ? AND ts <= ?"
+        f"SELECT {COLS} FROM events WHERE kind = 'transaction' AND ts >= ? AND ts <= ?"
         " AND duration_ms IS NOT NULL ORDER BY duration_ms DESC LIMIT ?",
         (since, until, limit),
     )
@@ -324,7 +324,7 @@ def timeline(
     holds = [
         dict(r)
         for r in conn.execute(
-            f"SELECT {_COLS}, {HOLD_START} AS start, {HOLD_SITE} AS site,"
+            f"SELECT {COLS}, {HOLD_START} AS start, {HOLD_SITE} AS site,"
             " COALESCE(lock_sql, sql) AS lock_statement FROM events WHERE id IN"
             # The longest holds' ids from the covering (kind, ts, hold_ms) index first:
             # only those rows are read, not every hold of a long window.
@@ -336,7 +336,7 @@ def timeline(
     marks = [
         dict(r)
         for r in conn.execute(
-            f"SELECT {_COLS}, ts + COALESCE(duration_ms, wait_ms, 0) / 1000.0 AS at FROM events"
+            f"SELECT {COLS}, ts + COALESCE(duration_ms, wait_ms, 0) / 1000.0 AS at FROM events"
             " WHERE kind IN ('busy', 'wait') AND ts >= ? AND ts <= ? ORDER BY ts DESC LIMIT ?",
             (since, until, max_marks),
         )
@@ -464,99 +464,13 @@ def page(
     clause = f" WHERE {where}" if where else ""
     rows = conn.execute(
         # By ts, not id: the ts indexes then give the order without a sort.
-        f"SELECT {_COLS} FROM events{clause} ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?",
+        f"SELECT {COLS} FROM events{clause} ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?",
         (*args, size, (number - 1) * size),
     ).fetchall()
     (count,) = conn.execute(
         f"SELECT count(*) FROM (SELECT 1 FROM events{clause} LIMIT ?)", (*args, count_cap + 1)
     ).fetchone()
     return [payload(r) for r in rows], min(int(count), count_cap), count > count_cap
-
-
-MAX_ID = 2**63 - 1  # SQLite's largest rowid; a bigger int cannot even be bound
-
-
-def event(conn: sqlite3.Connection, event_id: int) -> dict[str, Any] | None:
-    if not 0 <= event_id <= MAX_ID:
-        return None
-    row = conn.execute("SELECT * FROM events WHERE id = ?", (event_id,)).fetchone()
-    return dict(row) if row else None
-
-
-def _hold_of(
-    conn: sqlite3.Connection, pid: int, thread: str | None, start: float, end: float
-) -> dict[str, Any] | None:
-    """The hold event (transaction or autocommit write) of pid/thread overlapping [start, end]."""
-    row = conn.execute(
-        f"SELECT *, {HOLD_START} AS start FROM events WHERE {HOLD_KINDS} AND pid = ?"
-        " AND (thread = ? OR ? IS NULL) AND ts >= ? AND ts <= ?"
-        f" AND {HOLD_START} <= ? AND {HOLD_START} + hold_ms / 1000.0 >= ?"
-        " ORDER BY hold_ms DESC LIMIT 1",
-        # A hold that overlaps the wait began at most a day before it.
-        (pid, thread, thread, start - 86400, end, end, start),
-    ).fetchone()
-    return dict(row) if row else None
-
-
-def blocker_chain(
-    conn: sqlite3.Connection, ev: dict[str, Any], depth: int = 6
-) -> list[dict[str, Any]]:
-    """Who blocked this wait, who blocked that holder while it took the lock, and so on.
-
-    Each link is a dict with the blocker's pid, thread, call site and context,
-    and ``event`` (its transaction or write, when it has been stored) or
-    ``hold`` (an open hold from the holds table).
-    """
-    chain: list[dict[str, Any]] = []
-    seen: set[int] = {ev["id"]}
-    current = ev
-    # Another program (outside) or readers have no transaction in the store to follow.
-    while (
-        len(chain) < depth
-        and current.get("blocker_pid")
-        and current.get("blocker_context") not in (events.OUTSIDE, events.READERS, events.WAL_READ)
-    ):
-        start = current["ts"]
-        end = start + (current.get("duration_ms") or current.get("wait_ms") or 0) / 1000.0
-        link: dict[str, Any] = {
-            "pid": current["blocker_pid"],
-            "thread": current.get("blocker_thread"),
-            "call_site": current.get("blocker_call_site"),
-            "context": current.get("blocker_context"),
-            "held_ms": current.get("blocker_held_ms"),
-            "event": None,
-        }
-        holder = _hold_of(conn, current["blocker_pid"], current.get("blocker_thread"), start, end)
-        link["event"] = holder
-        chain.append(link)
-        if holder is None or holder["id"] in seen:
-            break
-        seen.add(holder["id"])
-        # Did the holder itself wait for the lock before it got it?
-        waited = conn.execute(
-            "SELECT * FROM events WHERE kind IN ('wait', 'busy') AND pid = ? AND thread IS ?"
-            " AND ts >= ? AND ts <= ? AND blocker_pid IS NOT NULL ORDER BY wait_ms DESC LIMIT 1",
-            (holder["pid"], holder["thread"], holder["ts"], holder["start"]),
-        ).fetchone()
-        if waited is None or waited["id"] in seen:
-            break
-        seen.add(waited["id"])
-        current = dict(waited)
-    return chain
-
-
-def caused(conn: sqlite3.Connection, ev: dict[str, Any], limit: int = 50) -> list[dict[str, Any]]:
-    """Waits and busy errors this hold caused, for a transaction's detail page."""
-    if ev.get("hold_ms") is None or ev["kind"] not in ("transaction", "query"):
-        return []
-    start = ev.get("lock_ts") or ev["ts"] + (ev.get("wait_ms") or 0) / 1000.0
-    end = start + ev["hold_ms"] / 1000.0
-    rows = conn.execute(
-        f"SELECT {_COLS} FROM events WHERE kind IN ('wait', 'busy') AND ts >= ? AND ts <= ?"
-        " AND blocker_pid = ? AND blocker_thread IS ? ORDER BY ts LIMIT ?",
-        (start - 3600, end, ev["pid"], ev["thread"], limit),
-    )
-    return [payload(r) for r in rows]
 
 
 # -- the live path ---------------------------------------------------------------
@@ -568,7 +482,7 @@ def last_id(conn: sqlite3.Connection) -> int:
 
 def since_id(conn: sqlite3.Connection, after: int, limit: int) -> list[sqlite3.Row]:
     return conn.execute(
-        f"SELECT {_COLS} FROM events WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+        f"SELECT {COLS} FROM events WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
     ).fetchall()
 
 
@@ -579,5 +493,5 @@ def attributed(conn: sqlite3.Connection, ids: Iterable[int]) -> list[sqlite3.Row
         return []
     marks = ",".join("?" * len(ids))
     return conn.execute(
-        f"SELECT {_COLS} FROM events WHERE id IN ({marks}) AND blocker_context IS NOT NULL", ids
+        f"SELECT {COLS} FROM events WHERE id IN ({marks}) AND blocker_context IS NOT NULL", ids
     ).fetchall()

@@ -40,7 +40,7 @@ from .. import doctor as doctor_module
 from .. import events, export, reading
 from ..conf import get_config
 from ..filters import FilterError, shown
-from . import auth, figures, heldnow, params, queries
+from . import auth, chains, figures, heldnow, params, queries
 from .figures import CHARTS, EMPTY, TIMELINE_BUDGET  # noqa: F401  (TIMELINE_BUDGET: tests)
 from .serving import _open, _text, data
 
@@ -181,7 +181,7 @@ def event_detail(request: HttpRequest, event_id: int) -> HttpResponse:
     if conn is None:
         raise Http404("no lockwatch store yet")
     try:
-        ev = queries.event(conn, event_id)
+        ev = chains.event(conn, event_id)
         if ev is None:
             return render(
                 request,
@@ -190,8 +190,8 @@ def event_detail(request: HttpRequest, event_id: int) -> HttpResponse:
                  "(it may have been pruned by retention).", "back": reverse("lockwatch:index")},
                 status=404,
             )  # fmt: skip
-        chain = queries.blocker_chain(conn, ev)
-        caused = _rows(queries.caused(conn, ev))
+        chain = chains.blocker_chain(conn, ev)
+        caused = _rows(chains.caused(conn, ev))
     except sqlite3.DatabaseError as exc:
         return render(
             request,
