@@ -9,6 +9,7 @@ its transaction or autocommit write held the lock during the wait.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import random
 import sqlite3
@@ -139,7 +140,10 @@ def test_gunicorn_mixed_load_names_every_blocker(lw, tmp_path: Path, journal: st
                            "blocker_split")}
         for w in wrong[:5]
     ]  # fmt: skip
-    assert len(wrong) <= 0.01 * len(waits), (len(wrong), len(waits), detail)
+    # The detail as text: pytest would cut a tuple's repr short, blockers and all.
+    assert len(wrong) <= 0.01 * len(waits), (
+        f"{len(wrong)} of {len(waits)} waits name a wrong blocker: {json.dumps(detail)}"
+    )
 
     # Every transaction of the decorated view has a call site in the view's file.
     decorated = [
