@@ -339,7 +339,7 @@ class Probe(Holding, Transactions):
                 hold = max(dur - before_lock, 0.0)
                 if self._marked and self.slot is not None and self.table is not None:
                     self.table.wrote(self.slot)
-                if not waited and hold < self.hold_record and not self._made_wait():
+                if self._quiet(waited, hold):
                     pipeline.emit(_tuple_new(Quiet, (self.origin, site(), wall, hold, None, None)))
                     quiet = True
 

@@ -245,10 +245,8 @@ QUIET_SELECT = f"SELECT id, {', '.join(QuietRow._fields)} FROM quiet"  # id firs
 
 
 def quiet_available(conn: sqlite3.Connection) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'quiet'"
-    ).fetchone()
-    return row is not None
+    """False for a store not migrated to schema 9 yet."""
+    return _has_table(conn, "quiet")
 
 
 def quiet_histograms(
@@ -381,8 +379,12 @@ def nearest_rank(count: int, q: float) -> int:
 
 def available(conn: sqlite3.Connection) -> bool:
     """False for a store not migrated yet (a read-only dashboard does not migrate)."""
+    return _has_table(conn, "rollup")
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
     row = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rollup'"
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
     ).fetchone()
     return row is not None
 

@@ -121,6 +121,11 @@ class Transactions:
     def _made_wait(self) -> bool:
         raise NotImplementedError
 
+    def _quiet(self, waited: float, held: float) -> bool:
+        """A write to count, not store (lockwatch.quiet): it did not wait, held the lock
+        (a transaction: lasted) under HOLD_RECORD_MS, and nobody waited behind it."""
+        return not waited and held < self.hold_record and not self._made_wait()
+
     def _slot_after(self, lock_wall: float | None = None) -> None:
         raise NotImplementedError
 
@@ -159,7 +164,7 @@ class Transactions:
                 self.busy.reset()
             self._new_wait()
         hold = max(t - r.lock_start, 0.0)
-        if not waited and not r.waited and hold < self.hold_record and not self._made_wait():
+        if self._quiet(waited or r.waited, hold):
             pipeline.emit(_tuple_new(Quiet, (r.origin, r.site, r.wall, hold, None, None)))
         else:
             pipeline.emit(
@@ -215,10 +220,7 @@ class Transactions:
         t1 = _perf() if t1 is None else t1
         hold = None if txn.lock_start is None else max(t1 - txn.lock_start, 0.0)
         dur = t1 - txn.start
-        if (
-            dur < self.hold_record and end == "commit" and not txn.wait and not txn.failed
-            and not self._made_wait()
-        ):  # fmt: skip
+        if end == "commit" and not txn.failed and self._quiet(txn.wait, dur):
             site = txn.lock_site if txn.lock_site is not None else txn.site
             pipeline.emit(_tuple_new(Quiet, (self.origin, site, txn.wall, hold, dur, txn.key)))
         else:

@@ -78,14 +78,7 @@ def lw(tmp_path: Path):
     store = tmp_path / "lockwatch.sqlite3"
     pipeline.shutdown()
     pipeline.reset()
-    # Every write stored as an event (HOLD_RECORD_MS 0): these tests check what capture
-    # saw of each statement. tests/test_quiet_writes.py checks the default's folding.
-    with override_settings(
-        LOCKWATCH={
-            "STORE": str(store), "FLUSH_INTERVAL": 0.02, "ATTRIBUTION_GRACE": 1.0,
-            "HOLD_RECORD_MS": 0,
-        }
-    ):  # fmt: skip
+    with override_settings(LOCKWATCH=_lw_settings(store)):
         conf.reset()
         lw = Lockwatch(store)
         yield lw
@@ -96,21 +89,29 @@ def lw(tmp_path: Path):
     conf.reset()
 
 
-def every_statement(lw: Lockwatch) -> None:
-    """Record every statement as a query event (CAPTURE_QUERIES="all") for this test."""
+def _lw_settings(store: Path, **extra) -> dict:
+    # Every write stored as an event (HOLD_RECORD_MS 0): these tests check what capture
+    # saw of each statement. tests/test_quiet_writes.py checks the default's folding.
+    return {
+        "STORE": str(store), "FLUSH_INTERVAL": 0.02, "ATTRIBUTION_GRACE": 1.0,
+        "HOLD_RECORD_MS": 0, **extra,
+    }  # fmt: skip
+
+
+def lw_settings(lw: Lockwatch, **extra) -> None:
+    """The ``lw`` fixture's LOCKWATCH with ``extra`` keys changed, for the rest of this
+    test (a new pipeline reads them)."""
     pipeline.shutdown()
     pipeline.reset()
-    settings_override = override_settings(
-        LOCKWATCH={
-            "STORE": str(lw.store),
-            "FLUSH_INTERVAL": 0.02,
-            "ATTRIBUTION_GRACE": 1.0,
-            "CAPTURE_QUERIES": "all",
-        }
-    )
+    settings_override = override_settings(LOCKWATCH=_lw_settings(lw.store, **extra))
     settings_override.enable()
     conf.reset()
     lw.cleanups.append(settings_override.disable)
+
+
+def every_statement(lw: Lockwatch) -> None:
+    """Record every statement as a query event (CAPTURE_QUERIES="all") for this test."""
+    lw_settings(lw, CAPTURE_QUERIES="all")
 
 
 @pytest.fixture

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 from django.db import IntegrityError, connections, transaction
-from django.test import override_settings
 
-from lockwatch import conf, doctor, holders, pipeline, rollup, store
+from lockwatch import doctor, holders, rollup, store
 from lockwatch.dashboard import queries
-from tests.conftest import ROOT, line_of, run_threads
+from tests.conftest import ROOT, line_of, lw_settings, run_threads
 from tests.project.shop.models import Item
 
 HERE = Path(__file__)
@@ -33,18 +32,7 @@ def site(marker: str, function: str) -> str:
 
 def hold_record(lw, ms: float) -> None:
     """This test's LOCKWATCH with HOLD_RECORD_MS set."""
-    pipeline.shutdown()
-    pipeline.reset()
-    override = override_settings(
-        LOCKWATCH={
-            "STORE": str(lw.store),
-            "FLUSH_INTERVAL": 0.02,
-            "HOLD_RECORD_MS": ms,
-        }
-    )
-    override.enable()
-    conf.reset()
-    lw.cleanups.append(override.disable)
+    lw_settings(lw, HOLD_RECORD_MS=ms)
 
 
 def quiet(lw) -> list[dict]:
