@@ -42,6 +42,9 @@ _END = 3
 # Keyed by id(code): hashing a code object hashes its bytecode and constants,
 # about 0.3 µs a frame. The entry holds the code, so its id cannot be reused.
 _kinds: dict[int, tuple[CodeType, bool | int]] = {}
+# Plain library code by id, for find() to skip those frames on one lookup. It holds
+# the code too, so an id here is never a later object's.
+_library: dict[int, CodeType] = {}
 _CACHE_MAX = 50_000
 STACK_LIMIT = 5
 
@@ -100,6 +103,7 @@ def configure(root: str, include: tuple[str, ...] = (), exclude: tuple[str, ...]
     _ROOT = root
     roots = {os.path.abspath(root), os.path.realpath(root)}
     _ROOTS = tuple(sorted(r.rstrip(os.sep) + os.sep for r in roots))
+    _library.clear()
     _kinds.clear()
     _unwrapped_codes.clear()
     _formatted.clear()
@@ -153,8 +157,11 @@ def _kind(code: CodeType) -> bool | int:
     if entry is not None and entry[0] is code:
         return entry[1]
     if len(_kinds) >= _CACHE_MAX:  # code made at run time, e.g. by exec()
+        _library.clear()
         _kinds.clear()
     kind = _kinds[key] = (code, _classify(code))
+    if kind[1] is True:
+        _library[key] = code
     return kind[1]
 
 
@@ -164,11 +171,20 @@ def find(depth: int = 2, stop: frozenset[int] = frozenset()) -> RawSite | None:
     Crossing a frame whose code's id is in ``stop`` first also gives None.
     """
     try:
-        frame: FrameType | None = sys._getframe(depth)
+        # (Any: the skip loop below relies on None having no f_code.)
+        frame: Any = sys._getframe(depth)
     except ValueError:
         return None
     kinds = _kinds
+    library = _library
     while frame is not None:
+        if not stop:
+            # Most frames are Django's and lockwatch's, already known: skip them fast.
+            try:
+                while id(frame.f_code) in library:
+                    frame = frame.f_back
+            except AttributeError:  # past the outermost frame (None has no f_code)
+                return None
         code = frame.f_code
         key = id(code)
         if stop and key in stop:
@@ -205,13 +221,21 @@ def user_stack(
     if stop is None:
         stop = frozenset()
     try:
-        frame: FrameType | None = sys._getframe(depth)
+        # (Any: the skip loop below relies on None having no f_code.)
+        frame: Any = sys._getframe(depth)
     except ValueError:
         return ()
     kinds = _kinds
+    library = _library
     sites: list[RawSite] = []
     codes: list[CodeType] = []
     while frame is not None:
+        if not stop:
+            try:  # as in find(): known library frames first
+                while id(frame.f_code) in library:
+                    frame = frame.f_back
+            except AttributeError:
+                break
         code = frame.f_code
         key = id(code)
         if stop and key in stop:
