@@ -56,6 +56,8 @@ _OFF_STATE = 4
 _OFF_WAITED = 6
 _OFF_POLL = 4 + _HEAD.size - 4 - 8  # poll_until: the last field of the head
 _POLL = struct.Struct("<d")
+_SINCE = struct.Struct("<d")
+_OFF_SINCE = 4 + 4 + 8 + 4 + 4 + 8 + 8  # since: after seq, state..txn
 _META = struct.Struct("<BBxxQIIQQdd")  # a slot's numbers, after its seq
 _USED = struct.Struct("<I")  # in the header: how many slots were ever claimed
 _OFF_USED = len(MAGIC)
@@ -156,6 +158,7 @@ class Table:
         # would zero the field first: a reader could then see the same (zero) number
         # before and after a half-written slot, and take it as whole.
         self._words = memoryview(self.mm).cast("I")
+        self._view = memoryview(self.mm)
         self.fd = fd
         self._free = []
         self._lock = threading.Lock()
@@ -240,12 +243,16 @@ class Table:
         Written after the release, so two writers letting go at once can race;
         a checksum makes a reader skip a torn copy rather than trust it.
         """
-        mm, off = self.mm, slot.off
-        body = mm[off + 4 : off + 4 + _BODY.size]
+        copy = slot.copy
+        if copy is None:
+            copy = slot.copy = memoryview(bytearray(4 + _BODY.size))
+        off = slot.off
+        copy[4:] = self._view[off + 4 : off + 4 + _BODY.size]
         # Its poll field says when it let go.
-        body = body[:_BODY_POLL] + _POLL.pack(time.time()) + body[_BODY_POLL + 8 :]
+        _POLL.pack_into(copy, 4 + _BODY_POLL, time.time())
+        _SEQ.pack_into(copy, 0, zlib.crc32(copy[4:]))
         at = self._offset(SLOTS + slot.key % WRITERS)
-        mm[at : at + 4 + len(body)] = _SEQ.pack(zlib.crc32(body)) + body
+        self.mm[at : at + 4 + _BODY.size] = copy  # one copy: a reader sees it whole or torn
 
     def last_writer(self, key: int) -> tuple[Holder, float] | None:
         """The last connection to let go of the lock on ``key``, and when it did."""
@@ -334,9 +341,10 @@ class Table:
         return out
 
     def close(self) -> None:
-        words = getattr(self, "_words", None)
-        if words is not None:
-            words.release()
+        for name in ("_words", "_view"):
+            view = getattr(self, name, None)
+            if view is not None:
+                view.release()
         try:
             self.mm.close()
         finally:
@@ -346,12 +354,15 @@ class Table:
 class Slot:
     """One connection's slot; only its owner writes it."""
 
-    __slots__ = ("table", "index", "off", "seq", "key")
+    __slots__ = ("table", "index", "off", "seq", "key", "mm", "words", "pid", "copy")
 
     def __init__(self, table: Table, index: int) -> None:
         self.table = table
         self.index = index
         self.off = table._offset(index)
+        # The table's, looked up once: a slot is filled before every write.
+        self.mm, self.words, self.pid = table.mm, table._words, table.pid
+        self.copy: memoryview | None = None  # wrote()'s scratch, per slot: one thread each
         self.seq = _SEQ.unpack_from(table.mm, self.off)[0] & ~1
         self.key = 0
 
@@ -360,38 +371,38 @@ class Slot:
         context: bytes, site: bytes, thread: bytes, sql: bytes, flag: int = 0,
     ) -> None:  # fmt: skip
         """Everything at once: a new statement that may take the lock."""
-        mm, off = self.table.mm, self.off
-        words, at = self.table._words, off // 4
+        mm, off, words = self.mm, self.off, self.words
+        at = off >> 2
         self.key = key
-        self.seq = (self.seq + 1) & _SEQ_MASK
-        words[at] = self.seq
+        seq = (self.seq + 1) & _SEQ_MASK
+        words[at] = seq
         _BODY.pack_into(
-            mm, off + 4, state, flag, key, self.table.pid, conn_id, ident, txn, since, 0.0,
+            mm, off + 4, state, flag, key, self.pid, conn_id, ident, txn, since, 0.0,
             context, site, thread, sql,
         )  # fmt: skip
-        self.seq = (self.seq + 1) & _SEQ_MASK
-        words[at] = self.seq
+        self.seq = seq = (seq + 1) & _SEQ_MASK
+        words[at] = seq
 
     def made_wait(self) -> bool:
         """Did a waiter find this slot in its way since its last fill?"""
-        return self.table.mm[self.off + _OFF_WAITED] != 0
+        return self.mm[self.off + _OFF_WAITED] != 0
 
     def set_state(self, state: int) -> None:
         # One byte: a reader sees the old state or the new one, with the same fields.
-        self.table.mm[self.off + _OFF_STATE] = state
+        self.mm[self.off + _OFF_STATE] = state
 
     def set_since(self, state: int, since: float) -> None:
-        mm, off = self.table.mm, self.off
-        words, at = self.table._words, off // 4
-        self.seq = (self.seq + 1) & _SEQ_MASK
-        words[at] = self.seq
+        mm, off, words = self.mm, self.off, self.words
+        at = off >> 2
+        seq = (self.seq + 1) & _SEQ_MASK
+        words[at] = seq
         mm[off + _OFF_STATE] = state
-        struct.pack_into("<d", mm, off + 4 + 4 + 8 + 4 + 4 + 8 + 8, since)
-        self.seq = (self.seq + 1) & _SEQ_MASK
-        words[at] = self.seq
+        _SINCE.pack_into(mm, off + _OFF_SINCE, since)
+        self.seq = seq = (seq + 1) & _SEQ_MASK
+        words[at] = seq
 
     def waiting(self, state: int, poll_until: float) -> None:
-        mm, off = self.table.mm, self.off
+        mm, off = self.mm, self.off
         _POLL.pack_into(mm, off + _OFF_POLL, poll_until)
         mm[off + _OFF_STATE] = state
 

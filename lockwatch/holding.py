@@ -50,6 +50,32 @@ def _site_bytes(site: RawSite | None) -> bytes:
     return data
 
 
+# The slot's text fields, encoded once: labels, thread names and statements repeat.
+_who_bytes: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+_statements: dict[str, bytes] = {}
+
+
+def _encoded(text: str, limit: int) -> bytes:
+    return text[:limit].encode("utf-8", "backslashreplace")[:limit]
+
+
+def _names_bytes(names: tuple[str, str]) -> tuple[bytes, bytes]:
+    """(context label, thread name) as the slot stores them."""
+    if len(_who_bytes) >= 4096:
+        _who_bytes.clear()
+    data = _who_bytes[names] = (_encoded(names[0], 96), _encoded(names[1], 40))
+    return data
+
+
+def _statement_bytes(sql: str) -> bytes:
+    data = _encoded(sql, 104)
+    if len(sql) <= 4096:  # long ones are not kept: the cache stays small
+        if len(_statements) >= 4096:
+            _statements.clear()
+        _statements[sql] = data
+    return data
+
+
 def _blocker(h: holders.Holder, same_thread: bool) -> Blocker:
     return Blocker(
         "holder", h.pid, h.conn_id, h.txn, h.thread or None, h.context or None,
@@ -79,9 +105,9 @@ class Holding:
     def _txn_state(self) -> int:
         raise NotImplementedError
 
-    def _mark(self, sql: str, ctx: Any) -> RawSite | None:
+    def _mark(self, sql: str, ctx: Any, cls: str | None = None) -> RawSite | None:
         """Fill this connection's slot before a statement that may take the lock."""
-        cls = _classes.get(sql) or statement_class(sql)
+        cls = cls or statement_class(sql)
         if cls not in _MAY_TAKE and not (cls == "begin" and begin_mode(sql) in _LOCKING_BEGIN):
             return None
         site = callsite.find(2)
@@ -123,15 +149,14 @@ class Holding:
                 pipeline.capture_failed(RuntimeError("the holder table is full"))
                 return
         thread = _current_thread()
-        label = ctx.label if ctx is not None else default_label()
+        names = (ctx.label if ctx is not None else default_label(), thread.name)
+        who = _who_bytes.get(names) or _names_bytes(names)
+        text = _statements.get(sql) or _statement_bytes(sql)
         if not flag:
             self._marks += 1
         slot.fill(
             state, self.key, self.origin.conn_id, thread.ident or 0, self._marks, since,
-            label.encode("utf-8", "backslashreplace")[:96],
-            _site_bytes(site) if site_text is None else site_text,
-            thread.name.encode("utf-8", "backslashreplace")[:40],
-            sql[:104].encode("utf-8", "backslashreplace")[:104], flag,
+            who[0], _site_bytes(site) if site_text is None else site_text, who[1], text, flag,
         )  # fmt: skip
         if not flag:
             self._marked = True
@@ -141,12 +166,14 @@ class Holding:
         slot = self.slot
         return slot is not None and slot.made_wait()
 
-    def _slot_after(self, lock_wall: float | None = None) -> None:
-        """After a statement: the slot says holding, or idle."""
+    def _slot_after(self, lock_wall: float | None = None, state: int | None = None) -> None:
+        """After a statement: the slot says holding, or idle. (``state``: SQLite's
+        transaction state, when the caller has just read it.)"""
         slot = self.slot
         if slot is None or not self._marked:
             return
-        state = self._txn_state()
+        if state is None:
+            state = self._txn_state()
         if state < 0:  # no handle: a transaction that took the lock holds it
             held = self.txn is not None and self.txn.lock_wall is not None
         else:
