@@ -28,7 +28,7 @@ from .context import CURRENT, default_label, task_name
 from .holding import Holding
 from .records import Blocker, Busy, Origin, Query, Quiet, Wait, Who
 from .sql import CLASSES as _classes
-from .sql import statement_class
+from .sql import begin_mode, statement_class
 from .transactions import READS_KEPT, Returning, Transactions, Txn, may_lock
 
 log = logging.getLogger("lockwatch")
@@ -121,19 +121,19 @@ class Probe(Holding, Transactions):
             return execute(sql, arg)
         if self._returning is not None:
             self._safe(self._settle_returning, None)
-        params = None if many or not arg else arg
         busy = self.busy
         if busy is not None and busy.calls:
             busy.reset()
             self._new_wait()
+        cls = _classes.get(sql)  # None until statement_class() has seen it
         site = None
         txn = self.txn
         marks = self._marks
-        if self.table is not None and (txn is None or txn.lock_wall is None):
+        if cls != "read" and self.table is not None and (txn is None or txn.lock_wall is None):
             # A statement that may take the write lock says so first, so a waiter
             # in any process sees who is about to hold it (or is holding it).
             try:
-                site = self._mark(sql, ctx)
+                site = self._mark(sql, ctx, cls)
             except Exception as exc:
                 pipeline.capture_failed(exc)
         wall = _wall()
@@ -142,6 +142,7 @@ class Probe(Holding, Transactions):
             result = execute(sql, arg)
         except BaseException as exc:
             interrupt = self._interrupt(busy)
+            params = None if many or not arg else arg
             self._safe(
                 self._after, sql, params, wall, t0, _perf(), interrupt or exc, None, None, site
             )
@@ -151,31 +152,119 @@ class Probe(Holding, Transactions):
         t1 = _perf()
         if self._wal is None:
             self._safe(self._learn_wal, sql)
-        # Most statements need only counting: quick reads that did not wait, and
-        # quick statements of a transaction that already holds the write lock.
-        # (A statement that marked the holder table goes on: the slot must be updated.)
-        if (
-            self.fast_reads and t1 - t0 < self.slow and (busy is None or not busy.calls)
-            and self._marks == marks
-        ):  # fmt: skip
-            cls = _classes.get(sql)
-            txn = self.txn
-            if cls == "read" or (
-                cls in _IN_TRANSACTION
-                and txn is not None
-                and txn.lock_wall is not None
-                and self.conn.in_transaction
-            ):
-                if ctx is not None:
-                    ctx.queries += 1
-                    ctx.db_time += t1 - t0
-                if txn is not None:
-                    txn.statements += 1
-                    if cls == "read" and txn.lock_wall is None and len(txn.reads) < READS_KEPT:
-                        txn.reads.append((wall, t1 - t0, callsite.find(1)))
-                return result
+        if self.fast_reads and (busy is None or not busy.calls):
+            if self._marks == marks:
+                # Most statements need only counting: quick reads that did not wait,
+                # and quick statements of a transaction that already holds the lock.
+                # (A statement that marked the holder table goes on: its slot changes.)
+                if t1 - t0 < self.slow:
+                    if self._counted(sql, cls, wall, t0, t1, ctx):
+                        return result
+                    if cls == "begin" and txn is None and self._began(sql, wall, t0, t1, ctx):
+                        return result
+            elif cls == "write" or cls == "ddl":
+                try:
+                    if txn is None:
+                        # An autocommit write that did not wait: most often quiet.
+                        if self._quick_write(sql, arg, many, cls, site, wall, t0, t1, ctx):
+                            return result
+                    elif t1 - t0 < self.slow and self._first_write(
+                        sql, txn, site, wall, t0, t1, ctx
+                    ):
+                        return result
+                except Exception as exc:
+                    pipeline.capture_failed(exc)
+                    return result
+        params = None if many or not arg else arg
         self._safe(self._after, sql, params, wall, t0, t1, None, None, result, site)
         return result
+
+    def _counted(
+        self, sql: str, cls: str | None, wall: float, t0: float, t1: float, ctx: Any
+    ) -> bool:  # fmt: skip
+        """A quick read, or a quick statement of a transaction holding the lock: count it."""
+        txn = self.txn
+        if cls == "read" or (
+            cls in _IN_TRANSACTION
+            and txn is not None
+            and txn.lock_wall is not None
+            and self.conn.in_transaction
+        ):
+            if ctx is not None:
+                ctx.queries += 1
+                ctx.db_time += t1 - t0
+            if txn is not None:
+                txn.statements += 1
+                if cls == "read" and txn.lock_wall is None and len(txn.reads) < READS_KEPT:
+                    txn.reads.append((wall, t1 - t0, callsite.find(2)))
+            return True
+        return False
+
+    def _began(self, sql: str, wall: float, t0: float, t1: float, ctx: Any) -> bool:
+        """``_after`` for a quick BEGIN that takes no lock (it did not mark the slot)."""
+        if not self.conn.in_transaction or sql.lstrip()[:5].upper() != "BEGIN":
+            return False  # (SAVEPOINT, or a BEGIN that failed to begin: _after decides)
+        try:
+            txn = self._open_txn(wall, t0, begin_mode(sql) or "deferred")
+            txn.statements += 1
+            if ctx is not None:
+                ctx.queries += 1
+                ctx.db_time += t1 - t0
+        except Exception as exc:
+            pipeline.capture_failed(exc)
+        return True
+
+    def _first_write(
+        self, sql: str, txn: Txn, site: RawSite | None, wall: float, t0: float, t1: float,
+        ctx: Any,
+    ) -> bool:  # fmt: skip
+        """``_after`` for a quick write of a transaction that did not hold the lock yet
+        (it marked the slot), when it did not wait or fail."""
+        slot = self.slot
+        if slot is None or not self.conn.in_transaction:
+            return False
+        txn.statements += 1
+        if ctx is not None:
+            ctx.queries += 1
+            ctx.db_time += t1 - t0
+        state = self._txn_state()
+        if state == handle.SQLITE_TXN_WRITE or state < 0:  # (no handle: a write locks)
+            self._locked(txn, sql, site, wall, t0, None)
+        self._slot_after(txn.lock_wall, state)
+        return True
+
+    def _quick_write(
+        self, sql: str, arg: Any, many: bool, cls: str, site: RawSite | None, wall: float,
+        t0: float, t1: float, ctx: Any,
+    ) -> bool:  # fmt: skip
+        """``_after`` for an autocommit write that marked its slot and did not wait or
+        fail, when it is quiet or still holds the lock (RETURNING); else False, and
+        nothing done."""
+        slot = self.slot
+        if slot is None or self.conn.in_transaction:
+            return False  # (the sqlite3 module began a transaction: _after opens it)
+        dur = t1 - t0
+        if self._txn_state() == handle.SQLITE_TXN_WRITE:
+            # INSERT ... RETURNING: the lock stays held until the statement is reset,
+            # when its rows are fetched; the hold is recorded then.
+            params = (None if many or not arg else arg) if self.capture_params else None
+            self._returning = _tuple_new(Returning, (
+                self.origin, self._who(), wall, dur, sql, params, cls, site, 0.0, t0, wall,
+            ))  # fmt: skip
+            slot.set_since(holders.HOLDING, wall)
+        else:
+            if dur >= self.hold_record or slot.made_wait():
+                return False
+            table = self.table
+            if table is not None:
+                table.wrote(slot)
+            pipeline.emit(_tuple_new(Quiet, (self.origin, site, wall, dur, None, None)))
+            slot.set_state(holders.IDLE)
+            self._marked = False
+        if ctx is not None:
+            ctx.queries += 1
+            ctx.db_time += dur
+        return True
 
     def commit(self, do: Callable[[], None]) -> None:
         __tracebackhide__ = True  # pytest shows the app's line, not this one
@@ -188,7 +277,10 @@ class Probe(Holding, Transactions):
     def fetched(self, exc: BaseException | None = None) -> None:
         """A cursor fetched: a statement that held the lock past execute() may be over."""
         if self._returning is not None:
-            self._safe(self._settle_returning, exc)
+            try:
+                self._settle_returning(exc)
+            except Exception as failure:  # lockwatch's own failure: never the app's
+                pipeline.capture_failed(failure)
 
     def closing(self) -> None:
         """The connection is about to close: an open transaction never ended."""
@@ -249,7 +341,26 @@ class Probe(Holding, Transactions):
             if interrupt is not None:
                 raise interrupt.with_traceback(interrupt.__traceback__) from None
             raise
-        self._safe(self._after, sql, None, wall, t0, _perf(), None, end)
+        t1 = _perf()
+        txn = self.txn
+        if (
+            txn is not None and self.fast_reads and t1 - t0 < self.slow
+            and (busy is None or not busy.calls) and self._returning is None
+            and not self.conn.in_transaction
+        ):  # fmt: skip
+            # The common end: a quick COMMIT (or ROLLBACK) that did not wait.
+            try:
+                ctx = CURRENT.get()
+                if ctx is not None:
+                    ctx.queries += 1
+                    ctx.db_time += t1 - t0
+                txn.statements += 1
+                self._slot_after(txn.lock_wall)
+                self._close_txn(end, t1)
+            except Exception as exc:
+                pipeline.capture_failed(exc)
+            return
+        self._safe(self._after, sql, None, wall, t0, t1, None, end)
 
     def _waited(self) -> tuple[float, bool, int]:
         busy = self.busy
@@ -449,7 +560,7 @@ class FetchWatch:
     def _fetching(self, fetch: Callable[..., T], *args: Any) -> T:
         __tracebackhide__ = True  # pytest shows the app's line, not this one
         probe = self._lockwatch
-        if probe is None or probe._returning is None:
+        if probe is None:
             return fetch(*args)
         try:
             out = fetch(*args)
@@ -460,12 +571,21 @@ class FetchWatch:
         return out
 
     def fetchone(self) -> Any:
+        probe = self._lockwatch
+        if probe is None or probe._returning is None:  # a read's fetch: nothing to settle
+            return super().fetchone()  # type: ignore[misc]
         return self._fetching(super().fetchone)  # type: ignore[misc]
 
     def fetchmany(self, *args: Any, **kwargs: Any) -> Any:
+        probe = self._lockwatch
+        if probe is None or probe._returning is None:  # a read's fetch: nothing to settle
+            return super().fetchmany(*args, **kwargs)  # type: ignore[misc]
         return self._fetching(functools.partial(super().fetchmany, *args, **kwargs))  # type: ignore[misc]
 
     def fetchall(self) -> Any:
+        probe = self._lockwatch
+        if probe is None or probe._returning is None:  # a read's fetch: nothing to settle
+            return super().fetchall()  # type: ignore[misc]
         return self._fetching(super().fetchall)  # type: ignore[misc]
 
     def close(self) -> None:

@@ -186,6 +186,18 @@ class _Connection(sqlite3.Connection):
                 probe.closed()
 
 
+def self_capturing_cursor(conn: sqlite3.Connection, cls: type) -> Any:
+    """``conn.cursor(factory=cls)`` for a cursor class that captures itself (Django's):
+    straight to sqlite3 unless a class of the user's overrides ``cursor()``."""
+    if type(conn).cursor is _LAYER_CURSOR:
+        return _SQLITE_CURSOR(conn, cls)
+    return conn.cursor(factory=cls)
+
+
+_LAYER_CURSOR = _Connection.cursor
+_SQLITE_CURSOR = sqlite3.Connection.cursor
+
+
 @functools.lru_cache(maxsize=256)
 def _connection_class(base: type) -> type | None:
     return _layered(base, _Connection, sqlite3.Connection)

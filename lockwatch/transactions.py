@@ -126,7 +126,7 @@ class Transactions:
         (a transaction: lasted) under HOLD_RECORD_MS, and nobody waited behind it."""
         return not waited and held < self.hold_record and not self._made_wait()
 
-    def _slot_after(self, lock_wall: float | None = None) -> None:
+    def _slot_after(self, lock_wall: float | None = None, state: int | None = None) -> None:
         raise NotImplementedError
 
     def _txn_for(
@@ -145,10 +145,24 @@ class Transactions:
         r = self._returning
         if r is None:
             return
-        if exc is None and self._txn_state() == handle.SQLITE_TXN_WRITE:
+        state = self._txn_state()
+        if exc is None and state == handle.SQLITE_TXN_WRITE:
             return  # rows still to fetch: still held
         self._returning = None
         t = _perf()
+        busy = self.busy
+        if (
+            exc is None and not r.waited and (busy is None or not busy.calls)
+            and t - r.lock_start < self.hold_record and self._marked and self.slot is not None
+            and not self.slot.made_wait() and self.table is not None
+        ):  # fmt: skip
+            # The common end: a quick write that nobody waited for (see _quiet).
+            self.table.wrote(self.slot)
+            pipeline.emit(
+                _tuple_new(Quiet, (r.origin, r.site, r.wall, t - r.lock_start, None, None))
+            )
+            self._slot_after(None, state)
+            return
         waited, gave_up, calls = self._waited()
         if waited > 0.0:
             # Its COMMIT waited for readers, inside the fetch.
@@ -175,7 +189,7 @@ class Transactions:
             )  # fmt: skip
         if self._marked and self.slot is not None and self.table is not None:
             self.table.wrote(self.slot)
-        self._slot_after()
+        self._slot_after(None, state)
 
     def _open_txn(self, wall: float, t0: float, mode: str) -> Txn:
         # The user's frames, innermost first (a request's end at its view): the
@@ -202,15 +216,19 @@ class Transactions:
             locked = self._txn_state() == handle.SQLITE_TXN_WRITE
         else:
             locked = cls in ("write", "ddl") or (cls == "begin" and txn.mode != "deferred")
-        if not locked:
-            return
-        txn.lock_start = t0 + before_lock
-        txn.lock_wall = wall + before_lock
+        if locked:
+            self._locked(txn, sql, site(), wall + before_lock, t0 + before_lock, who)
+
+    def _locked(
+        self, txn: Txn, sql: str, site: RawSite | None, lock_wall: float, lock_start: float,
+        who: Who | None,
+    ) -> None:  # fmt: skip
+        """``txn`` took the write lock, with ``sql``, at ``lock_wall``."""
+        txn.lock_start = lock_start
+        txn.lock_wall = lock_wall
         txn.lock_sql = sql
-        txn.lock_site = site()
-        pipeline.emit(
-            Lock(self.origin, who or self._who(), txn.key, txn.lock_wall, sql, txn.lock_site)
-        )
+        txn.lock_site = site
+        pipeline.emit(Lock(self.origin, who or self._who(), txn.key, lock_wall, sql, site))
 
     def _close_txn(self, end: str, t1: float | None = None) -> None:
         txn = self.txn

@@ -146,6 +146,66 @@ def test_a_write_that_made_another_wait_is_stored_however_short(lw, watched):
     assert any(q["call_site"] == site("WAITER-CREATE", "waiter") for q in lw.events(kind="query"))
 
 
+SLOW_WRITES = {
+    # The lock is taken as the statement starts, before lw_sleep runs.
+    "update": ("UPDATE shop_item SET qty = lw_sleep(0.3) WHERE name = 'seed'", False),
+    "insert-returning": (
+        "INSERT INTO shop_item (name, qty) VALUES ('r', lw_sleep(0.3)) RETURNING id", True
+    ),
+}
+
+
+@pytest.mark.parametrize("shape", list(SLOW_WRITES))
+def test_an_autocommit_write_that_made_another_wait_is_stored_however_short(
+    lw, watched, shape
+):
+    """The same for one autocommit statement (no transaction): with a waiter it is
+    stored, without one it is quiet."""
+    hold_record(lw, 60_000)
+    db = watched(journal="wal")
+    Item.objects.using(db).create(name="seed")
+    sql, returning = SLOW_WRITES[shape]
+    running = threading.Event()
+
+    def lw_sleep(seconds: float) -> int:
+        running.set()
+        time.sleep(seconds)
+        return 1
+
+    def write() -> None:
+        connections[db].ensure_connection()
+        connections[db].connection.create_function("lw_sleep", 1, lw_sleep)
+        with connections[db].cursor() as cursor:
+            cursor.execute(sql)  # SLOW-WRITE
+            if returning:
+                assert cursor.fetchone()
+
+    def holder():
+        write()
+
+    def waiter():
+        assert running.wait(5)
+        time.sleep(0.05)  # well inside the holder's statement
+        Item.objects.using(db).create(name="w")
+
+    lw.flush()
+    # Alone first: the same statement, nobody waiting. (Then the statement is known, and
+    # the one with a waiter takes capture's fast path, as a repeated statement does.)
+    assert run_threads(holder) == [None]
+    running.clear()
+    assert run_threads(holder, waiter) == [None, None]
+    lw.settle()
+    (wait,) = lw.events(kind="wait")
+    assert wait["blocker_call_site"] == site("SLOW-WRITE", "write")
+    slow = [q for q in lw.events(kind="query") if q["call_site"] == site("SLOW-WRITE", "write")]
+    assert len(slow) == 1, slow  # the one that made the waiter wait; not the one alone
+    assert slow[0]["hold_ms"] >= 300 * 0.85
+    assert slow[0]["ts"] < wait["ts"] + wait["wait_ms"] / 1000
+    counted = [r for r in quiet(lw) if r["site"] == site("SLOW-WRITE", "write")]
+    assert sum(r["n"] for r in counted) == 1
+    assert max(r["max_ms"] for r in counted) >= 300 * 0.85
+
+
 def test_a_write_that_made_another_process_wait_is_stored(lw, watched):
     """The same across processes: the waiter is `manage.py write_one` in another process,
     seen waiting in the holder table before the holder commits."""

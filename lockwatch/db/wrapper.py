@@ -20,7 +20,7 @@ from django.db.backends.sqlite3.base import SQLiteCursorWrapper
 
 from .. import paths
 from ..capture import FetchWatch, Probe, attach
-from ..rawsqlite import connection_class, give_probe, suppressed
+from ..rawsqlite import connection_class, give_probe, self_capturing_cursor, suppressed
 
 
 class LockwatchCursor(FetchWatch, SQLiteCursorWrapper):
@@ -77,7 +77,7 @@ class LockwatchWrapperMixin:
         return conn
 
     def create_cursor(self, name: str | None = None) -> Any:
-        cursor = self.connection.cursor(factory=LockwatchCursor)
+        cursor = self_capturing_cursor(self.connection, LockwatchCursor)
         cursor._lockwatch = self._lockwatch
         return cursor
 
