@@ -41,6 +41,7 @@ FULL = {"rounds": 61, "n": {"select": 300, "insert": 200, "atomic": 60}}
 QUICK = {"rounds": 3, "n": {"select": 150, "insert": 80, "atomic": 30}}
 
 MAX_RATIO = 1.02
+LINES = ("plain", "lockwatch")  # the alternatives whose executed lines are counted
 MIN_TOOLBAR_FACTOR = 50.0
 
 
@@ -63,6 +64,7 @@ def run(opts: Options) -> Result:
                     for key in ("wall_us", "cpu_us"):
                         samples[op][name][key].append(reply[key])
         figures = _figures(samples)
+        lines = {op: {name: workers[name].ask(cmd="lines", op=op) for name in LINES} for op in OPS}
         profiles: dict[tuple[str, str], Any] = {}
         if opts.profile:
             # lockwatch on every op (its misses differ by op), the toolbar for scale.
@@ -72,7 +74,7 @@ def run(opts: Options) -> Result:
     finally:
         for w in workers.values():
             w.close()
-    return _result(plan, figures, profiles, info)
+    return _result(plan, figures, profiles, info, lines)
 
 
 def _figures(samples: dict[str, dict[str, dict[str, list[float]]]]) -> dict[str, Any]:
@@ -104,8 +106,9 @@ def _cells(f: dict[str, Any], key: str, base: bool) -> list[str]:
 
 
 def _result(
-    plan: dict[str, Any], figures: dict[str, Any], profiles: dict[str, Any], info: dict
-) -> Result:
+    plan: dict[str, Any], figures: dict[str, Any], profiles: dict[str, Any], info: dict,
+    lines: dict[str, dict[str, dict[str, int]]],
+) -> Result:  # fmt: skip
     res = Result()
     res.method = [
         "Each alternative runs in its own worker process (own settings module under"
@@ -198,6 +201,13 @@ def _result(
             " recording every statement (CAPTURE_QUERIES='all')"
             f" {f['lockwatch_all']['cpu_added']:+.1f} in all."
         )
+    res.tables.append(_lines_table(figures, lines))
+    res.notes.append(
+        "Python lines per operation: `sys.settrace` over one warm operation in each worker"
+        " (bench.worker.lines_of_op), by the file's package. Machine-independent: what the"
+        " code executes. CPU added per added line = the CPU added µs above / the lines added:"
+        " the cost of a line of Python on this machine, in an application's cold caches."
+    )
     for (name, op), prof in profiles.items():
         us = figures[op][name]["wall_us"]
         label = f"pyinstrument, {ALTERNATIVES[name][1]}, {op} (µs scaled to the unprofiled run)"
@@ -211,5 +221,23 @@ def _result(
     res.data = {
         "plan": plan, "figures": figures, "workers": info,
         "profiles": {f"{name}/{op}": prof for (name, op), prof in profiles.items()},
+        "lines": lines,
     }  # fmt: skip
     return res
+
+
+def _lines_table(figures: dict[str, Any], lines: dict[str, dict[str, dict[str, int]]]) -> Table:
+    rows = []
+    for op in OPS:
+        plain, lw = lines[op]["plain"], lines[op]["lockwatch"]
+        added = sum(lw.values()) - sum(plain.values())
+        cpu = figures[op]["lockwatch"]["cpu_added"]
+        rows.append([
+            op, f"{sum(plain.values()):,}", f"{sum(lw.values()):,}", f"{lw.get('lockwatch', 0):,}",
+            f"{added:+,}", f"{cpu * 1000 / added:.0f}" if added > 0 else "",
+        ])  # fmt: skip
+    return Table(
+        ["op", "plain lines", "lockwatch lines", "of which lockwatch's", "added",
+         "CPU ns added per added line"],
+        rows, "Python lines per operation",
+    )  # fmt: skip

@@ -251,6 +251,34 @@ def profile_round(alt: Alternative, op: str, n: int) -> dict[str, Any]:
     return summary(session, alt.focus, (package_dir(django), package_dir(bench)), n)
 
 
+def lines_of_op(op: str) -> dict[str, int]:
+    """Python lines one operation executes (sys.settrace), by package: what each
+    alternative's code adds, independent of the machine's speed. Warm: the op runs
+    twice first, in the same request."""
+    fn = OPS[op]
+    counts: dict[str, int] = {}
+    packages = {"django": os.sep + "django" + os.sep, "lockwatch": os.sep + "lockwatch" + os.sep}
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line":
+            name = frame.f_code.co_filename
+            where = next((k for k, part in packages.items() if part in name), "other")
+            counts[where] = counts.get(where, 0) + 1
+        return tracer
+
+    def loop() -> None:
+        fn(10_000_001)
+        fn(10_000_002)
+        sys.settrace(tracer)
+        try:
+            fn(10_000_003)
+        finally:
+            sys.settrace(None)
+
+    through_request(loop)
+    return counts
+
+
 def mixed_loop(alt: Alternative, selects: int, creates: int) -> dict[str, float]:
     """Six point selects to one create, in one request; then a flush, so the flusher's
     work for the loop is inside the measured CPU."""
@@ -303,6 +331,7 @@ def main() -> None:
             "profile": lambda cmd: profile_round(alt, cmd["op"], cmd["n"]),
             "handoff_wait": lambda cmd: handoff_wait(),  # sends its own two replies
             "mixed": lambda cmd: mixed_loop(alt, cmd["selects"], cmd["creates"]),
+            "lines": lambda cmd: lines_of_op(cmd["op"]),
         }
     )
 
