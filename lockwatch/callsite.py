@@ -262,6 +262,28 @@ def user_stack(
     return tuple(sites)
 
 
+class Lazy:
+    """A statement's call site and user stack, found only when something is recorded:
+    walking frames for every statement of a transaction would cost more than the rest."""
+
+    __slots__ = ("found",)
+
+    def __init__(self, site: RawSite | None) -> None:
+        self.found = site
+
+    def site(self) -> RawSite | None:
+        if self.found is None:
+            self.found = find(2)
+        return self.found
+
+    def stack(self) -> UserStack:
+        # Waits and busy errors only: rare, so the longer walk is off the hot path.
+        walked = user_stack(2)
+        if walked and self.found is None:
+            self.found = walked[0]
+        return walked
+
+
 def _wrapped_function(frame: FrameType) -> object:
     try:
         return frame.f_locals.get("func")  # the closure cell of contextlib's inner

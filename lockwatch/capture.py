@@ -8,7 +8,6 @@ is counted and logged once, and the app's own exception is re-raised untouched.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import os
@@ -26,10 +25,11 @@ from .callsite import RawSite, UserStack
 from .conf import get_config
 from .context import CURRENT, default_label, task_name
 from .holding import Holding
+from .quick import Quick
 from .records import Blocker, Busy, Origin, Query, Quiet, Wait, Who
 from .sql import CLASSES as _classes
-from .sql import begin_mode, statement_class
-from .transactions import READS_KEPT, Returning, Transactions, Txn, may_lock
+from .sql import statement_class
+from .transactions import Returning, Transactions, Txn, may_lock
 
 log = logging.getLogger("lockwatch")
 
@@ -41,8 +41,6 @@ _perf = time.perf_counter
 _wall = time.time
 _current_thread = threading.current_thread
 _tuple_new = tuple.__new__
-# Statements that change nothing lockwatch tracks once a transaction holds the lock.
-_IN_TRANSACTION = frozenset({"write", "ddl", "begin", "commit", "rollback"})
 
 
 # Every spelling: PRAGMA busy_timeout = N, PRAGMA main.busy_timeout(N), ...
@@ -55,7 +53,7 @@ def _sets_busy_timeout(sql: str) -> bool:
     return "busy_timeout" in sql.lower() and _BUSY_TIMEOUT_SET.search(sql) is not None
 
 
-class Probe(Holding, Transactions):
+class Probe(Holding, Transactions, Quick):  # (parts with stubs of the others: last)
     """Per-connection capture state."""
 
     def __init__(self, conn: sqlite3.Connection, alias: str, db: str, timeout: float) -> None:
@@ -179,93 +177,6 @@ class Probe(Holding, Transactions):
         self._safe(self._after, sql, params, wall, t0, t1, None, None, result, site)
         return result
 
-    def _counted(
-        self, sql: str, cls: str | None, wall: float, t0: float, t1: float, ctx: Any
-    ) -> bool:  # fmt: skip
-        """A quick read, or a quick statement of a transaction holding the lock: count it."""
-        txn = self.txn
-        if cls == "read" or (
-            cls in _IN_TRANSACTION
-            and txn is not None
-            and txn.lock_wall is not None
-            and self.conn.in_transaction
-        ):
-            if ctx is not None:
-                ctx.queries += 1
-                ctx.db_time += t1 - t0
-            if txn is not None:
-                txn.statements += 1
-                if cls == "read" and txn.lock_wall is None and len(txn.reads) < READS_KEPT:
-                    txn.reads.append((wall, t1 - t0, callsite.find(2)))
-            return True
-        return False
-
-    def _began(self, sql: str, wall: float, t0: float, t1: float, ctx: Any) -> bool:
-        """``_after`` for a quick BEGIN that takes no lock (it did not mark the slot)."""
-        if not self.conn.in_transaction or sql.lstrip()[:5].upper() != "BEGIN":
-            return False  # (SAVEPOINT, or a BEGIN that failed to begin: _after decides)
-        try:
-            txn = self._open_txn(wall, t0, begin_mode(sql) or "deferred")
-            txn.statements += 1
-            if ctx is not None:
-                ctx.queries += 1
-                ctx.db_time += t1 - t0
-        except Exception as exc:
-            pipeline.capture_failed(exc)
-        return True
-
-    def _first_write(
-        self, sql: str, txn: Txn, site: RawSite | None, wall: float, t0: float, t1: float,
-        ctx: Any,
-    ) -> bool:  # fmt: skip
-        """``_after`` for a quick write of a transaction that did not hold the lock yet
-        (it marked the slot), when it did not wait or fail."""
-        slot = self.slot
-        if slot is None or not self.conn.in_transaction:
-            return False
-        txn.statements += 1
-        if ctx is not None:
-            ctx.queries += 1
-            ctx.db_time += t1 - t0
-        state = self._txn_state()
-        if state == handle.SQLITE_TXN_WRITE or state < 0:  # (no handle: a write locks)
-            self._locked(txn, sql, site, wall, t0, None)
-        self._slot_after(txn.lock_wall, state)
-        return True
-
-    def _quick_write(
-        self, sql: str, arg: Any, many: bool, cls: str, site: RawSite | None, wall: float,
-        t0: float, t1: float, ctx: Any,
-    ) -> bool:  # fmt: skip
-        """``_after`` for an autocommit write that marked its slot and did not wait or
-        fail, when it is quiet or still holds the lock (RETURNING); else False, and
-        nothing done."""
-        slot = self.slot
-        if slot is None or self.conn.in_transaction:
-            return False  # (the sqlite3 module began a transaction: _after opens it)
-        dur = t1 - t0
-        if self._txn_state() == handle.SQLITE_TXN_WRITE:
-            # INSERT ... RETURNING: the lock stays held until the statement is reset,
-            # when its rows are fetched; the hold is recorded then.
-            params = (None if many or not arg else arg) if self.capture_params else None
-            self._returning = _tuple_new(Returning, (
-                self.origin, self._who(), wall, dur, sql, params, cls, site, 0.0, t0, wall,
-            ))  # fmt: skip
-            slot.set_since(holders.HOLDING, wall)
-        else:
-            if dur >= self.hold_record or slot.made_wait():
-                return False
-            table = self.table
-            if table is not None:
-                table.wrote(slot)
-            pipeline.emit(_tuple_new(Quiet, (self.origin, site, wall, dur, None, None)))
-            slot.set_state(holders.IDLE)
-            self._marked = False
-        if ctx is not None:
-            ctx.queries += 1
-            ctx.db_time += dur
-        return True
-
     def commit(self, do: Callable[[], None]) -> None:
         __tracebackhide__ = True  # pytest shows the app's line, not this one
         self._end_through(do, "COMMIT", "commit")
@@ -350,13 +261,7 @@ class Probe(Holding, Transactions):
         ):  # fmt: skip
             # The common end: a quick COMMIT (or ROLLBACK) that did not wait.
             try:
-                ctx = CURRENT.get()
-                if ctx is not None:
-                    ctx.queries += 1
-                    ctx.db_time += t1 - t0
-                txn.statements += 1
-                self._slot_after(txn.lock_wall)
-                self._close_txn(end, t1)
+                self._quick_end(txn, t0, t1, end, CURRENT.get())
             except Exception as exc:
                 pipeline.capture_failed(exc)
             return
@@ -375,94 +280,102 @@ class Probe(Holding, Transactions):
         exc: BaseException | None, end: str | None = None, result: Any = None,
         site0: RawSite | None = None,
     ) -> None:  # fmt: skip
+        """The general path: a statement that waited, failed, was slow, or is rare."""
         cls = statement_class(sql)
         dur = t1 - t0
         waited, gave_up, calls = self._waited()
-        # Waiting for readers happens with the lock held: it is part of the hold.
-        before_lock = max(waited - self._reader_wait, 0.0)
         ctx = CURRENT.get()
         if ctx is not None:
             ctx.queries += 1
             ctx.db_time += dur
             ctx.wait_time += waited
-        # The call site is found only when something is recorded: walking frames
-        # for every statement of a transaction would cost more than the rest.
-        found: list[Any] = [] if site0 is None else [site0]
-
-        def site() -> Any:
-            if not found:
-                found.append(callsite.find(2))
-            return found[0]
-
-        def stack() -> UserStack:
-            # Waits and busy errors only: rare, so the longer walk is off the hot path.
-            walked = callsite.user_stack(2)
-            if walked and not found:
-                found.append(walked[0])
-            return walked
-
+        sites = callsite.Lazy(site0)
         txn = self._txn_for(sql, cls, wall, t0, exc)
         if txn is not None:
             txn.statements += 1
             txn.wait += waited
             if cls == "read" and txn.lock_wall is None and exc is None:
-                txn.read(wall, dur, site())
-
+                txn.read(wall, dur, sites.site())
         who: Who | None = None
         if waited > 0.0:
-            who = self._who()
-            blocker, split = self._blame(None)
-            walked = stack()
-            pipeline.emit(
-                Wait(
-                    self.origin, who, wall, waited, "gave_up" if gave_up else "acquired",
-                    sql, cls, site(), blocker, split, wall + waited, walked,
-                )
-            )  # fmt: skip
-
+            who = self._emit_wait(sql, cls, wall, waited, gave_up, sites)
         if exc is not None:
             exc = sqlite_error(exc)
         if exc is not None and is_lock_error(exc):
             who = who or self._who()
-            self._busy(exc, txn, sql, cls, site, stack, wall, dur, waited, gave_up, calls, who, ctx)
+            self._busy(
+                exc, txn, sql, cls, sites.site, sites.stack, wall, dur, waited, gave_up, calls,
+                who, ctx,
+            )  # fmt: skip
+        hold, quiet = self._lock_after(
+            txn, sql, params, cls, exc, sites, wall, t0, dur, waited, who
+        )
+        if not quiet:
+            self._record_query(
+                sql, params, wall, dur, cls, exc, waited, hold, result, sites.site, who
+            )  # fmt: skip
+        self._finish(sql, cls, exc, txn, end, t1)
 
-        hold = None
-        quiet = False  # counted with its call site and hold, not an event
+    def _emit_wait(
+        self, sql: str, cls: str, wall: float, waited: float, gave_up: bool, sites: callsite.Lazy
+    ) -> Who:  # fmt: skip
+        who = self._who()
+        blocker, split = self._blame(None)
+        walked = sites.stack()
+        pipeline.emit(
+            Wait(
+                self.origin, who, wall, waited, "gave_up" if gave_up else "acquired",
+                sql, cls, sites.site(), blocker, split, wall + waited, walked,
+            )
+        )  # fmt: skip
+        return who
+
+    def _lock_after(
+        self, txn: Txn | None, sql: str, params: Any, cls: str, exc: BaseException | None,
+        sites: callsite.Lazy, wall: float, t0: float, dur: float, waited: float, who: Who | None,
+    ) -> tuple[float | None, bool]:  # fmt: skip
+        """What the statement did to the write lock: (an autocommit write's hold, and
+        whether it was quiet: counted with its call site and hold, not an event)."""
+        # Waiting for readers happens with the lock held: it is part of the hold.
+        before_lock = max(waited - self._reader_wait, 0.0)
         if txn is not None:
             if txn.lock_wall is None and exc is None and may_lock(cls, sql, txn.mode):
-                self._maybe_locked(txn, sql, cls, site, wall, t0, before_lock, who)
-        elif exc is None and cls in ("write", "ddl"):
-            if self._txn_state() == handle.SQLITE_TXN_WRITE:
-                # INSERT ... RETURNING: the lock stays held until the statement is
-                # reset, when its rows are fetched; the hold is recorded then.
-                self._returning = Returning(
-                    self.origin, who or self._who(), wall, dur, sql,
-                    params if self.capture_params else None, cls, site(), waited,
-                    t0 + before_lock, wall + before_lock,
-                )  # fmt: skip
-                if self._marked and self.slot is not None:
-                    self.slot.set_since(holders.HOLDING, wall + before_lock)
-                if self.busy is not None and self.busy.calls:
-                    # This wait is recorded; a wait inside the fetch is a new one.
-                    self.busy.reset()
-                    self._new_wait()
-            else:
-                hold = max(dur - before_lock, 0.0)
-                if self._marked and self.slot is not None and self.table is not None:
-                    self.table.wrote(self.slot)
-                if self._quiet(waited, hold):
-                    pipeline.emit(_tuple_new(Quiet, (self.origin, site(), wall, hold, None, None)))
-                    quiet = True
+                self._maybe_locked(txn, sql, cls, sites.site, wall, t0, before_lock, who)
+            return None, False
+        if exc is not None or cls not in ("write", "ddl"):
+            return None, False
+        if self._txn_state() == handle.SQLITE_TXN_WRITE:
+            # INSERT ... RETURNING: the lock stays held until the statement is
+            # reset, when its rows are fetched; the hold is recorded then.
+            self._returning = Returning(
+                self.origin, who or self._who(), wall, dur, sql,
+                params if self.capture_params else None, cls, sites.site(), waited,
+                t0 + before_lock, wall + before_lock,
+            )  # fmt: skip
+            if self._marked and self.slot is not None:
+                self.slot.set_since(holders.HOLDING, wall + before_lock)
+            if self.busy is not None and self.busy.calls:
+                # This wait is recorded; a wait inside the fetch is a new one.
+                self.busy.reset()
+                self._new_wait()
+            return None, False
+        hold = max(dur - before_lock, 0.0)
+        if self._marked and self.slot is not None and self.table is not None:
+            self.table.wrote(self.slot)
+        if self._quiet(waited, hold):
+            pipeline.emit(_tuple_new(Quiet, (self.origin, sites.site(), wall, hold, None, None)))
+            return hold, True
+        return hold, False
 
-        if not quiet:
-            self._record_query(sql, params, wall, dur, cls, exc, waited, hold, result, site, who)
-
+    def _finish(
+        self, sql: str, cls: str, exc: BaseException | None, txn: Txn | None, end: str | None,
+        t1: float,
+    ) -> None:  # fmt: skip
+        """After the records: a new busy timeout, the slot's state, a transaction's end."""
         if cls == "pragma" and exc is None and _sets_busy_timeout(sql):
             self.busy_timeout_changed()
-
         if self._returning is None:
             self._slot_after(txn.lock_wall if txn is not None else None)
-
         if self.txn is not None and not self.conn.in_transaction:
             if end is None:
                 end = "rollback" if cls == "rollback" else ("error" if exc else "commit")
@@ -546,53 +459,6 @@ class Probe(Holding, Transactions):
         if self.busy is not None:
             self.busy.timeout = self.timeout
             self.busy.install()
-
-
-class FetchWatch:
-    """Cursor methods that tell the probe when a statement holding the lock is reset.
-
-    INSERT ... RETURNING keeps the write lock after execute(): SQLite resets the
-    statement, and an autocommit write commits, inside the fetch of its last row.
-    """
-
-    _lockwatch: Probe | None = None
-
-    def _fetching(self, fetch: Callable[..., T], *args: Any) -> T:
-        __tracebackhide__ = True  # pytest shows the app's line, not this one
-        probe = self._lockwatch
-        if probe is None:
-            return fetch(*args)
-        try:
-            out = fetch(*args)
-        except BaseException as exc:
-            probe.fetched(exc)
-            raise
-        probe.fetched()
-        return out
-
-    def fetchone(self) -> Any:
-        probe = self._lockwatch
-        if probe is None or probe._returning is None:  # a read's fetch: nothing to settle
-            return super().fetchone()  # type: ignore[misc]
-        return self._fetching(super().fetchone)  # type: ignore[misc]
-
-    def fetchmany(self, *args: Any, **kwargs: Any) -> Any:
-        probe = self._lockwatch
-        if probe is None or probe._returning is None:  # a read's fetch: nothing to settle
-            return super().fetchmany(*args, **kwargs)  # type: ignore[misc]
-        return self._fetching(functools.partial(super().fetchmany, *args, **kwargs))  # type: ignore[misc]
-
-    def fetchall(self) -> Any:
-        probe = self._lockwatch
-        if probe is None or probe._returning is None:  # a read's fetch: nothing to settle
-            return super().fetchall()  # type: ignore[misc]
-        return self._fetching(super().fetchall)  # type: ignore[misc]
-
-    def close(self) -> None:
-        super().close()  # type: ignore[misc]
-        probe = self._lockwatch
-        if probe is not None and probe._returning is not None:
-            probe.fetched()
 
 
 def effective_timeout(conn: sqlite3.Connection) -> float:

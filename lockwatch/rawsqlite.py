@@ -27,7 +27,8 @@ from contextvars import ContextVar
 from typing import Any
 
 from . import paths, plainsqlite
-from .capture import FetchWatch, Probe, attach
+from .capture import Probe, attach
+from .fetchwatch import FetchWatch
 
 _ORIGINAL_CONNECT = plainsqlite.CONNECT
 _suppressed: ContextVar[bool] = ContextVar("lockwatch_suppressed", default=False)

@@ -156,3 +156,18 @@ def test_rows_fill_only_their_kinds_columns(lw, watched, monkeypatch):
         assert set(row) == set(events.NAMES)
         filled = {k for k, v in row.items() if v is not None} - {"id"}  # the store sets id
         assert filled <= set(events.KIND_COLUMNS[row["kind"]]), row["kind"]
+
+
+def test_no_part_of_the_probe_is_left_a_stub():
+    """Probe is made of parts (Holding, Transactions, Quick) that declare each other's
+    methods as stubs raising NotImplementedError: the real one must win in the MRO."""
+    from lockwatch.capture import Probe
+
+    stubs = 0
+    for part in Probe.__mro__[1:]:
+        for name, fn in vars(part).items():
+            code = getattr(fn, "__code__", None)
+            if code is not None and code.co_names == ("NotImplementedError",):
+                stubs += 1
+                assert getattr(Probe, name) is not fn, f"Probe.{name} is {part.__name__}'s stub"
+    assert stubs >= 10  # the parts do declare each other's methods this way

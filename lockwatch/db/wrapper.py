@@ -19,7 +19,8 @@ from typing import Any
 from django.db.backends.sqlite3.base import SQLiteCursorWrapper
 
 from .. import paths
-from ..capture import FetchWatch, Probe, attach
+from ..capture import Probe, attach
+from ..fetchwatch import FetchWatch
 from ..rawsqlite import connection_class, give_probe, self_capturing_cursor, suppressed
 
 
