@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import events, holders, reading, rollup, store
+from . import events, holders, holderview, reading, rollup, store
 from .conf import Alerts
 
 log = logging.getLogger("lockwatch.alerts")
@@ -305,7 +305,7 @@ class Evaluator:
         threshold = self.cfg.hold_seconds
         assert threshold is not None
         try:
-            now = holders.held_now(self.path)  # read-only; never creates the table
+            now = holderview.held_now(self.path)  # read-only; never creates the table
         except Exception:  # a damaged table must not stop the other rules
             log.exception("lockwatch alerts: cannot read the holder table")
             return []

@@ -340,6 +340,23 @@ class Table:
                 out.append((h, not alive(h.pid)))
         return out
 
+    def waiting(self, slack: float) -> list[Holder]:
+        """The connections waiting for a write lock now: each busy handler sets its next
+        poll before it sleeps, so one more than ``slack`` seconds past its poll has
+        stopped waiting (it got the lock, or its statement is over), and one whose
+        process is gone waits for nothing."""
+        now = time.time()
+        view = self.mm[_HEADER : _HEADER + self._used() * SLOT_SIZE]
+        out = []
+        for index in range(len(view) // SLOT_SIZE):
+            state, _f, _k, _p, _c, _t, _x, _s, poll = _META.unpack_from(view, index * SLOT_SIZE + 4)
+            if state != WAITING or now > poll + slack:
+                continue
+            h = self.read(index)
+            if h is not None and h.state == WAITING and alive(h.pid):
+                out.append(h)
+        return out
+
     def close(self) -> None:
         for name in ("_words", "_view"):
             view = getattr(self, name, None)
@@ -411,40 +428,7 @@ _tables: dict[str, Table | None] = {}
 _tables_lock = threading.Lock()
 
 
-class HeldNow(NamedTuple):
-    """A database's write lock as the table shows it now (the dashboard's "held now")."""
-
-    db_key: int
-    holder: Holder
-    state: str  # holding, waiting for readers, or running (may hold it)
-    age: float  # seconds since it took the lock (or began the statement)
-    abandoned: bool  # its process is gone
-
-
-def held_now(store: Path) -> list[HeldNow]:
-    """Who holds a write lock now, for a reader of ``store`` (never creates the table).
-
-    The longest-held first; an empty list when there is no table yet.
-    """
-    for candidate in _places(store):
-        try:
-            table = Table(candidate, readonly=True)
-        except (OSError, ValueError):
-            continue
-        try:
-            now = time.time()
-            out = [
-                HeldNow(h.db, h, STATE_NAMES[h.state], max(now - h.since, 0.0), dead)
-                for h, dead in table.snapshot()
-                if h.state in (HOLDING, COMMITTING)
-            ]
-        finally:
-            table.close()
-        return sorted(out, key=lambda x: -x.age)
-    return []
-
-
-def _places(store: Path) -> tuple[Path, Path]:
+def places(store: Path) -> tuple[Path, Path]:
     """Where the table for ``store`` lives: beside it, else in the temp dir."""
     digest = hashlib.blake2b(str(store).encode(), digest_size=8).hexdigest()
     fallback = Path(tempfile.gettempdir()) / f"lockwatch-{os.getuid()}-{digest}-holders"
@@ -465,7 +449,7 @@ def table_for(store: Path) -> Table | None:
         if name in _tables:
             return _tables[name]
         found: Table | None = None
-        for candidate in _places(store):
+        for candidate in places(store):
             try:
                 candidate.parent.mkdir(parents=True, exist_ok=True)
                 found = Table(candidate)
@@ -487,42 +471,11 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
-class WaitingNow(NamedTuple):
-    """A connection waiting for a database's write lock now (the dashboard's "held now")."""
-
-    db_key: int
-    waiter: Holder
-    waited: float  # seconds since its statement began: its wait so far
-
-
-def waiting_now(store: Path, slack: float = 0.5) -> list[WaitingNow]:
-    """Who waits for a write lock now, for a reader of ``store`` (never creates the table).
-
-    A waiter's busy handler sets its next poll before each sleep; one whose poll is
-    more than ``slack`` seconds past has stopped waiting (it got the lock, or its
-    statement is over), and one whose process is gone waits for nothing. The longest
-    wait first; an empty list when there is no table yet.
-    """
-    for candidate in _places(store):
+def open_reader(store: Path) -> Table | None:
+    """The holder table of ``store``, read-only, for a reader (never creates it)."""
+    for candidate in places(store):
         try:
-            table = Table(candidate, readonly=True)
+            return Table(candidate, readonly=True)
         except (OSError, ValueError):
             continue
-        try:
-            now = time.time()
-            view = table.mm[_HEADER : _HEADER + table._used() * SLOT_SIZE]
-            out = []
-            for index in range(len(view) // SLOT_SIZE):
-                state, _f, _k, _p, _c, _t, _x, _s, poll = _META.unpack_from(
-                    view, index * SLOT_SIZE + 4
-                )
-                if state != WAITING or now > poll + slack:
-                    continue
-                h = table.read(index)
-                if h is None or h.state != WAITING or not alive(h.pid):
-                    continue
-                out.append(WaitingNow(h.db, h, max(now - h.since, 0.0)))
-        finally:
-            table.close()
-        return sorted(out, key=lambda x: -x.waited)
-    return []
+    return None

@@ -46,7 +46,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from . import events, holders, reading, rollup, store
+from . import events, holders, holderview, reading, rollup, store
 
 log = logging.getLogger("lockwatch.metrics")
 
@@ -452,7 +452,7 @@ class StoreCollector(Collector):
         names = {holders.db_key(db): db for db in self.dbs}
         try:
             # Read-only, and only a table that exists: a reader never creates it.
-            now = holders.held_now(self.path)
+            now = holderview.held_now(self.path)
         except Exception:  # the scrape must answer whatever the table holds
             log.exception("lockwatch metrics: cannot read the holder table")
             now = []

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from django.db import IntegrityError, connections, transaction
 
-from lockwatch import doctor, holders, rollup, store
+from lockwatch import doctor, holderview, rollup, store
 from lockwatch.dashboard import queries
 from tests.conftest import ROOT, line_of, lw_settings, run_threads
 from tests.project.shop.models import Item
@@ -150,15 +150,14 @@ SLOW_WRITES = {
     # The lock is taken as the statement starts, before lw_sleep runs.
     "update": ("UPDATE shop_item SET qty = lw_sleep(0.3) WHERE name = 'seed'", False),
     "insert-returning": (
-        "INSERT INTO shop_item (name, qty) VALUES ('r', lw_sleep(0.3)) RETURNING id", True
+        "INSERT INTO shop_item (name, qty) VALUES ('r', lw_sleep(0.3)) RETURNING id",
+        True,
     ),
 }
 
 
 @pytest.mark.parametrize("shape", list(SLOW_WRITES))
-def test_an_autocommit_write_that_made_another_wait_is_stored_however_short(
-    lw, watched, shape
-):
+def test_an_autocommit_write_that_made_another_wait_is_stored_however_short(lw, watched, shape):
     """The same for one autocommit statement (no transaction): with a waiter it is
     stored, without one it is quiet."""
     hold_record(lw, 60_000)
@@ -225,7 +224,7 @@ def test_a_write_that_made_another_process_wait_is_stored(lw, watched):
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
             deadline = time.monotonic() + 30
-            while not any(w.waiter.pid == waiter.pid for w in holders.waiting_now(lw.store)):
+            while not any(w.waiter.pid == waiter.pid for w in holderview.waiting_now(lw.store)):
                 assert waiter.poll() is None, waiter.communicate()
                 assert time.monotonic() < deadline, "the waiter never waited"
                 time.sleep(0.01)

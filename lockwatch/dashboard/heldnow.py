@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import holders
+from .. import holders, holderview
 
 log = logging.getLogger("lockwatch.dashboard")
 
@@ -53,8 +53,8 @@ def held_now(conn: sqlite3.Connection | None, store: Path) -> list[dict[str, Any
     held by something lockwatch does not watch (another program, a raw connection).
     """
     try:
-        held = holders.held_now(store)
-        waiting = holders.waiting_now(store)
+        held = holderview.held_now(store)
+        waiting = holderview.waiting_now(store)
     except Exception:  # the header must render whatever the table holds
         log.exception("lockwatch: cannot read the holder table")
         return []
@@ -94,7 +94,7 @@ def open_holds(
     seen: set[tuple[int, int]] = set()
     out: list[dict[str, Any]] = []
     try:
-        live = holders.held_now(store)
+        live = holderview.held_now(store)
     except Exception:
         log.exception("lockwatch: cannot read the holder table")
         live = []
