@@ -216,7 +216,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _networks(value: str) -> list[Any]:
-    from .metrics import networks
+    from .metricsview import networks
 
     try:
         return networks(value)

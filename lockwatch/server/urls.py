@@ -3,12 +3,12 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import include, path
 
-from .. import alerts, metrics
+from .. import alerts, metricsview
 
 
 def metrics_view(request: HttpRequest) -> HttpResponseBase:
     """The store's figures, then this server's alert counters (when it runs alerts)."""
-    response: HttpResponseBase = metrics.view(request)
+    response: HttpResponseBase = metricsview.view(request)
     if response.status_code == 200 and isinstance(response, HttpResponse):
         response.content = response.content + alerts.exposition()
     return response
