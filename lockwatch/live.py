@@ -17,7 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from . import events
 
@@ -40,6 +40,29 @@ assert set(PAYLOAD) <= events.INDEX.keys()
 Row = sqlite3.Row | dict[str, Any]
 
 
+class Batch(TypedDict):
+    """A batch of stored events, summarised: what the relay and the flusher publish."""
+
+    first_id: int | None
+    last_id: int | None
+    count: int  # events in the batch (the dashboard's own requests aside)
+    own: int  # the dashboard's own requests, left out
+    kinds: dict[str, int]
+    busy: dict[str, int]  # busy errors by classification
+    span: list[float | None]  # [first ts, last ts]
+    events: list[dict[str, Any]]  # a bounded sample, PAYLOAD columns
+    updates: list[dict[str, Any]]  # events stored earlier and changed since
+    sent: float
+    catch_up: NotRequired[bool]  # the answer to a client's "after"
+    missed_before: NotRequired[int]  # a target's publisher: what its live path missed so far
+
+
+class Message(Batch):
+    """A batch on the channel layer: ``type`` routes it to the consumer's handler."""
+
+    type: str  # MESSAGE_TYPE
+
+
 def payload(row: Row, sql_preview: int = SQL_PREVIEW) -> dict[str, Any]:
     out = {name: row[name] for name in PAYLOAD}
     if out["sql"] and len(out["sql"]) > sql_preview:
@@ -57,7 +80,7 @@ def _own(context: str | None, prefix: str | None) -> bool:
 
 def summarise(
     rows: Sequence[Row], updates: Sequence[Row] = (), prefix: str | None = None
-) -> dict[str, Any]:
+) -> Message:
     """One websocket message for many events: counts, and a bounded sample."""
     kinds: Counter[str] = Counter()
     busy: Counter[str] = Counter()
@@ -131,9 +154,9 @@ class LayerPublisher:
     def __init__(self, alias: str, counters: Any) -> None:
         self.alias = alias
         self.counters = counters
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(self.QUEUE)
+        self._queue: queue.Queue[Message | None] = queue.Queue(self.QUEUE)
         # The batch being sent; whoever takes it (sender or close) accounts for it.
-        self._sending: dict[str, Any] | None = None
+        self._sending: Message | None = None
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="lockwatch-live", daemon=True)
         self._thread.start()
@@ -148,7 +171,7 @@ class LayerPublisher:
         except queue.Full:
             self._missed(message, "the live queue is full")
 
-    def _missed(self, message: dict[str, Any], why: str | BaseException) -> None:
+    def _missed(self, message: Message, why: str | BaseException) -> None:
         self.counters.live_errors += 1
         self.counters.live_missed += message["count"]
         if isinstance(why, BaseException):
@@ -180,7 +203,7 @@ class LayerPublisher:
             if message is not None:
                 self._missed(message, "not sent before exit")
 
-    def _take(self, message: dict[str, Any]) -> bool:
+    def _take(self, message: Message) -> bool:
         """True if ``message`` was still ours to account for (close did not take it)."""
         with self._lock:
             mine = self._sending is message

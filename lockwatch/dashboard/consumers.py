@@ -3,18 +3,12 @@
 A handshake from another origin than the page's own is refused before it is
 accepted (lockwatch.dashboard.origin); one that is accepted but not allowed gets a
 fatal error frame and a 4403 close, as does an open socket whose session logs out.
-
-Frames to the browser are JSON objects with a ``type``: ``hello`` (the store's
-last id and the payload columns), ``batch`` (a relay message), ``error``
-(a one-line message; ``fatal`` ones are followed by a close). The browser may
-send ``hello`` (with ``after``, its last id, to catch up after a reconnect),
-``pause``, ``resume`` (with ``after``) and ``ping``.
+The frames, both ways, are defined in lockwatch.dashboard.frames.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -25,7 +19,7 @@ from django.urls import NoReverseMatch, reverse
 
 from .. import live, reading, store
 from ..conf import get_config
-from . import auth, origin, queries, relay
+from . import auth, frames, origin, queries, relay
 from .relay import MESSAGE_TYPE
 
 log = logging.getLogger("lockwatch.dashboard")
@@ -33,7 +27,6 @@ log = logging.getLogger("lockwatch.dashboard")
 CLOSE_FORBIDDEN = 4403
 CLOSE_NO_LAYER = 4500
 CLOSE_UNREADABLE = 4503  # the store is not one this lockwatch can read
-MAX_FRAME = 4096  # the browser only sends small control frames
 # How often an open socket checks that its session is still logged in: a file read
 # standalone, a session and user query when mounted.
 RECHECK_TOKEN = 1.0
@@ -69,7 +62,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.relay: relay.Relay | None = None
         self.watcher: asyncio.Task[None] | None = None
         self.paused = False
-        self.missed = False
         if not origin.allowed(self.scope):
             # Refused in the handshake (daphne answers 403): a page of another origin
             # learns nothing, not even why.
@@ -101,8 +93,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if decision.session_key is not None:
             self.watcher = asyncio.create_task(self._watch(decision))
         self.relay = relay.subscribe(get_config().store, self.channel_layer, _prefix())
-        await self.send_json({"type": "hello", "last_id": last_id,
-                              "columns": list(live.PAYLOAD)})  # fmt: skip
+        await self.send_frame(frames.hello(last_id))
 
     async def _watch(self, decision: auth.Decision) -> None:
         """Close the socket once its session has logged out (or expired)."""
@@ -135,33 +126,20 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.relay is None:
             return  # refused: nothing is served
-        if text_data is None or len(text_data) > MAX_FRAME:
-            await self.send_error("frames must be JSON text under 4 KB")
-            return
         try:
-            content = json.loads(text_data)
-        except (ValueError, RecursionError):  # 4 KB of "[" nests past the recursion limit
-            await self.send_error("frames must be JSON objects")
+            control = frames.parse(text_data)
+        except frames.BadFrame as exc:
+            await self.send_frame(frames.error(str(exc)))
             return
-        if not isinstance(content, dict):
-            await self.send_error("frames must be JSON objects")
-            return
-        kind = content.get("type")
-        after = content.get("after")
-        if after is not None and (isinstance(after, bool) or not isinstance(after, int)):
-            await self.send_error("after must be an event id (an integer)")
-            return
-        if kind == "hello":
-            await self._catch_up(after)
-        elif kind == "pause":
+        if control.kind == "hello":
+            await self._catch_up(control.after)
+        elif control.kind == "pause":
             self.paused = True
-        elif kind == "resume":
+        elif control.kind == "resume":
             self.paused = False
-            await self._catch_up(after)
-        elif kind == "ping":
-            await self.send_json({"type": "pong"})
+            await self._catch_up(control.after)
         else:
-            await self.send_error(f"unknown frame type {kind!r}; use hello, pause, resume or ping")
+            await self.send_frame(frames.PONG)
 
     async def _catch_up(self, after: int | None) -> None:
         if after is None or self.relay is None:
@@ -187,24 +165,20 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     # -- from the relay ---------------------------------------------------------
 
-    async def lockwatch_events(self, message: dict[str, Any]) -> None:
-        if self.paused:
-            self.missed = True
-            return
-        await self._forward(message)
+    async def lockwatch_events(self, message: live.Message) -> None:
+        if not self.paused:  # a paused page catches up from its last id on resume
+            await self._forward(message)
 
-    async def _forward(self, message: dict[str, Any]) -> None:
-        frame = {k: v for k, v in message.items() if k != "type"}
-        frame["type"] = "batch"
-        await self.send_json(frame)
+    async def _forward(self, message: live.Message) -> None:
+        await self.send_frame(frames.batch(message))
 
     # -- helpers ----------------------------------------------------------------
 
-    async def send_json(self, content: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps(content, separators=(",", ":")))
+    async def send_frame(self, frame: frames.Frame) -> None:
+        await self.send(text_data=frames.encode(frame))
 
     async def send_error(self, message: str, fatal: bool = False) -> None:
-        await self.send_json({"type": "error", "message": message, "fatal": fatal})
+        await self.send_frame(frames.error(message, fatal))
 
 
 assert MESSAGE_TYPE.replace(".", "_") == LiveConsumer.lockwatch_events.__name__

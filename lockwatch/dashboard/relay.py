@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import reading, store
-from ..live import MESSAGE_TYPE, summarise
+from ..live import MESSAGE_TYPE, Message, summarise
 
 __all__ = ["MESSAGE_TYPE", "Relay", "group_name", "subscribe", "summarise", "unsubscribe"]
 from . import queries
@@ -91,14 +91,14 @@ class Relay:
             self._conn.close()
         self._conn = None
 
-    def poll(self) -> tuple[dict[str, Any] | None, bool]:
+    def poll(self) -> tuple[Message | None, bool]:
         """(a message or None, whether more rows are waiting)."""
         with self._lock:
             if self._stopped:
                 return None, False
             return self._poll()
 
-    def _poll(self) -> tuple[dict[str, Any] | None, bool]:
+    def _poll(self) -> tuple[Message | None, bool]:
         conn = self._connect()
         if conn is None:
             if self.last is None:
@@ -134,7 +134,7 @@ class Relay:
             self.last = rows[-1]["id"]
         return summarise(rows, updates, self.prefix), len(rows) == MAX_ROWS
 
-    def catch_up(self, after: int) -> dict[str, Any] | None:
+    def catch_up(self, after: int) -> Message | None:
         """What a client missed since ``after`` (its last id), summarised like a batch."""
         conn = None
         try:
