@@ -118,6 +118,13 @@ CSV_HEADER: tuple[str, ...] = NAMES
 FIXED_CSV_HEADER: tuple[str, ...] = NAMES[:15]
 INDEX: dict[str, int] = {name: i for i, name in enumerate(NAMES)}
 
+# What a hold is, in SQL: a transaction that took the write lock, or an autocommit write.
+TXN_HOLD = "kind = 'transaction' AND hold_ms IS NOT NULL"
+WRITE_HOLD = "kind = 'query' AND hold_ms IS NOT NULL"
+HOLD = "kind IN ('transaction', 'query') AND hold_ms IS NOT NULL"
+# A time window: ts between two parameters, both ends included.
+IN_WINDOW = "ts >= ? AND ts <= ?"
+
 UNKNOWN = "unknown"
 # What a wait can be behind, besides an instrumented holder.
 OUTSIDE = "outside"  # another program holds the file

@@ -57,7 +57,7 @@ UNKNOWN_DB = "unknown"  # a holder on a database the store has no hold of yet
 
 _WAIT_BIN = rollup.bin_case("wait_ms")
 _HOLD_BIN = rollup.bin_case("hold_ms")
-_HOLDS = "kind IN ('transaction', 'query') AND hold_ms IS NOT NULL AND ts >= 0"
+_HOLDS = f"{events.HOLD} AND ts >= 0"
 # The first scrape: everything the store holds. Each query repeats rollup.WAITS so
 # SQLite reads it from the partial index that covers waits and busy errors.
 _LOAD_BUSY = (

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from lockwatch.events import WAL_READ  # a leaf module: imports nothing of Django's
+from lockwatch.events import TXN_HOLD, WAL_READ, WRITE_HOLD  # a leaf: nothing of Django's
 
 LOCK_MESSAGES = ("database is locked", "database table is locked")
 
@@ -116,7 +116,7 @@ def _blocker_sql(row: sqlite3.Row) -> str | None:
                 args,
             ).fetchone()
             or conn.execute(  # an autocommit write holds for its own statement
-                "SELECT sql FROM events WHERE kind = 'query' AND hold_ms IS NOT NULL AND db = ?"
+                f"SELECT sql FROM events WHERE {WRITE_HOLD} AND db = ?"
                 " AND pid = ? AND call_site = ? AND ts <= ? ORDER BY ts DESC LIMIT 1",
                 args,
             ).fetchone()
@@ -241,7 +241,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     started = getattr(config, "_lockwatch_started", 0.0)
     rows = conn.execute(
         "SELECT context, max(hold_ms) AS hold, coalesce(lock_call_site, call_site) AS site"
-        " FROM events WHERE kind = 'transaction' AND hold_ms IS NOT NULL AND pid = ?"
+        f" FROM events WHERE {TXN_HOLD} AND pid = ?"
         " AND ts >= ? AND context LIKE 'test:%' AND context != ?"  # not the database setup
         " GROUP BY context ORDER BY hold DESC LIMIT 10",
         (os.getpid(), started, SETUP_LABEL),

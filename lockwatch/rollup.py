@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from .events import IN_WINDOW, TXN_HOLD, WRITE_HOLD
 from .filters import Filters
 
 # 1-2-5 edges in ms, from 10 µs to 10 minutes: fixed, so the binning is one CASE in SQL.
@@ -67,8 +68,8 @@ SERIES: dict[str, Series] = {
     s.name: s
     for s in (
         # Transactions' holds and autocommit writes' holds: together the dashboard's holds.
-        Series(TXN, "kind = 'transaction' AND hold_ms IS NOT NULL", _SITE_KEY, "hold_ms"),
-        Series(WRITE, "kind = 'query' AND hold_ms IS NOT NULL", _SITE_KEY, "hold_ms"),
+        Series(TXN, TXN_HOLD, _SITE_KEY, "hold_ms"),
+        Series(WRITE, WRITE_HOLD, _SITE_KEY, "hold_ms"),
         Series(DURATION, "kind = 'transaction' AND duration_ms IS NOT NULL", "''", "duration_ms"),
     )
 }  # fmt: skip
@@ -279,8 +280,7 @@ def quiet_longest(conn: sqlite3.Connection, since: float, until: float) -> float
     if not quiet_available(conn):
         return None
     row = conn.execute(
-        f"SELECT max(max_ms) FROM quiet WHERE ts >= ? AND ts <= ?"
-        f" AND series IN ('{TXN}', '{WRITE}')",
+        f"SELECT max(max_ms) FROM quiet WHERE {IN_WINDOW} AND series IN ('{TXN}', '{WRITE}')",
         (since, until),
     ).fetchone()
     return None if row is None else row[0]
@@ -467,11 +467,11 @@ def histograms(
     if m0 < m1:
         rest = [
             ("ts >= ? AND ts < ?", (since, m0 * MINUTE)),
-            ("ts >= ? AND ts <= ?", (m1 * MINUTE, until)),
+            (f"{IN_WINDOW}", (m1 * MINUTE, until)),
         ]
         edges = [(since, m0 * MINUTE, True), (m1 * MINUTE, until, False)]
     else:
-        rest = [("ts >= ? AND ts <= ?", (since, until))]
+        rest = [(f"{IN_WINDOW}", (since, until))]
         edges = [(since, until, False)]
     for a, b, end_open in edges:  # the quiet writes of the partial minutes
         for (series, key), h in quiet_histograms(conn, a, b, names, by_site, end_open).items():

@@ -11,8 +11,9 @@ import sqlite3
 from typing import Any
 
 from .. import events
+from ..events import HOLD, IN_WINDOW
 from ..live import payload
-from .queries import COLS, HOLD_KINDS, HOLD_START
+from .queries import COLS, HOLD_START
 
 MAX_ID = 2**63 - 1  # SQLite's largest rowid; a bigger int cannot even be bound
 
@@ -29,8 +30,8 @@ def _hold_of(
 ) -> dict[str, Any] | None:
     """The hold event (transaction or autocommit write) of pid/thread overlapping [start, end]."""
     row = conn.execute(
-        f"SELECT *, {HOLD_START} AS start FROM events WHERE {HOLD_KINDS} AND pid = ?"
-        " AND (thread = ? OR ? IS NULL) AND ts >= ? AND ts <= ?"
+        f"SELECT *, {HOLD_START} AS start FROM events WHERE {HOLD} AND pid = ?"
+        f" AND (thread = ? OR ? IS NULL) AND {IN_WINDOW}"
         f" AND {HOLD_START} <= ? AND {HOLD_START} + hold_ms / 1000.0 >= ?"
         " ORDER BY hold_ms DESC LIMIT 1",
         # A hold that overlaps the wait began at most a day before it.
@@ -76,7 +77,7 @@ def blocker_chain(
         # Did the holder itself wait for the lock before it got it?
         waited = conn.execute(
             "SELECT * FROM events WHERE kind IN ('wait', 'busy') AND pid = ? AND thread IS ?"
-            " AND ts >= ? AND ts <= ? AND blocker_pid IS NOT NULL ORDER BY wait_ms DESC LIMIT 1",
+            f" AND {IN_WINDOW} AND blocker_pid IS NOT NULL ORDER BY wait_ms DESC LIMIT 1",
             (holder["pid"], holder["thread"], holder["ts"], holder["start"]),
         ).fetchone()
         if waited is None or waited["id"] in seen:
@@ -93,7 +94,7 @@ def caused(conn: sqlite3.Connection, ev: dict[str, Any], limit: int = 50) -> lis
     start = ev.get("lock_ts") or ev["ts"] + (ev.get("wait_ms") or 0) / 1000.0
     end = start + ev["hold_ms"] / 1000.0
     rows = conn.execute(
-        f"SELECT {COLS} FROM events WHERE kind IN ('wait', 'busy') AND ts >= ? AND ts <= ?"
+        f"SELECT {COLS} FROM events WHERE kind IN ('wait', 'busy') AND {IN_WINDOW}"
         " AND blocker_pid = ? AND blocker_thread IS ? ORDER BY ts LIMIT ?",
         (start - 3600, end, ev["pid"], ev["thread"], limit),
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import events
+from ..events import IN_WINDOW
 from ..live import payload
 from .queries import COLS
 
@@ -65,7 +66,7 @@ def endpoints(
     busy_pids: dict[str, set[int]] = defaultdict(set)
     for context, kind, cls, pid, n, ms in conn.execute(
         "SELECT context, kind, classification, pid, count(*), COALESCE(sum(wait_ms), 0)"
-        " FROM events WHERE kind IN ('wait', 'busy') AND ts >= ? AND ts <= ?"
+        f" FROM events WHERE kind IN ('wait', 'busy') AND {IN_WINDOW}"
         " GROUP BY context, kind, classification, pid",
         window,
     ):
@@ -83,7 +84,7 @@ def endpoints(
     # news here; the doctor and the events table have it).
     for context, n, failed in conn.execute(
         "SELECT context, count(*), COALESCE(sum(status >= 500), 0) FROM events"
-        " WHERE kind = 'request' AND ts >= ? AND ts <= ? GROUP BY context",
+        f" WHERE kind = 'request' AND {IN_WINDOW} GROUP BY context",
         window,
     ):
         if context in rows:
@@ -104,7 +105,7 @@ def endpoints(
     for context, site, bctx, kind, n, ms in conn.execute(
         "SELECT context, blocker_call_site, blocker_context, kind, count(*),"
         " COALESCE(sum(wait_ms), 0) FROM events WHERE kind IN ('wait', 'busy')"
-        " AND ts >= ? AND ts <= ? AND blocker_call_site IS NOT NULL"
+        f" AND {IN_WINDOW} AND blocker_call_site IS NOT NULL"
         " GROUP BY context, blocker_call_site, blocker_context, kind",
         window,
     ):
@@ -158,7 +159,7 @@ def request_story(
     """
     found = conn.execute(
         f"SELECT {COLS}, request_id, method, path, view, status, queries, db_ms, busy_count"
-        " FROM events WHERE ts >= ? AND ts <= ? AND request_id = ?"
+        f" FROM events WHERE {IN_WINDOW} AND request_id = ?"
         " ORDER BY ts, id LIMIT ?",
         (since, until, request_id, MAX_REQUEST_EVENTS + 1),
     ).fetchall()

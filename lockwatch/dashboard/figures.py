@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..events import IN_WINDOW
 from . import charts, heldnow, params, queries
 
 CHARTS = ("busy", "waits", "durations", "timeline")
@@ -78,7 +79,7 @@ def data_span(conn: sqlite3.Connection, w: params.Window) -> tuple[float, float,
     firsts, lasts = [], []
     for kind in ("busy", "wait"):
         lo, hi = conn.execute(
-            "SELECT min(ts), max(ts) FROM events WHERE kind = ? AND ts >= ? AND ts <= ?",
+            f"SELECT min(ts), max(ts) FROM events WHERE kind = ? AND {IN_WINDOW}",
             (kind, w.since, w.until),
         ).fetchone()
         if lo is not None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import events, rollup
+from ..events import HOLD, IN_WINDOW
 from ..filters import Filters
 from ..live import PAYLOAD, payload
 
@@ -37,7 +38,6 @@ COLS = ", ".join(f'"{name}"' for name in PAYLOAD)  # the payload's columns, as S
 # Where a hold's lock was taken: a transaction's first write, or the autocommit write itself.
 HOLD_SITE = rollup.HOLD_SITE
 HOLD_START = "COALESCE(lock_ts, ts + COALESCE(wait_ms, 0) / 1000.0)"
-HOLD_KINDS = "kind IN ('transaction', 'query') AND hold_ms IS NOT NULL"
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -70,14 +70,14 @@ def header(
     now = time.time() if now is None else now
     rate_span = 10.0
     (recent,) = conn.execute(
-        "SELECT count(*) FROM events WHERE ts >= ? AND ts <= ?", (now - rate_span, now)
+        f"SELECT count(*) FROM events WHERE {IN_WINDOW}", (now - rate_span, now)
     ).fetchone()
     (busy,) = conn.execute(
-        "SELECT count(*) FROM events WHERE kind = 'busy' AND ts >= ? AND ts <= ?", (since, until)
+        f"SELECT count(*) FROM events WHERE kind = 'busy' AND {IN_WINDOW}", (since, until)
     ).fetchone()
     worst = conn.execute(
-        "SELECT id, hold_ms FROM events WHERE kind IN ('transaction', 'query')"
-        " AND ts >= ? AND ts <= ? AND hold_ms IS NOT NULL ORDER BY hold_ms DESC LIMIT 1",
+        f"SELECT id, hold_ms FROM events WHERE {HOLD} AND {IN_WINDOW}"
+        " ORDER BY hold_ms DESC LIMIT 1",
         (since, until),
     ).fetchone()
     quiet = rollup.quiet_longest(conn, since, until)  # shorter than any stored hold
@@ -138,7 +138,7 @@ def busy_per_second(conn: sqlite3.Connection, since: float, until: float, bucket
     series = Series(bucket, starts, {c: [0.0] * len(starts) for c in events.CLASSIFICATIONS})
     rows = conn.execute(
         "SELECT CAST((ts - ?) / ? AS INTEGER) AS b, COALESCE(classification, 'other') AS c,"
-        " count(*) AS n FROM events WHERE kind = 'busy' AND ts >= ? AND ts <= ?"
+        f" count(*) AS n FROM events WHERE kind = 'busy' AND {IN_WINDOW}"
         " GROUP BY b, c",
         (first, bucket, since, until),
     )
@@ -163,7 +163,7 @@ def wait_percentiles(
     args = (first, bucket, since, until)
     exact = conn.execute(
         "SELECT CAST((ts - ?) / ? AS INTEGER) AS b, count(*), max(wait_ms) FROM events"
-        " WHERE kind = 'wait' AND ts >= ? AND ts <= ? GROUP BY b",
+        f" WHERE kind = 'wait' AND {IN_WINDOW} GROUP BY b",
         args,
     ).fetchall()
     total = sum(r[1] for r in exact)
@@ -172,7 +172,7 @@ def wait_percentiles(
     per: dict[int, list[float]] = defaultdict(list)
     for b, ms in conn.execute(
         "SELECT CAST((ts - ?) / ? AS INTEGER) AS b, wait_ms FROM events"
-        f" WHERE kind = 'wait' AND ts >= ? AND ts <= ? AND wait_ms IS NOT NULL{sample}",
+        f" WHERE kind = 'wait' AND {IN_WINDOW} AND wait_ms IS NOT NULL{sample}",
         args,
     ):
         per[b].append(ms)
@@ -243,12 +243,12 @@ def durations(conn: sqlite3.Connection, since: float, until: float) -> Histogram
 
     duration_bins = counts(
         f"SELECT {_bin_case('duration_ms')} AS b, count(*) FROM events"
-        " WHERE kind = 'transaction' AND ts >= ? AND ts <= ? AND duration_ms IS NOT NULL"
+        f" WHERE kind = 'transaction' AND {IN_WINDOW} AND duration_ms IS NOT NULL"
         " GROUP BY b"
     )
     hold_bins = counts(
         f"SELECT {_bin_case('hold_ms')} AS b, count(*) FROM events"
-        f" WHERE {HOLD_KINDS} AND ts >= ? AND ts <= ? GROUP BY b"
+        f" WHERE {HOLD} AND {IN_WINDOW} GROUP BY b"
     )
     # The quiet writes (lockwatch.quiet): stored by bin, not as events.
     names = (rollup.DURATION, rollup.TXN, rollup.WRITE)
@@ -264,7 +264,7 @@ def slowest(
 ) -> list[dict[str, Any]]:
     """The slowest transactions in the window, by wall time."""
     rows = conn.execute(
-        f"SELECT {COLS} FROM events WHERE kind = 'transaction' AND ts >= ? AND ts <= ?"
+        f"SELECT {COLS} FROM events WHERE kind = 'transaction' AND {IN_WINDOW}"
         " AND duration_ms IS NOT NULL ORDER BY duration_ms DESC LIMIT ?",
         (since, until, limit),
     )
@@ -328,7 +328,7 @@ def timeline(
             " COALESCE(lock_sql, sql) AS lock_statement FROM events WHERE id IN"
             # The longest holds' ids from the covering (kind, ts, hold_ms) index first:
             # only those rows are read, not every hold of a long window.
-            f" (SELECT id FROM events WHERE {HOLD_KINDS} AND ts >= ? AND ts <= ?"
+            f" (SELECT id FROM events WHERE {HOLD} AND {IN_WINDOW}"
             " ORDER BY hold_ms DESC LIMIT ?) ORDER BY hold_ms DESC",
             (since, until, max_holds),
         )
@@ -337,7 +337,7 @@ def timeline(
         dict(r)
         for r in conn.execute(
             f"SELECT {COLS}, ts + COALESCE(duration_ms, wait_ms, 0) / 1000.0 AS at FROM events"
-            " WHERE kind IN ('busy', 'wait') AND ts >= ? AND ts <= ? ORDER BY ts DESC LIMIT ?",
+            f" WHERE kind IN ('busy', 'wait') AND {IN_WINDOW} ORDER BY ts DESC LIMIT ?",
             (since, until, max_marks),
         )
     ]
@@ -403,7 +403,7 @@ def call_sites(
     if long is None:
         holds: dict[str, list[float]] = defaultdict(list)
         for site, ms in conn.execute(
-            f"SELECT {HOLD_SITE}, hold_ms FROM events WHERE {HOLD_KINDS} AND ts >= ? AND ts <= ?",
+            f"SELECT {HOLD_SITE}, hold_ms FROM events WHERE {HOLD} AND {IN_WINDOW}",
             window,
         ):
             holds[site or events.UNKNOWN].append(ms)
@@ -429,14 +429,14 @@ def call_sites(
     # Waits and busy errors through their covering index (rollup.WAITS).
     for site, n in conn.execute(
         f"SELECT blocker_call_site, count(*) FROM events WHERE {rollup.WAITS}"
-        " AND kind = 'wait' AND ts >= ? AND ts <= ? GROUP BY blocker_call_site",
+        f" AND kind = 'wait' AND {IN_WINDOW} GROUP BY blocker_call_site",
         window,
     ):
         if site is not None:  # else not attributed yet
             get(site).waits_caused += n
     for blocker, site, n in conn.execute(
         f"SELECT blocker_call_site, call_site, count(*) FROM events WHERE {rollup.WAITS}"
-        " AND kind = 'busy' AND ts >= ? AND ts <= ? GROUP BY blocker_call_site, call_site",
+        f" AND kind = 'busy' AND {IN_WINDOW} GROUP BY blocker_call_site, call_site",
         window,
     ):
         if blocker is not None:

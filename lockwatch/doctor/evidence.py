@@ -176,7 +176,7 @@ class _Evidence:
         txn: dict[str, list[float]] = {}
         for is_txn, site, ms in self.tuples(
             f"SELECT kind = 'transaction', {rollup.HOLD_SITE}, hold_ms FROM events"
-            " WHERE kind IN ('transaction', 'query') AND hold_ms IS NOT NULL{w}"
+            f" WHERE {events.HOLD}{{w}}"
         ):
             every.setdefault(site or "unknown", []).append(ms)
             if is_txn:

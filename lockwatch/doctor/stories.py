@@ -8,6 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from ..events import IN_WINDOW
 from .evidence import (
     _NOT_A_SITE,
     _WAITS,
@@ -173,7 +174,7 @@ def _test_isolation(ev: _Evidence) -> list[Finding]:
     ):
         by = ev.conn.execute(  # the COMMIT's own line, where statements were captured
             "SELECT call_site FROM events WHERE kind = 'query' AND stmt_class = 'commit'"
-            " AND pid = ? AND thread_id IS ? AND ts >= ? AND ts <= ? ORDER BY ts DESC LIMIT 1",
+            f" AND pid = ? AND thread_id IS ? AND {IN_WINDOW} ORDER BY ts DESC LIMIT 1",
             (r["pid"], r["thread_id"], r["ts"], r["ts"] + (r["duration_ms"] or 0) / 1000 + 1e-3),
         ).fetchone()
         committed = f" by `{by[0]}`" if by and by[0] else ""
