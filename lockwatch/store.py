@@ -112,6 +112,25 @@ class Process(NamedTuple):
     figures: dict[str, int]
 
 
+class Totals(NamedTuple):
+    """The ``processes`` table summed: lockwatch's own health across every process."""
+
+    processes: int
+    dropped: int  # records dropped from a full buffer
+    lost: int  # records that could not be stored
+    inferred: int  # processes whose waits are inferred from timings
+    live_missed: int  # events stored but not sent on the live path
+
+
+def totals(conn: sqlite3.Connection) -> Totals:
+    row = conn.execute(
+        "SELECT count(*), COALESCE(sum(dropped), 0), COALESCE(sum(lost), 0),"
+        " COALESCE(sum(capture_mode = 'inferred'), 0), COALESCE(sum(live_missed), 0)"
+        " FROM processes"
+    ).fetchone()
+    return Totals(*(int(v) for v in row))
+
+
 class Hold(NamedTuple):
     """One write-lock hold (a NamedTuple: the flusher makes one per transaction)."""
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import events, rollup
+from .. import events, rollup, store
 from ..events import HOLD, IN_WINDOW
 from ..filters import Filters
 from ..live import PAYLOAD, payload
@@ -83,24 +83,21 @@ def header(
     quiet = rollup.quiet_longest(conn, since, until)  # shorter than any stored hold
     if quiet is not None and (worst is None or quiet > worst["hold_ms"]):
         worst = {"id": None, "hold_ms": quiet}
-    proc = conn.execute(
-        "SELECT count(*), COALESCE(sum(dropped), 0), COALESCE(sum(lost), 0),"
-        " sum(capture_mode = 'inferred'), COALESCE(sum(live_missed), 0) FROM processes"
-    ).fetchone()
+    proc = store.totals(conn)
     last = conn.execute("SELECT COALESCE(max(id), 0) FROM events").fetchone()[0]
     mode = None
-    if proc[0]:
-        mode = "inferred" if proc[3] else "exact"
+    if proc.processes:
+        mode = "inferred" if proc.inferred else "exact"
     return Header(
         events_per_s=recent / rate_span,
         busy=int(busy),
         worst_hold_ms=worst["hold_ms"] if worst else None,
         worst_hold_id=worst["id"] if worst else None,
-        dropped=int(proc[1]),
-        lost=int(proc[2]),
-        live_missed=int(proc[4]),
+        dropped=proc.dropped,
+        lost=proc.lost,
+        live_missed=proc.live_missed,
         capture_mode=mode,
-        processes=int(proc[0]),
+        processes=proc.processes,
         last_id=int(last),
     )
 

@@ -6,6 +6,7 @@ import sqlite3
 from collections import defaultdict
 from typing import Any
 
+from .. import store
 from .evidence import (
     _NOT_A_SITE,
     _WAITS,
@@ -304,10 +305,7 @@ _HEALTH = (
 
 def _health(conn: sqlite3.Connection) -> list[Finding]:
     try:
-        r = conn.execute(
-            "SELECT coalesce(sum(dropped), 0) AS dropped, coalesce(sum(lost), 0) AS lost,"
-            " max(capture_mode = 'inferred') AS inferred FROM processes"
-        ).fetchone()
+        r = store.totals(conn)._asdict()
     except sqlite3.Error:
         return []
     return [
