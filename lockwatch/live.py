@@ -51,7 +51,6 @@ class Batch(TypedDict):
     busy: dict[str, int]  # busy errors by classification
     span: list[float | None]  # [first ts, last ts]
     events: list[dict[str, Any]]  # a bounded sample, PAYLOAD columns
-    updates: list[dict[str, Any]]  # events stored earlier and changed since
     sent: float
     catch_up: NotRequired[bool]  # the answer to a client's "after"
     missed_before: NotRequired[int]  # a target's publisher: what its live path missed so far
@@ -78,9 +77,7 @@ def _own(context: str | None, prefix: str | None) -> bool:
     return path.startswith(prefix)
 
 
-def summarise(
-    rows: Sequence[Row], updates: Sequence[Row] = (), prefix: str | None = None
-) -> Message:
+def summarise(rows: Sequence[Row], prefix: str | None = None) -> Message:
     """One websocket message for many events: counts, and a bounded sample."""
     kinds: Counter[str] = Counter()
     busy: Counter[str] = Counter()
@@ -117,7 +114,6 @@ def summarise(
         "busy": dict(busy),
         "span": [first_ts, last_ts],
         "events": [payload(r) for r in sample],
-        "updates": [payload(r) for r in updates],
         "sent": time.time(),
     }
 

@@ -16,7 +16,7 @@ from django.test import Client, override_settings
 from lockwatch import live
 from lockwatch.dashboard import auth, relay
 from lockwatch.dashboard.consumers import LiveConsumer
-from tests.test_dashboard_support import HOLDER, TOKEN, attribute, insert, story
+from tests.test_dashboard_support import HOLDER, TOKEN, insert, story
 from tests.test_dashboard_views import server_settings
 
 LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -203,24 +203,24 @@ def _busy(ts: float, n: int = 1) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def test_new_events_arrive_as_one_batch(server):
+def test_new_events_arrive_as_one_batch_each_sent_once(server):
     async def go():
         comm = communicator(AUTH)
         await comm.connect()
         hello = await receive(comm)
-        (busy_id,) = await asyncio.to_thread(insert, server, _busy(time.time()))
+        # Stored whole, as capture stores it: the wait's blocker named as it waited.
+        rows = [{**r, "blocker_call_site": HOLDER, "blocker_context": "command:holder"}
+                for r in _busy(time.time())]  # fmt: skip
+        (busy_id,) = await asyncio.to_thread(insert, server, rows)
         batch = await receive_type(comm, "batch")
         assert batch["first_id"] == hello["last_id"] + 1 == busy_id
         assert batch["count"] == 1
         assert batch["kinds"] == {"busy": 1}
         assert batch["busy"] == {"timeout": 1}
         (ev,) = batch["events"]
-        assert ev["id"] == busy_id and ev["blocker_call_site"] is None
-        # The blocker is named later; the relay sends the event again.
-        await asyncio.to_thread(attribute, server, busy_id)
-        update = await receive_type(comm, "batch")
-        assert update["count"] == 0
-        assert [u["blocker_call_site"] for u in update["updates"]] == [HOLDER]
+        assert ev["id"] == busy_id and ev["blocker_call_site"] == HOLDER
+        # Nothing is sent again: the relay polls every 0.1 s, and the event never changes.
+        assert await comm.receive_nothing(timeout=0.6)
         await comm.disconnect()
 
     run(go())

@@ -14,7 +14,7 @@ import math
 import sqlite3
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -480,15 +480,4 @@ def last_id(conn: sqlite3.Connection) -> int:
 def since_id(conn: sqlite3.Connection, after: int, limit: int) -> list[sqlite3.Row]:
     return conn.execute(
         f"SELECT {COLS} FROM events WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
-    ).fetchall()
-
-
-def attributed(conn: sqlite3.Connection, ids: Iterable[int]) -> list[sqlite3.Row]:
-    """Those of ids whose blocker has been named since they were sent."""
-    ids = list(ids)[:900]  # under SQLite's variable limit
-    if not ids:
-        return []
-    marks = ",".join("?" * len(ids))
-    return conn.execute(
-        f"SELECT {COLS} FROM events WHERE id IN ({marks}) AND blocker_context IS NOT NULL", ids
     ).fetchall()

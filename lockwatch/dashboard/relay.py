@@ -4,8 +4,8 @@ One relay task runs per event loop while at least one websocket is open. Every
 ``INTERVAL`` it reads the rows with ``id >`` the last one seen (in a thread, as
 SQLite blocks), summarises them into one message (counts per kind and
 classification plus a small sample of the notable events) and ``group_send``s
-it. Waits and busy errors are sent before their blocker is known; the relay
-re-reads them until the flusher names it and sends them again as ``updates``.
+it. An event is stored whole (capture names a wait's blocker as it waits), so
+each is sent once.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import logging
 import os
 import sqlite3
 import threading
-import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +29,6 @@ log = logging.getLogger("lockwatch.dashboard")
 
 INTERVAL = 0.1  # one indexed read per tick; well inside the 1 s budget
 MAX_ROWS = 20_000  # per poll; a backlog is read over the next polls, without sleeping
-PENDING_MAX = 2000
-PENDING_FOR = 30.0  # seconds to keep re-reading an unattributed wait
 
 
 def group_name() -> str:
@@ -62,7 +58,6 @@ class Relay:
         self._stopped = False
         self._last_warning = ""
         # id -> first seen, for waits and busy errors still without a blocker.
-        self._pending: OrderedDict[int, float] = OrderedDict()
 
     # -- reading (in a worker thread) ------------------------------------------
 
@@ -112,27 +107,14 @@ class Relay:
             if not rows and queries.last_id(conn) < self.last:
                 self.last = 0  # ids went backwards: the store was emptied
                 return None, False
-            now = time.time()
-            updates = queries.attributed(conn, self._pending) if self._pending else []
         except sqlite3.Error as exc:
             self._warn(f"cannot read the store: {exc}")
             self._close()
             return None, False
-        for row in updates:
-            self._pending.pop(row["id"], None)
-        while self._pending and (
-            len(self._pending) > PENDING_MAX
-            or now - next(iter(self._pending.values())) > PENDING_FOR
-        ):
-            self._pending.popitem(last=False)
-        if not rows and not updates:
+        if not rows:
             return None, False
-        for row in rows:
-            if row["kind"] in ("wait", "busy") and row["blocker_context"] is None:
-                self._pending[row["id"]] = now
-        if rows:
-            self.last = rows[-1]["id"]
-        return summarise(rows, updates, self.prefix), len(rows) == MAX_ROWS
+        self.last = rows[-1]["id"]
+        return summarise(rows, self.prefix), len(rows) == MAX_ROWS
 
     def catch_up(self, after: int) -> Message | None:
         """What a client missed since ``after`` (its last id), summarised like a batch."""
@@ -143,7 +125,7 @@ class Relay:
             if last <= after:
                 return None
             start = max(after, last - MAX_ROWS)
-            message = summarise(queries.since_id(conn, start, MAX_ROWS), (), self.prefix)
+            message = summarise(queries.since_id(conn, start, MAX_ROWS), self.prefix)
             message["catch_up"] = True
             message["first_id"] = after + 1
             return message

@@ -257,13 +257,6 @@
     }
   }
 
-  function updateFeed(updates) {
-    for (const ev of updates || []) {
-      const li = feedEl.querySelector('li[data-id="' + ev.id + '"] .blocker');
-      if (li && ev.blocker_call_site) li.textContent = "blocked by " + ev.blocker_call_site;
-    }
-  }
-
   // -- the websocket -----------------------------------------------------------
 
   function send(message) {
@@ -284,10 +277,9 @@
       if (m.last_id) state.lastId = Math.max(state.lastId || 0, m.last_id);
       if (m.sent) state.skew = Date.now() - m.sent * 1000;
       feed(m.events);
-      updateFeed(m.updates);
       const stamp = new Date().toISOString().slice(11, 19);
       setStatus("live · " + stamp + " UTC", "live");
-      if (m.count > 0 || (m.updates && m.updates.length)) refresh(false);
+      if (m.count > 0) refresh(false);
     } else if (m.type === "error") {
       if (m.fatal) state.fatal = m.message;
       showBanner(m.message);
