@@ -32,7 +32,6 @@ class Quick:
     txn: Txn | None
     slot: holders.Slot | None
     table: holders.Table | None
-    hold_record: float
     capture_params: bool
     _returning: Returning | None
     _marked: bool
@@ -56,6 +55,9 @@ class Quick:
         raise NotImplementedError
 
     def _close_txn(self, end: str, t1: float | None = None) -> None:
+        raise NotImplementedError
+
+    def _quiet(self, waited: float, held: float) -> bool:
         raise NotImplementedError
 
     def _counted(
@@ -132,7 +134,7 @@ class Quick:
             ))  # fmt: skip
             slot.set_since(holders.HOLDING, wall)
         else:
-            if dur >= self.hold_record or slot.made_wait():
+            if not self._quiet(0.0, dur):
                 return False
             table = self.table
             if table is not None:

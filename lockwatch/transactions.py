@@ -152,11 +152,11 @@ class Transactions:
         t = _perf()
         busy = self.busy
         if (
-            exc is None and not r.waited and (busy is None or not busy.calls)
-            and t - r.lock_start < self.hold_record and self._marked and self.slot is not None
-            and not self.slot.made_wait() and self.table is not None
+            exc is None and (busy is None or not busy.calls) and self._marked
+            and self.slot is not None and self.table is not None
+            and self._quiet(r.waited, t - r.lock_start)
         ):  # fmt: skip
-            # The common end: a quick write that nobody waited for (see _quiet).
+            # The common end: a quiet write that did not wait inside its fetch either.
             self.table.wrote(self.slot)
             pipeline.emit(
                 _tuple_new(Quiet, (r.origin, r.site, r.wall, t - r.lock_start, None, None))
