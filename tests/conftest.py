@@ -14,6 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# Hypothesis's default 200 ms deadline per example is a two-sided timing check in
+# effect: on a loaded machine an example can take longer, and one did.
+hypothesis_settings.register_profile("lockwatch", deadline=None)
+hypothesis_settings.load_profile("lockwatch")
 
 ROOT = Path(__file__).resolve().parents[1]
 _session_dir = Path(tempfile.mkdtemp(prefix="lockwatch-tests-"))
