@@ -1,6 +1,6 @@
 """``python -m bench.callsite [--quick]``: what a user stack costs next to one call site.
 
-Not one of the numbered benchmarks: a micro-benchmark of ``lockwatch.callsite``, printed,
+Not one of the numbered benchmarks: a micro-benchmark of ``lockwatch.capture.callsite``, printed,
 not written to bench/results. Each scenario builds a real Python stack: library frames
 (functions compiled with a file name under the standard library, so they are classified
 as library code) around the user's frames (functions of this file, as a project's views
@@ -29,7 +29,7 @@ import timeit
 from collections.abc import Callable
 from typing import Any
 
-from lockwatch import callsite
+from lockwatch.capture import callsite
 
 from .stats import median, quartiles, rotate
 

@@ -142,7 +142,8 @@ def export_once(path: Path) -> dict[str, float]:
 
 def _profile(path: Path, limit: int) -> dict[str, Any]:
     import lockwatch
-    from lockwatch import export, store
+    from lockwatch import store
+    from lockwatch.store import export
 
     from .profiling import package_dir, profile, summary
 

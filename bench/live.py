@@ -113,7 +113,7 @@ def generate(rate: int, seconds: float, db: str, store: str, redis_url: str) -> 
     lockwatch.flush(timeout=60)
     from lockwatch import pipeline
 
-    f = pipeline.flusher()
+    f = pipeline.current_flusher()
     figures = f.figures() if f is not None else {}
     pipeline.shutdown()  # also stops the publisher thread
     return {"sent": sent, "elapsed": elapsed, "rate": sent / elapsed, **figures}
@@ -203,7 +203,7 @@ def start_dashboard(path: str, store: Path, workdir: Path, redis_url: str) -> tu
             "127.0.0.1",
             "-p",
             str(port),
-            "lockwatch.asgi:application",
+            "lockwatch.server.asgi:application",
         ]
         env = _env(store, DJANGO_SETTINGS_MODULE="bench._live_settings", BENCH_REDIS_URL=redis_url)
     else:

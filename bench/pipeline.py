@@ -1,6 +1,6 @@
 """3. Pipeline: events/s from capture to the store with 0 drops, and where drops begin.
 
-Driven by emitting realistic raw records (``lockwatch.records``) into
+Driven by emitting realistic raw records (``lockwatch.capture.records``) into
 ``lockwatch.pipeline.emit`` from a paced producer thread: the same records, in the same
 mix, that capture makes for a request with two selects, an autocommit insert and an
 ``atomic()`` block. Real statements could not offer more than ~10k events/s from one
@@ -37,7 +37,7 @@ def trial(rate: int, seconds: float, db: str) -> dict[str, Any]:
     from lockwatch import pipeline
 
     unit = Unit(db)
-    buf = pipeline.buffer()
+    buf = pipeline.current_buffer()
     emit = pipeline.emit
     sent = 0
     backlog = 0
@@ -76,7 +76,7 @@ def capacity(n: int, db: str) -> dict[str, Any]:
     from lockwatch import pipeline
 
     unit = Unit(db)
-    buf = pipeline.buffer()
+    buf = pipeline.current_buffer()
     buf.capacity = n + 1  # only this measurement: hold them all
     for _ in range(n // RECORDS_PER_UNIT):
         for rec in unit.records():
@@ -100,12 +100,12 @@ def profile_flush(n: int, db: str) -> dict[str, Any]:
     """pyinstrument over the flusher's cycle for n buffered records, in this thread."""
     import lockwatch
     from lockwatch import pipeline
-    from lockwatch.flusher import Flusher
+    from lockwatch.pipeline.flusher import Flusher
 
     from .profiling import package_dir, profile, summary
 
     unit = Unit(db)
-    buf = pipeline.buffer()
+    buf = pipeline.current_buffer()
     buf.capacity = n + 1
     for _ in range(n // RECORDS_PER_UNIT):
         for rec in unit.records():

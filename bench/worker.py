@@ -114,7 +114,7 @@ class LockwatchInline(Lockwatch):
     def finish(self) -> None:
         from lockwatch import pipeline
 
-        pipeline.buffer().drain()
+        pipeline.current_buffer().drain()
 
 
 class LockwatchNoSite(LockwatchInline):
@@ -123,7 +123,7 @@ class LockwatchNoSite(LockwatchInline):
 
     def __init__(self) -> None:
         super().__init__()
-        from lockwatch import callsite
+        from lockwatch.capture import callsite
 
         site = ("bench.py", 1, "bench")
         callsite.find = lambda depth=2, stop=frozenset(): site  # type: ignore[assignment]

@@ -4,27 +4,27 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .context import tag  # noqa: E402
+from lockwatch.capture.context import tag  # noqa: E402
 
 
 # Capture is imported on first use: `import lockwatch.store` (the dashboard, the export,
 # the doctor) must not load the capture layer and Django's request handler with it.
 def instrument_sqlite3() -> None:
     """Instrument every later ``sqlite3.connect`` in this process. Idempotent."""
-    from .rawsqlite import instrument_sqlite3 as install
+    from lockwatch.capture.rawsqlite import instrument_sqlite3 as install
 
     install()
 
 
 def uninstrument_sqlite3() -> None:
-    from .rawsqlite import uninstrument_sqlite3 as remove
+    from lockwatch.capture.rawsqlite import uninstrument_sqlite3 as remove
 
     remove()
 
 
 def flush(timeout: float = 10.0) -> None:
     """Write every event captured so far to the store."""
-    from . import pipeline
+    from lockwatch import pipeline
 
     pipeline.flush(timeout)
 

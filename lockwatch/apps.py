@@ -6,7 +6,8 @@ from django.core.signals import setting_changed
 
 def _settings_changed(*, setting: str, **kwargs: object) -> None:
     if setting in ("LOCKWATCH", "BASE_DIR"):
-        from . import callsite, conf
+        from lockwatch import conf
+        from lockwatch.capture import callsite
 
         conf.reset()
         cfg = conf.get_config()  # never raises: a bad value turns capture off
@@ -19,7 +20,8 @@ class LockwatchConfig(AppConfig):
     default_auto_field = "django.db.models.AutoField"
 
     def ready(self) -> None:
-        from . import callsite, checks, conf, context  # noqa: F401  (checks registers itself)
+        from lockwatch import checks, conf  # noqa: F401  (checks registers itself)
+        from lockwatch.capture import callsite, context
 
         setting_changed.connect(_settings_changed)
         context.install_command_hook()  # every management command tags its events

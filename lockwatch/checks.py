@@ -14,7 +14,8 @@ from typing import Any
 from django.conf import settings
 from django.core import checks
 
-from . import conf, handle, paths
+from lockwatch import conf, paths
+from lockwatch.capture import busyhandler
 
 
 @checks.register("lockwatch")
@@ -69,11 +70,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 )
             )
     messages += _check_store(cfg)
-    if cfg.exact_waits and handle.api() is None:
+    if cfg.exact_waits and busyhandler.api() is None:
         messages.append(
             checks.Warning(
                 "lockwatch cannot install its busy handler; lock waits are inferred from timings.",
-                hint=f"Reason: {handle.unavailable_reason()}. Events are marked "
+                hint=f"Reason: {busyhandler.unavailable_reason()}. Events are marked "
                 "capture_mode=inferred.",
                 id="lockwatch.W001",
             )
@@ -115,7 +116,7 @@ def _journal_mode(path: str) -> str | None:
     import sqlite3
     from pathlib import Path
 
-    from .plainsqlite import connect as original_connect
+    from lockwatch.plainsqlite import connect as original_connect
 
     if not path or path == ":memory:" or "mode=memory" in path or not os.path.exists(path):
         return None

@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .server import public_url
+from lockwatch import __version__
+from lockwatch.server import public_url
 
 if TYPE_CHECKING:
-    from .conf import Alerts
+    from lockwatch.conf import Alerts
 
 
 def _store_path(value: str | None) -> Path:
@@ -25,8 +25,9 @@ def _store_path(value: str | None) -> Path:
 def _export(args: argparse.Namespace) -> int:
     import sqlite3
 
-    from . import export, reading, store
-    from .filters import FilterError, parse
+    from lockwatch import store
+    from lockwatch.store import export, reading
+    from lockwatch.store.filters import FilterError, parse
 
     try:
         filters = parse(
@@ -85,7 +86,7 @@ def _project(settings_module: str) -> tuple[Path, list[str]]:
     from django.core import checks
 
     django.setup()
-    from . import conf
+    from lockwatch import conf
 
     found = checks.run_checks(tags=["lockwatch"], include_deployment_checks=True)
     lines = []
@@ -99,8 +100,9 @@ def _project(settings_module: str) -> tuple[Path, list[str]]:
 def _doctor(args: argparse.Namespace) -> int:
     import sqlite3
 
-    from . import doctor, reading, store
-    from .filters import FilterError, parse_time
+    from lockwatch import doctor, store
+    from lockwatch.store import reading
+    from lockwatch.store.filters import FilterError, parse_time
 
     advice: list[str] | None = None
     project_store: Path | None = None
@@ -141,7 +143,7 @@ def _serve_settings(args: argparse.Namespace) -> tuple[Alerts | None, Path | Non
     import importlib
     import json
 
-    from . import conf
+    from lockwatch import conf
 
     if args.settings:
         sys.path.insert(0, os.getcwd())
@@ -192,7 +194,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.metrics_allow is not None:
         os.environ["LOCKWATCH_METRICS_ALLOW"] = ",".join(str(n) for n in args.metrics_allow)
     try:
-        from .server import run
+        from lockwatch.server import run
     except ImportError as exc:  # daphne is a dependency: only a broken install lacks it
         print(
             f"lockwatch serve: error: {exc}; the dashboard needs channels, daphne and plotly, "
@@ -216,7 +218,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _networks(value: str) -> list[Any]:
-    from .metricsview import networks
+    from lockwatch.server.metricsview import networks
 
     try:
         return networks(value)
@@ -300,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doc.set_defaults(func=_doctor)
 
-    from . import run
+    from lockwatch import run
 
     run.add_parser(sub)
     return parser

@@ -27,7 +27,7 @@ import zlib
 from pathlib import Path
 from typing import NamedTuple
 
-from . import events
+from lockwatch import events
 
 MAGIC = b"LWHOLD02"  # 02: room for a long call site
 SLOTS = 512
@@ -52,7 +52,7 @@ _BODY = struct.Struct("<BBxxQIIQQdd96s200s40s104s")  # everything after seq
 _OFF_STATE = 4
 # A pad byte of the head, outside the sequence lock: a waiter sets it on the slot it
 # finds in its way, and the next statement's fill clears it. Its owner then knows
-# its write made someone wait, and keeps it as an event (lockwatch.quiet).
+# its write made someone wait, and keeps it as an event (lockwatch.pipeline.quiet).
 _OFF_WAITED = 6
 _OFF_POLL = 4 + _HEAD.size - 4 - 8  # poll_until: the last field of the head
 _POLL = struct.Struct("<d")

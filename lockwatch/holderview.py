@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from . import holders
-from .holders import COMMITTING, HOLDING, STATE_NAMES, Holder
+from lockwatch import holders
+from lockwatch.holders import COMMITTING, HOLDING, STATE_NAMES, Holder
 
 
 class HeldNow(NamedTuple):

@@ -12,9 +12,9 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from . import pipeline
-from .context import CURRENT, Context, task_name
-from .records import Request, Who
+from lockwatch import pipeline
+from lockwatch.capture.context import CURRENT, Context, task_name
+from lockwatch.capture.records import Request, Who
 
 
 @functools.lru_cache(maxsize=8)

@@ -24,7 +24,7 @@ def _uri_by_default() -> bool:
     """
     import sqlite3
 
-    from .plainsqlite import connect as original_connect
+    from lockwatch.plainsqlite import connect as original_connect
 
     try:
         conn = original_connect(MEMORY)

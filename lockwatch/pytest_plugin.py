@@ -60,7 +60,7 @@ def pytest_fixture_setup(
     token = None
     if fixturedef.scope != "function":
         try:
-            from lockwatch.context import CURRENT, Context
+            from lockwatch.capture.context import CURRENT, Context
 
             token = CURRENT.set(Context(label=SETUP_LABEL))
         except Exception:
@@ -69,7 +69,7 @@ def pytest_fixture_setup(
         yield
     finally:
         if token is not None:
-            from lockwatch.context import restore
+            from lockwatch.capture.context import restore
 
             restore(token)
 

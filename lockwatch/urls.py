@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .dashboard import breakdown, views
+from lockwatch.dashboard import breakdown, views
 
 app_name = "lockwatch"
 

@@ -27,7 +27,8 @@ import pytest
 from django.core import checks
 from django.test import override_settings
 
-from lockwatch import alerts, conf, events, store
+from lockwatch import conf, events, store
+from lockwatch.server import alerts
 from tests.conftest import ROOT, free_port, line_of
 from tests.test_browser import _env
 

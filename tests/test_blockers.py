@@ -19,7 +19,7 @@ from pathlib import Path
 from django.db import OperationalError, connections, transaction
 
 from lockwatch import holders
-from lockwatch.rawsqlite import original_connect
+from lockwatch.capture.rawsqlite import original_connect
 from tests.conftest import line_of, run_threads
 from tests.project.shop.models import Item
 

@@ -15,8 +15,8 @@ from django.core.management import call_command
 from django.db import connections
 from django.test import Client, override_settings
 
-from lockwatch import callsite
-from lockwatch.context import _program_label
+from lockwatch.capture import callsite
+from lockwatch.capture.context import _program_label
 from tests.conftest import ROOT, line_of
 from tests.project.shop import decorated
 from tests.project.shop.models import Item
@@ -202,7 +202,7 @@ def test_call_command_in_a_test_keeps_the_test_label(lw, default_db):
 
 def test_call_command_under_a_tag_keeps_the_tag_and_commands_nest(lw, default_db):
     import lockwatch
-    from lockwatch.context import CURRENT, Context, bind, command_started, restore
+    from lockwatch.capture.context import CURRENT, Context, bind, command_started, restore
 
     with lockwatch.tag("job:nightly") as tag:
         call_command("write_one")

@@ -79,7 +79,7 @@ def test_outside_any_request_the_test_names_itself(lw, default_db):
 
 
 def test_program_and_command_labels():
-    from lockwatch.context import _program_label
+    from lockwatch.capture.context import _program_label
 
     assert _program_label(["manage.py", "import_batch", "--x"]) == "command:import_batch"
     assert _program_label(["/srv/app/manage.py", "runserver"]) == "command:runserver"
@@ -142,7 +142,7 @@ def test_quick_reads_are_counted_not_recorded(lw, watched):
     from django.test import override_settings
 
     from lockwatch import conf, pipeline
-    from lockwatch.context import Context, bind
+    from lockwatch.capture.context import Context, bind
 
     db = watched()
     with bind(Context(label="request:GET /r", request_id="r1")) as ctx:

@@ -20,8 +20,10 @@ from typing import Any
 import pytest
 from django.db import connections, transaction
 
-from lockwatch import capture, pipeline, rawsqlite
-from lockwatch.capture import Probe
+from lockwatch import pipeline
+from lockwatch.capture import probe as probe_module
+from lockwatch.capture import rawsqlite
+from lockwatch.capture.probe import Probe
 from tests.conftest import lw_settings
 from tests.project.shop.models import Item
 
@@ -96,7 +98,7 @@ def _recorded(
     """The records ``run`` emits, and how many statements went through ``_after``."""
     records: list[Any] = []
     general = [0]
-    classify = capture.statement_class
+    classify = probe_module.statement_class
 
     def counted(sql: str) -> str:
         # _after's first step; counted here, not by wrapping _after, which would put
@@ -108,7 +110,7 @@ def _recorded(
     start = time.time()
     with monkeypatch.context() as m:
         m.setattr(pipeline, "emit", records.append)
-        m.setattr(capture, "statement_class", counted)
+        m.setattr(probe_module, "statement_class", counted)
         run()
     end = time.time()
     for r in records:  # the times blanked below, checked against the clock instead

@@ -9,7 +9,7 @@ import pytest
 from django.core import checks
 from django.db import OperationalError, transaction
 
-from lockwatch import handle
+from lockwatch.capture import busyhandler
 from tests.conftest import run_threads
 from tests.project.shop.models import Item
 from tests.scenarios import hold_then_write
@@ -17,7 +17,7 @@ from tests.scenarios import hold_then_write
 
 @pytest.fixture
 def no_handle(monkeypatch):
-    monkeypatch.setattr(handle, "raw_handle", lambda conn: None)
+    monkeypatch.setattr(busyhandler, "raw_handle", lambda conn: None)
 
 
 def test_timeout_is_inferred_and_flagged(lw, watched, no_handle):
@@ -63,8 +63,8 @@ def test_upgrade_is_inferred(lw, watched, no_handle):
 
 
 def test_system_check_says_waits_are_inferred(monkeypatch):
-    monkeypatch.setattr(handle, "api", lambda: None)
-    monkeypatch.setattr(handle, "unavailable_reason", lambda: "statically linked SQLite")
+    monkeypatch.setattr(busyhandler, "api", lambda: None)
+    monkeypatch.setattr(busyhandler, "unavailable_reason", lambda: "statically linked SQLite")
     found = [m for m in checks.run_checks(tags=["lockwatch"]) if m.id == "lockwatch.W001"]
     assert len(found) == 1
     assert "statically linked SQLite" in found[0].hint

@@ -166,7 +166,7 @@ def test_served_export_of_a_corrupt_store_answers_at_once(tmp_path):
 def test_an_export_that_breaks_partway_ends_with_why(tmp_path, monkeypatch):
     # Damage deeper in than the first reads shows only once the response has started;
     # an exception there left daphne's client waiting forever.
-    from lockwatch import export
+    from lockwatch.store import export
 
     path = tmp_path / "lockwatch.sqlite3"
     story(path)

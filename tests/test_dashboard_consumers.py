@@ -39,7 +39,7 @@ def server(store_path: Path) -> Iterator[Path]:
 
 
 def application():
-    from lockwatch.asgi import application
+    from lockwatch.server.asgi import application
 
     return application
 

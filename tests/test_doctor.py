@@ -19,8 +19,9 @@ from django.core import checks
 from django.db import OperationalError, connections, transaction
 from django.test import override_settings
 
-from lockwatch import doctor, events, rollup, store
+from lockwatch import doctor, events, store
 from lockwatch.dashboard import queries
+from lockwatch.store import rollup
 from tests.conftest import ROOT, line_of, run_threads
 from tests.project.shop.models import Item
 from tests.scenarios import (

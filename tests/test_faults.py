@@ -108,7 +108,7 @@ def test_full_store_disk(tmp_path: Path, watched):
         db = watched()
         _writes(db, 1)
         pipeline.flush()
-        writer = pipeline.flusher()._store()
+        writer = pipeline.current_flusher()._store()
         pages = writer.conn.execute("PRAGMA page_count").fetchone()[0]
         writer.conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is now full
         _writes(db, 300, 1)

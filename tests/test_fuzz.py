@@ -22,8 +22,8 @@ from django.test import Client
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from lockwatch import filters
 from lockwatch.dashboard import params
+from lockwatch.store import filters
 from tests.test_dashboard_consumers import AUTH, LAYERS, communicator
 from tests.test_dashboard_support import TOKEN, story
 from tests.test_dashboard_views import PARTIALS, figure, server_settings

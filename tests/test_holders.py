@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from lockwatch import holders, oslocks
+from lockwatch import holders
+from lockwatch.capture import oslocks
 from tests.conftest import ROOT
 
 WRITER = """

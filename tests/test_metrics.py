@@ -30,7 +30,8 @@ from django.db import transaction
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lockwatch import events, holders, metrics, store
+from lockwatch import events, holders, store
+from lockwatch.server import metrics
 from tests.conftest import free_port
 from tests.project.shop.models import Item
 from tests.test_browser import MANAGE, ROOT, Server, _env

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from django.db import IntegrityError, connections, transaction
 
-from lockwatch import doctor, holderview, rollup, store
+from lockwatch import doctor, holderview, store
 from lockwatch.dashboard import queries
+from lockwatch.store import rollup
 from tests.conftest import ROOT, line_of, lw_settings, run_threads
 from tests.project.shop.models import Item
 

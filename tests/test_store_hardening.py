@@ -24,7 +24,7 @@ import pytest
 from django.db import connections, transaction
 
 from lockwatch import events, holders, pipeline, store
-from lockwatch.flusher import Flusher
+from lockwatch.pipeline.flusher import Flusher
 from tests.conftest import ROOT
 from tests.project.shop.models import Item
 from tests.support.pipeline import fresh_pipeline
@@ -55,7 +55,7 @@ def test_a_lone_surrogate_in_a_statement_costs_nothing(tmp_path: Path, watched):
             cur.execute("SELECT 'caf\udcff'")  # the app's own error, unchanged
         for i in range(300):
             Item.objects.using(db).create(name=f"after {i}")
-        assert len(pipeline.buffer()) > 600  # all of it in one flush
+        assert len(pipeline.current_buffer()) > 600  # all of it in one flush
         pipeline.flush()
         counters = pipeline.counters
         assert (counters.lost, counters.store_errors) == (0, 0)
@@ -101,7 +101,7 @@ def test_a_refused_hold_is_counted_as_lost(tmp_path: Path, watched):
         with transaction.atomic(using=db):
             Item.objects.using(db).create(name="first")
         pipeline.flush()
-        flusher = pipeline.flusher()
+        flusher = pipeline.current_flusher()
         assert pipeline.counters.lost == 0
         # The next transaction's hold key, already taken in the store (as a reused pid
         # made one before each process's start was part of the key).
@@ -270,7 +270,7 @@ while time.monotonic() < end:
     n += 1
     if n % 50 == 0:
         time.sleep(0.0005)  # as an app's requests would, so the flusher runs
-buf = pipeline.buffer()
+buf = pipeline.current_buffer()
 print(buf.accepted, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -324,7 +324,7 @@ def test_a_store_overwritten_while_in_use_is_detected_and_counted(tmp_path: Path
         for i in range(20):
             Item.objects.using(db).create(name=f"i{i}")
         pipeline.flush()
-        writer = pipeline.flusher()._writer
+        writer = pipeline.current_flusher()._writer
         writer.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the file has it all
         with open(path, "r+b") as f:  # dd if=/dev/urandom of=store conv=notrunc
             f.write(os.urandom(64 * 1024))

@@ -3,9 +3,9 @@ import types
 
 import pytest
 
-from lockwatch import callsite, handle
-from lockwatch.buffer import Buffer
-from lockwatch.busy import classify
+from lockwatch.capture import busyhandler, callsite
+from lockwatch.capture.busy import classify
+from lockwatch.pipeline.buffer import Buffer
 
 
 def kw(**overrides):
@@ -89,17 +89,17 @@ def test_call_site_format_is_relative_to_the_project(tmp_path):
 
 def test_raw_handle_is_verified(tmp_path):
     conn = sqlite3.connect(tmp_path / "x.sqlite3")
-    h = handle.raw_handle(conn)
+    h = busyhandler.raw_handle(conn)
     assert h is not None
-    assert handle.db_filename(h) == str(tmp_path / "x.sqlite3")
+    assert busyhandler.db_filename(h) == str(tmp_path / "x.sqlite3")
     conn.execute("CREATE TABLE t (x)")
     conn.execute("BEGIN")
     conn.execute("SELECT * FROM t").fetchall()
-    assert handle.txn_state(h) == handle.SQLITE_TXN_READ
+    assert busyhandler.txn_state(h) == busyhandler.SQLITE_TXN_READ
     conn.execute("INSERT INTO t VALUES (1)")
-    assert handle.txn_state(h) == handle.SQLITE_TXN_WRITE
+    assert busyhandler.txn_state(h) == busyhandler.SQLITE_TXN_WRITE
     conn.execute("COMMIT")
-    assert handle.txn_state(h) == handle.SQLITE_TXN_NONE
+    assert busyhandler.txn_state(h) == busyhandler.SQLITE_TXN_NONE
 
 
 @pytest.mark.parametrize(("fast", "calls"), [(False, range(6, 10)), (True, range(40, 400))])
@@ -109,7 +109,7 @@ def test_busy_handler_gives_up_at_the_timeout(tmp_path, fast, calls):
     holder.execute("CREATE TABLE t (x)")
     holder.execute("BEGIN IMMEDIATE")
     waiter = sqlite3.connect(path, isolation_level=None, timeout=0)
-    busy = handle.BusyHandler(handle.raw_handle(waiter), 0.1, fast=fast)
+    busy = busyhandler.BusyHandler(busyhandler.raw_handle(waiter), 0.1, fast=fast)
     busy.install()
     with pytest.raises(sqlite3.OperationalError):
         waiter.execute("BEGIN IMMEDIATE")
@@ -125,8 +125,9 @@ def test_rows_fill_only_their_kinds_columns(lw, watched, monkeypatch):
 
     from django.db import OperationalError
 
-    from lockwatch import events, records
-    from lockwatch.context import Context
+    from lockwatch import events
+    from lockwatch.capture import records
+    from lockwatch.capture.context import Context
     from tests.scenarios import hold_then_write
 
     seen: list = []
@@ -137,7 +138,7 @@ def test_rows_fill_only_their_kinds_columns(lw, watched, monkeypatch):
         seen.append(row)
         return row
 
-    import lockwatch.flusher as flusher
+    import lockwatch.pipeline.flusher as flusher
 
     monkeypatch.setattr(flusher, "to_row", spy)
     errors = hold_then_write(watched(timeout=0.2), 0.4)
@@ -161,7 +162,7 @@ def test_rows_fill_only_their_kinds_columns(lw, watched, monkeypatch):
 def test_no_part_of_the_probe_is_left_a_stub():
     """Probe is made of parts (Holding, Transactions, Quick) that declare each other's
     methods as stubs raising NotImplementedError: the real one must win in the MRO."""
-    from lockwatch.capture import Probe
+    from lockwatch.capture.probe import Probe
 
     stubs = 0
     for part in Probe.__mro__[1:]:

@@ -116,7 +116,7 @@ def test_a_bad_value_is_a_named_check_error_and_turns_capture_off(
             db = watched()  # a connection opened now, and written through
             Item.objects.using(db).create(name="x")
             assert Item.objects.using(db).count() == 1
-            assert pipeline.flusher() is None  # nothing was captured, so no flusher runs
+            assert pipeline.current_flusher() is None  # nothing was captured, so no flusher runs
             assert pipeline.counters.capture_errors == 0  # off, not failing per connection
     finally:
         pipeline.shutdown()

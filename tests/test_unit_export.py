@@ -7,8 +7,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from lockwatch import events, export, store
-from lockwatch.filters import FilterError, parse
+from lockwatch import events, store
+from lockwatch.store import export
+from lockwatch.store.filters import FilterError, parse
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import time
 from channels.layers import BaseChannelLayer
 from django.test import override_settings
 
-from lockwatch import events, live
+from lockwatch import events
+from lockwatch.pipeline import publish
 
 RELEASE = threading.Event()
 
@@ -49,7 +50,7 @@ def test_batches_unsent_at_exit_count_as_missed_once():
     StuckLayer.sent = []
     counters = Counters()
     with override_settings(CHANNEL_LAYERS=LAYERS):
-        publisher = live.LayerPublisher("stuck", counters)
+        publisher = publish.LayerPublisher("stuck", counters)
         publisher.TIMEOUT = 30.0  # the send outlives close(): close must account for it
         publisher(rows(1, 3))  # taken by the sender, then stuck
         time.sleep(0.2)
@@ -67,7 +68,7 @@ def test_batches_sent_before_exit_are_not_missed():
     StuckLayer.sent = []
     counters = Counters()
     with override_settings(CHANNEL_LAYERS=LAYERS):
-        publisher = live.LayerPublisher("stuck", counters)
+        publisher = publish.LayerPublisher("stuck", counters)
         publisher(rows(1, 3))
         publisher(rows(4, 2))
         publisher.close(timeout=5.0)

@@ -1,7 +1,7 @@
 """The store's rollup agrees with its events, and long windows read it exactly.
 
 Every expectation here is computed straight from the events table, in plain
-Python, with its own binning (a count of edges), never through lockwatch.rollup.
+Python, with its own binning (a count of edges), never through lockwatch.store.rollup.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lockwatch import doctor, events, rollup, store
+from lockwatch import doctor, events, store
 from lockwatch.dashboard import queries
+from lockwatch.store import rollup
 
 EDGES = rollup.EDGES
 SITES = ["shop/views.py:10 in checkout", "shop/tasks.py:7 in sync", "", None]

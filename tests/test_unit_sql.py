@@ -8,8 +8,8 @@ from django.core.management.color import no_style
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lockwatch import sql as sql_module
-from lockwatch.sql import begin_mode, fingerprint, statement_class
+from lockwatch.capture import statements as sql_module
+from lockwatch.capture.statements import begin_mode, fingerprint, statement_class
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from typing import Any
 
 import django
 
-from .events import format_call_site
+from lockwatch.events import format_call_site
 
 RawSite = tuple[str, int, str]
 # Innermost first: stack[0] is what find() gives for the same depth.
@@ -78,7 +78,7 @@ def _default_prefixes() -> tuple[str, ...]:
     paths = sysconfig.get_paths()
     prefixes = {
         os.path.dirname(os.path.abspath(django.__file__)),
-        os.path.dirname(os.path.abspath(__file__)),
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),  # all of lockwatch
         paths["stdlib"],
         paths["platstdlib"],
         paths["purelib"],

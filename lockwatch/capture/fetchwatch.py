@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from .capture import Probe
+    from lockwatch.capture.probe import Probe
 
 T = TypeVar("T")
 

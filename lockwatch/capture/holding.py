@@ -1,6 +1,6 @@
 """This connection's side of the holder table: its slot, and what its waits were behind.
 
-``Holding`` is a part of ``capture.Probe``. Before a statement that may take the
+``Holding`` is a part of ``probe.Probe``. Before a statement that may take the
 write lock the probe fills its slot (``_mark``); after it, the slot says holding
 or idle. While SQLite waits, the busy handler calls ``poll`` and ``charge``: the
 time slept goes to what the table (and the operating system's lock owner)
@@ -15,12 +15,13 @@ import threading
 import time
 from typing import Any
 
-from . import callsite, handle, holders, oslocks, pipeline
-from .callsite import RawSite
-from .context import CURRENT, default_label
-from .records import Blocker, Origin
-from .sql import CLASSES as _classes
-from .sql import begin_mode, statement_class
+from lockwatch import holders, pipeline
+from lockwatch.capture import busyhandler, callsite, oslocks
+from lockwatch.capture.callsite import RawSite
+from lockwatch.capture.context import CURRENT, default_label
+from lockwatch.capture.records import Blocker, Origin
+from lockwatch.capture.statements import CLASSES as _classes
+from lockwatch.capture.statements import begin_mode, statement_class
 
 _wall = time.time
 _current_thread = threading.current_thread
@@ -84,7 +85,7 @@ def _blocker(h: holders.Holder, same_thread: bool) -> Blocker:
 
 
 class Holding:
-    """The holder-table state of one connection (a part of ``capture.Probe``)."""
+    """The holder-table state of one connection (a part of ``probe.Probe``)."""
 
     conn: sqlite3.Connection
     origin: Origin
@@ -177,7 +178,7 @@ class Holding:
         if state < 0:  # no handle: a transaction that took the lock holds it
             held = self.txn is not None and self.txn.lock_wall is not None
         else:
-            held = state == handle.SQLITE_TXN_WRITE
+            held = state == busyhandler.SQLITE_TXN_WRITE
         if held:
             if lock_wall is not None:
                 slot.set_since(holders.HOLDING, lock_wall)
@@ -203,7 +204,7 @@ class Holding:
     def poll(self, delay: float) -> None:
         """From the busy handler, before it sleeps: who is in the way right now?"""
         now = _wall()
-        if self._txn_state() == handle.SQLITE_TXN_WRITE:
+        if self._txn_state() == busyhandler.SQLITE_TXN_WRITE:
             # This connection holds the lock and waits (a COMMIT, or a statement
             # spilling its cache) for read transactions to finish.
             self._settle_gap(_READERS)

@@ -19,17 +19,18 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import callsite, handle, holders, oslocks, pipeline
-from .busy import classify, is_lock_error, sqlite_error
-from .callsite import RawSite, UserStack
-from .conf import get_config
-from .context import CURRENT, default_label, task_name
-from .holding import Holding
-from .quick import Quick
-from .records import Blocker, Busy, Origin, Query, Quiet, Wait, Who
-from .sql import CLASSES as _classes
-from .sql import statement_class
-from .transactions import Returning, Transactions, Txn, may_lock
+from lockwatch import holders, pipeline
+from lockwatch.capture import busyhandler, callsite, oslocks
+from lockwatch.capture.busy import classify, is_lock_error, sqlite_error
+from lockwatch.capture.callsite import RawSite, UserStack
+from lockwatch.capture.context import CURRENT, default_label, task_name
+from lockwatch.capture.holding import Holding
+from lockwatch.capture.quick import Quick
+from lockwatch.capture.records import Blocker, Busy, Origin, Query, Quiet, Wait, Who
+from lockwatch.capture.statements import CLASSES as _classes
+from lockwatch.capture.statements import statement_class
+from lockwatch.capture.transactions import Returning, Transactions, Txn, may_lock
+from lockwatch.conf import get_config
 
 log = logging.getLogger("lockwatch")
 
@@ -67,16 +68,16 @@ class Probe(Holding, Transactions, Quick):  # (parts with stubs of the others: l
         self.capture_params = cfg.capture_params
         # Writes and transactions under this, that nobody waited for, are only counted.
         self.hold_record = -1.0 if cfg.capture_queries == "all" else cfg.hold_record
-        self.busy: handle.BusyHandler | None = None
+        self.busy: busyhandler.BusyHandler | None = None
         self.handle: int | None = None
         if cfg.exact_waits:
-            self.handle = handle.raw_handle(conn)
+            self.handle = busyhandler.raw_handle(conn)
         if self.handle is not None:
-            self.busy = handle.BusyHandler(self.handle, timeout, cfg.fast_handoff)
+            self.busy = busyhandler.BusyHandler(self.handle, timeout, cfg.fast_handoff)
             self.busy.watch = self
             self.busy.install()
         mode = "exact" if self.busy is not None else "inferred"
-        api = handle.api() if self.handle is not None else None
+        api = busyhandler.api() if self.handle is not None else None
         self._txn_state_fn = api.txn_state if api is not None else None
         self.origin = Origin(os.getpid(), alias, db, next(_conn_ids), mode)
         self.txn: Txn | None = None
@@ -212,7 +213,7 @@ class Probe(Holding, Transactions, Quick):  # (parts with stubs of the others: l
             pipeline.capture_failed(exc)
 
     @staticmethod
-    def _interrupt(busy: handle.BusyHandler | None) -> BaseException | None:
+    def _interrupt(busy: busyhandler.BusyHandler | None) -> BaseException | None:
         """Ctrl-C or sys.exit() during a wait: that is raised, not 'database is locked'."""
         if busy is None or busy.interrupted is None:
             return None
@@ -344,7 +345,7 @@ class Probe(Holding, Transactions, Quick):  # (parts with stubs of the others: l
             return None, False
         if exc is not None or cls not in ("write", "ddl"):
             return None, False
-        if self._txn_state() == handle.SQLITE_TXN_WRITE:
+        if self._txn_state() == busyhandler.SQLITE_TXN_WRITE:
             # INSERT ... RETURNING: the lock stays held until the statement is
             # reset, when its rows are fetched; the hold is recorded then.
             self._returning = Returning(
@@ -388,7 +389,7 @@ class Probe(Holding, Transactions, Quick):  # (parts with stubs of the others: l
     ) -> None:  # fmt: skip
         code = getattr(exc, "sqlite_errorcode", None)
         if self.handle is not None:
-            read_txn = self._txn_state() == handle.SQLITE_TXN_READ
+            read_txn = self._txn_state() == busyhandler.SQLITE_TXN_READ
         else:
             read_txn = txn is not None and txn.lock_wall is None and self.conn.in_transaction
         classification = classify(

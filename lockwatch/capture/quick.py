@@ -1,6 +1,6 @@
 """Capture's fast paths: the statements that did not wait or fail.
 
-``Quick`` is a part of ``capture.Probe``. Most statements are quick reads, quick
+``Quick`` is a part of ``probe.Probe``. Most statements are quick reads, quick
 statements of a transaction that holds the lock, an autocommit write nobody waited
 for, a deferred BEGIN or a quick COMMIT. Each has a path here that records exactly
 what ``Probe._after`` would (tests/test_capture_fast_path.py runs both), with less
@@ -13,11 +13,12 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from . import callsite, handle, holders, pipeline
-from .callsite import RawSite
-from .records import Quiet, Who
-from .sql import begin_mode
-from .transactions import READS_KEPT, Returning, Txn
+from lockwatch import holders, pipeline
+from lockwatch.capture import busyhandler, callsite
+from lockwatch.capture.callsite import RawSite
+from lockwatch.capture.records import Quiet, Who
+from lockwatch.capture.statements import begin_mode
+from lockwatch.capture.transactions import READS_KEPT, Returning, Txn
 
 _tuple_new = tuple.__new__
 # Statements that change nothing lockwatch tracks once a transaction holds the lock.
@@ -25,7 +26,7 @@ _IN_TRANSACTION = frozenset({"write", "ddl", "begin", "commit", "rollback"})
 
 
 class Quick:
-    """The fast paths of one connection (a part of ``capture.Probe``)."""
+    """The fast paths of one connection (a part of ``probe.Probe``)."""
 
     conn: sqlite3.Connection
     origin: Any
@@ -109,7 +110,7 @@ class Quick:
             ctx.queries += 1
             ctx.db_time += t1 - t0
         state = self._txn_state()
-        if state == handle.SQLITE_TXN_WRITE or state < 0:  # (no handle: a write locks)
+        if state == busyhandler.SQLITE_TXN_WRITE or state < 0:  # (no handle: a write locks)
             self._locked(txn, sql, site, wall, t0, None)
         self._slot_after(txn.lock_wall, state)
         return True
@@ -125,7 +126,7 @@ class Quick:
         if slot is None or self.conn.in_transaction:
             return False  # (the sqlite3 module began a transaction: _after opens it)
         dur = t1 - t0
-        if self._txn_state() == handle.SQLITE_TXN_WRITE:
+        if self._txn_state() == busyhandler.SQLITE_TXN_WRITE:
             # INSERT ... RETURNING: the lock stays held until the statement is reset,
             # when its rows are fetched; the hold is recorded then.
             params = (None if many or not arg else arg) if self.capture_params else None

@@ -26,9 +26,9 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
-from . import paths, plainsqlite
-from .capture import Probe, attach
-from .fetchwatch import FetchWatch
+from lockwatch import paths, plainsqlite
+from lockwatch.capture.fetchwatch import FetchWatch
+from lockwatch.capture.probe import Probe, attach
 
 _ORIGINAL_CONNECT = plainsqlite.CONNECT
 _suppressed: ContextVar[bool] = ContextVar("lockwatch_suppressed", default=False)

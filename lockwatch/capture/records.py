@@ -12,10 +12,11 @@ import os
 import threading
 from typing import Any, NamedTuple
 
-from . import callsite, events
-from .callsite import RawSite, UserStack
-from .context import Context
-from .sql import fingerprint
+from lockwatch import events
+from lockwatch.capture import callsite
+from lockwatch.capture.callsite import RawSite, UserStack
+from lockwatch.capture.context import Context
+from lockwatch.capture.statements import fingerprint
 
 
 class Origin(NamedTuple):
@@ -147,7 +148,7 @@ class Transaction(NamedTuple):
 
 class Quiet(NamedTuple):
     """A write or transaction nobody waited for, that did not fail and held the lock
-    briefly: the flusher counts it (``lockwatch.quiet``) rather than storing it."""
+    briefly: the flusher counts it (``lockwatch.pipeline.quiet``) rather than storing it."""
 
     origin: Origin
     site: RawSite | None  # where the lock was taken (a transaction's: else its BEGIN)
@@ -266,7 +267,7 @@ def to_row(rec: Record, limits: Limits) -> dict[str, Any]:
             )
         return row
     if isinstance(rec, Quiet):
-        raise TypeError("a quiet record is folded (lockwatch.quiet), never an event row")
+        raise TypeError("a quiet record is folded (lockwatch.pipeline.quiet), never an event row")
     row = _base(rec.origin, rec.who)
     if isinstance(rec, Wait):
         row.update(

@@ -1,6 +1,6 @@
 """A connection's transactions: when each began, took the write lock and ended.
 
-``Transactions`` is a part of ``capture.Probe``: it opens a transaction at
+``Transactions`` is a part of ``probe.Probe``: it opens a transaction at
 ``BEGIN`` (or when the sqlite3 module began one implicitly), marks the moment
 it took the write lock, keeps the reads before that (an ``upgrade`` error's
 cause), and emits the transaction when it ends. A write that holds the lock
@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from . import callsite, handle, holders, pipeline
-from .callsite import RawSite, UserStack
-from .context import CURRENT
-from .records import Blocker, Lock, Origin, Query, Quiet, Transaction, Wait, Who
-from .sql import begin_mode
+from lockwatch import holders, pipeline
+from lockwatch.capture import busyhandler, callsite
+from lockwatch.capture.callsite import RawSite, UserStack
+from lockwatch.capture.context import CURRENT
+from lockwatch.capture.records import Blocker, Lock, Origin, Query, Quiet, Transaction, Wait, Who
+from lockwatch.capture.statements import begin_mode
 
 _perf = time.perf_counter
 _wall = time.time
@@ -88,7 +89,7 @@ class Txn:
 
 
 class Transactions:
-    """The transaction state of one connection (a part of ``capture.Probe``)."""
+    """The transaction state of one connection (a part of ``probe.Probe``)."""
 
     conn: sqlite3.Connection
     origin: Origin
@@ -122,7 +123,7 @@ class Transactions:
         raise NotImplementedError
 
     def _quiet(self, waited: float, held: float) -> bool:
-        """A write to count, not store (lockwatch.quiet): it did not wait, held the lock
+        """A write to count, not store (lockwatch.pipeline.quiet): it did not wait, held the lock
         (a transaction: lasted) under HOLD_RECORD_MS, and nobody waited behind it."""
         return not waited and held < self.hold_record and not self._made_wait()
 
@@ -146,7 +147,7 @@ class Transactions:
         if r is None:
             return
         state = self._txn_state()
-        if exc is None and state == handle.SQLITE_TXN_WRITE:
+        if exc is None and state == busyhandler.SQLITE_TXN_WRITE:
             return  # rows still to fetch: still held
         self._returning = None
         t = _perf()
@@ -213,7 +214,7 @@ class Transactions:
         before_lock: float, who: Who | None,
     ) -> None:  # fmt: skip
         if self.handle is not None:
-            locked = self._txn_state() == handle.SQLITE_TXN_WRITE
+            locked = self._txn_state() == busyhandler.SQLITE_TXN_WRITE
         else:
             locked = cls in ("write", "ddl") or (cls == "begin" and txn.mode != "deferred")
         if locked:

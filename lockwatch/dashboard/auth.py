@@ -30,7 +30,7 @@ from django.http import HttpRequest
 from django.utils.crypto import constant_time_compare, salted_hmac
 from django.utils.module_loading import import_string
 
-from ..conf import get_config
+from lockwatch.conf import get_config
 
 TOKEN_SETTING = "LOCKWATCH_DASHBOARD_TOKEN"
 SESSION_KEY = "lockwatch_login"

@@ -15,8 +15,10 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from .. import events, reading
-from ..filters import FilterError
+from lockwatch import events
+from lockwatch.store import reading
+from lockwatch.store.filters import FilterError
+
 from . import auth, endpoints, params
 from .serving import _open, data
 from .views import _page_denied, _token_login, _unreadable, _window_query, when

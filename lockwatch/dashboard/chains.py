@@ -10,9 +10,10 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from .. import events
-from ..events import HOLD, IN_WINDOW
-from ..live import payload
+from lockwatch import events
+from lockwatch.events import HOLD, IN_WINDOW
+from lockwatch.live import payload
+
 from .queries import COLS, HOLD_START
 
 MAX_ID = 2**63 - 1  # SQLite's largest rowid; a bigger int cannot even be bound

@@ -14,7 +14,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from .. import events
+from lockwatch import events
+
 from .queries import Histogram, Series, Timeline
 
 CLASS_COLORS = {

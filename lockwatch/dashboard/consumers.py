@@ -17,8 +17,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import InMemoryChannelLayer
 from django.urls import NoReverseMatch, reverse
 
-from .. import live, reading, store
-from ..conf import get_config
+from lockwatch import live, store
+from lockwatch.conf import get_config
+from lockwatch.store import reading
+
 from . import auth, frames, origin, queries, relay
 from .relay import MESSAGE_TYPE
 

@@ -13,9 +13,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import events
-from ..events import IN_WINDOW
-from ..live import payload
+from lockwatch import events
+from lockwatch.events import IN_WINDOW
+from lockwatch.live import payload
+
 from .queries import COLS
 
 

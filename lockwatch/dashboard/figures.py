@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..events import IN_WINDOW
+from lockwatch.events import IN_WINDOW
+
 from . import charts, heldnow, params, queries
 
 CHARTS = ("busy", "waits", "durations", "timeline")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, NamedTuple, TypedDict, cast
 
-from .. import live
+from lockwatch import live
 
 MAX_FRAME = 4096  # the browser only sends small control frames
 KINDS = ("hello", "pause", "resume", "ping")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import holders, holderview
+from lockwatch import holders, holderview
 
 log = logging.getLogger("lockwatch.dashboard")
 

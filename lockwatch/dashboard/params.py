@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .. import events
-from ..filters import FilterError, Filters, parse, parse_time, shown
+from lockwatch import events
+from lockwatch.store.filters import FilterError, Filters, parse, parse_time, shown
 
 WINDOWS: dict[str, float] = {"5m": 300.0, "1h": 3600.0, "24h": 86400.0}
 DEFAULT_WINDOW = "1h"

@@ -5,7 +5,7 @@ returns plain Python data (no plotly, no Django). Each query is bounded by the
 ``events(kind, ts)`` or ``events(ts)`` index, and heavy results are cut to a
 fixed size here, so a page stays fast on a store of a million events. Hold and
 duration histograms over windows longer than an hour come from the store's rollup
-(``lockwatch.rollup``): counts and totals exact, a p95 estimated within its bin.
+(``lockwatch.store.rollup``): counts and totals exact, a p95 estimated within its bin.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import events, rollup, store
-from ..events import HOLD, IN_WINDOW
-from ..filters import Filters
-from ..live import PAYLOAD, payload
+from lockwatch import events, store
+from lockwatch.events import HOLD, IN_WINDOW
+from lockwatch.live import PAYLOAD, payload
+from lockwatch.store import rollup
+from lockwatch.store.filters import Filters
 
 # Columns of the events table (the websocket's PAYLOAD is in lockwatch.live): a subset
 # of the one schema, so a renamed column fails here at import rather than in a template.
@@ -247,7 +248,7 @@ def durations(conn: sqlite3.Connection, since: float, until: float) -> Histogram
         f"SELECT {_bin_case('hold_ms')} AS b, count(*) FROM events"
         f" WHERE {HOLD} AND {IN_WINDOW} GROUP BY b"
     )
-    # The quiet writes (lockwatch.quiet): stored by bin, not as events.
+    # The quiet writes (lockwatch.pipeline.quiet): stored by bin, not as events.
     names = (rollup.DURATION, rollup.TXN, rollup.WRITE)
     for (series, _), hist in rollup.quiet_histograms(conn, since, until, names, False).items():
         into = duration_bins if series == rollup.DURATION else hold_bins

@@ -19,8 +19,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .. import reading, store
-from ..live import MESSAGE_TYPE, Message, summarise
+from lockwatch import store
+from lockwatch.live import MESSAGE_TYPE, Message, summarise
+from lockwatch.store import reading
 
 __all__ = ["MESSAGE_TYPE", "Relay", "group_name", "subscribe", "summarise", "unsubscribe"]
 from . import queries

@@ -18,9 +18,11 @@ from django.middleware.gzip import GZipMiddleware
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from .. import reading, store
-from ..conf import get_config
-from ..filters import FilterError
+from lockwatch import store
+from lockwatch.conf import get_config
+from lockwatch.store import reading
+from lockwatch.store.filters import FilterError
+
 from . import auth, params
 
 View = Callable[..., HttpResponse]

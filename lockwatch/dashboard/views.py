@@ -36,10 +36,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
-from .. import doctor as doctor_module
-from .. import events, export, reading
-from ..conf import get_config
-from ..filters import FilterError, shown
+from lockwatch import doctor as doctor_module
+from lockwatch import events
+from lockwatch.conf import get_config
+from lockwatch.store import export, reading
+from lockwatch.store.filters import FilterError, shown
+
 from . import auth, chains, figures, heldnow, params, queries
 from .figures import CHARTS, EMPTY, TIMELINE_BUDGET  # noqa: F401  (TIMELINE_BUDGET: tests)
 from .serving import _open, _text, data

@@ -18,10 +18,15 @@ from typing import Any
 
 from django.db.backends.sqlite3.base import SQLiteCursorWrapper
 
-from .. import paths
-from ..capture import Probe, attach
-from ..fetchwatch import FetchWatch
-from ..rawsqlite import connection_class, give_probe, self_capturing_cursor, suppressed
+from lockwatch import paths
+from lockwatch.capture.fetchwatch import FetchWatch
+from lockwatch.capture.probe import Probe, attach
+from lockwatch.capture.rawsqlite import (
+    connection_class,
+    give_probe,
+    self_capturing_cursor,
+    suppressed,
+)
 
 
 class LockwatchCursor(FetchWatch, SQLiteCursorWrapper):

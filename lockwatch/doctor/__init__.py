@@ -5,7 +5,7 @@ ranked by impact: an estimate of the time the app lost (failed requests count
 as the time they waited, plus a second each for the retry a user makes).
 
 Over a window whose events span more than an hour, hold times come from the
-store's rollup (``lockwatch.rollup``): counts and totals exact, a p95 hold
+store's rollup (``lockwatch.store.rollup``): counts and totals exact, a p95 hold
 estimated within its 1-2-5 bin and shown with "≈". LONG_HOLD_P95_MS is a bin
 edge, so whether a p95 reaches it is still decided exactly.
 """

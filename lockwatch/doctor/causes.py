@@ -6,7 +6,8 @@ import sqlite3
 from collections import defaultdict
 from typing import Any
 
-from .. import store
+from lockwatch import store
+
 from .evidence import (
     _NOT_A_SITE,
     _WAITS,

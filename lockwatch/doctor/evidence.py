@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .. import events, rollup
-from ..filters import Filters
+from lockwatch import events
+from lockwatch.store import rollup
+from lockwatch.store.filters import Filters
 
 FAILED_REQUEST_COST_MS = 1000.0
 # Waits below these are the normal hand-off of a busy but healthy database.
@@ -182,7 +183,7 @@ class _Evidence:
             if is_txn:
                 txn.setdefault(site or "unknown", []).append(ms)
 
-        # The quiet writes (lockwatch.quiet) are kept by bin: merged, the counts and
+        # The quiet writes (lockwatch.pipeline.quiet) are kept by bin: merged, the counts and
         # totals stay exact, and the p95 too unless it falls among them.
         since = 0.0 if self.since is None else self.since
         until = 1e18 if self.until is None else self.until

@@ -8,7 +8,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from ..events import IN_WINDOW
+from lockwatch.events import IN_WINDOW
+
 from .evidence import (
     _NOT_A_SITE,
     _WAITS,

@@ -12,8 +12,8 @@ import os
 import threading
 from typing import Any
 
-from .buffer import Buffer
-from .flusher import Flusher
+from lockwatch.pipeline.buffer import Buffer
+from lockwatch.pipeline.flusher import Flusher
 
 log = logging.getLogger("lockwatch")
 
@@ -47,19 +47,19 @@ _flusher: Flusher | None = None
 counters = Counters()
 
 
-def buffer() -> Buffer:
+def current_buffer() -> Buffer:
     global _buffer
     if _buffer is None:
         with _lock:
             if _buffer is None:
-                from .conf import get_config
+                from lockwatch.conf import get_config
 
                 _buffer = Buffer(get_config().buffer_size)
     return _buffer
 
 
 def emit(record: Any) -> None:
-    buf = _buffer if _buffer is not None else buffer()
+    buf = _buffer if _buffer is not None else current_buffer()
     buf.append(record)
     if _flusher is None:
         _start()
@@ -70,11 +70,11 @@ def _start() -> None:
     with _lock:
         if _flusher is not None:
             return
-        _flusher = Flusher(buffer(), counters)
+        _flusher = Flusher(current_buffer(), counters)
         _flusher.start()
 
 
-def flusher() -> Flusher | None:
+def current_flusher() -> Flusher | None:
     return _flusher
 
 

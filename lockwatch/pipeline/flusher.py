@@ -20,12 +20,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import callsite, context, holders, live, paths
-from .buffer import Buffer
-from .conf import get_config
-from .quiet import Folder
-from .records import Limits, Lock, Quiet, Transaction, _label, to_row
-from .store import Hold, Process, StoreDamaged, Writer, damaged
+from lockwatch import holders, paths
+from lockwatch.capture import callsite, context
+from lockwatch.capture.records import Limits, Lock, Quiet, Transaction, _label, to_row
+from lockwatch.conf import get_config
+from lockwatch.pipeline import publish
+from lockwatch.pipeline.buffer import Buffer
+from lockwatch.pipeline.quiet import Folder
+from lockwatch.store import Hold, Process, StoreDamaged, Writer, damaged
 
 Sink = Callable[[list[dict[str, Any]]], None]
 
@@ -78,7 +80,7 @@ class Flusher(threading.Thread):
         # The store file (its inode) found damaged: nothing is written to it again.
         self._damaged: int | None = None
         # Sinks after the store (the live channel layer); each gets every stored batch.
-        self.sinks: list[Sink] = live.sinks(counters)
+        self.sinks: list[Sink] = publish.sinks(counters)
 
     # -- control --------------------------------------------------------------
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from bisect import bisect_right
 from typing import Any
 
-from . import callsite
-from .records import Quiet
-from .rollup import DURATION, EDGES, TXN, WRITE, QuietRow
+from lockwatch.capture import callsite
+from lockwatch.capture.records import Quiet
+from lockwatch.store.rollup import DURATION, EDGES, TXN, WRITE, QuietRow
 
 # (second, db, pid, series, raw site, bin) -> [n, total ms, max ms, first ts, last ts]
 _Key = tuple[int, str, int, str, Any, int]

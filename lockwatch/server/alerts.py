@@ -3,7 +3,7 @@
 Three rules, each read where one look sees every process: busy errors in the last
 minute and the p95 lock wait over a window come from the store, a write lock held
 too long right now from the live holder table. An alert goes to the
-``lockwatch.alerts`` logger and, when a webhook is set, to a queue that its own
+``lockwatch.server.alerts`` logger and, when a webhook is set, to a queue that its own
 thread POSTs from, with a bounded timeout: a webhook that is down or hangs delays
 only the alerts behind it, never an evaluation or a dashboard request, and each
 failure is counted (``lockwatch_alert_webhook_failures_total`` on ``/metrics``).
@@ -32,8 +32,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import events, holders, holderview, reading, rollup, store
-from .conf import Alerts
+from lockwatch import events, holders, holderview, store
+from lockwatch.conf import Alerts
+from lockwatch.store import reading, rollup
 
 log = logging.getLogger("lockwatch.alerts")
 

@@ -19,8 +19,8 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from channels.sessions import SessionMiddlewareStack  # noqa: E402
 
-from .dashboard.routing import root_websocket_urlpatterns  # noqa: E402
-from .server.static import StaticFilesHandler  # noqa: E402
+from lockwatch.dashboard.routing import root_websocket_urlpatterns  # noqa: E402
+from lockwatch.server.static import StaticFilesHandler  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

@@ -43,7 +43,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from . import events, holders, holderview, reading, rollup, store
+from lockwatch import events, holders, holderview, store
+from lockwatch.store import reading, rollup
 
 log = logging.getLogger("lockwatch.metrics")
 
@@ -82,7 +83,7 @@ _TAIL = (
     f" AND (kind = 'busy' OR (kind = 'wait' AND wait_ms IS NOT NULL) OR ({_HOLDS}))"
     " GROUP BY 1, 2, 3, 4, 5"
 )
-# The quiet writes stored since (lockwatch.quiet): not events, rows of their own.
+# The quiet writes stored since (lockwatch.pipeline.quiet): not events, rows of their own.
 _TAIL_QUIET = (
     "SELECT bin, site, sum(n), sum(total_ms) FROM quiet WHERE id > ? AND id <= ?"
     f" AND series IN ('{rollup.TXN}', '{rollup.WRITE}') GROUP BY 1, 2"

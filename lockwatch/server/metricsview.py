@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
-from .metrics import registry_for
+from lockwatch.server.metrics import registry_for
 
 log = logging.getLogger("lockwatch")
 
@@ -46,8 +46,8 @@ def view(request: Any) -> Any:
     from django.conf import settings
     from django.http import HttpResponse
 
-    from .conf import get_config
-    from .dashboard import auth
+    from lockwatch.conf import get_config
+    from lockwatch.dashboard import auth
 
     def refused(status: int, reason: str) -> HttpResponse:
         response = HttpResponse(reason + "\n", status=status, content_type="text/plain")

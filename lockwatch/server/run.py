@@ -15,7 +15,7 @@ from daphne.access import AccessLogGenerator
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
 
-from ..conf import Alerts
+from lockwatch.conf import Alerts
 
 _TOKEN = re.compile(r"([?&;]token=)[^&;#\s]*", re.IGNORECASE)
 
@@ -60,8 +60,8 @@ def serve(
 
     django.setup()
     if alerts is not None:
-        from .. import alerts as alerting
-        from ..conf import get_config
+        from lockwatch.conf import get_config
+        from lockwatch.server import alerts as alerting
 
         alerting.start(get_config().store, alerts, dashboard)
     # Sessions that expired since the last run: their files would otherwise stay.
@@ -71,4 +71,4 @@ def serve(
     argv = ["-b", host, "-p", str(port)]
     if proxy_headers:
         argv.append("--proxy-headers")  # client address and scheme from X-Forwarded-*
-    cli.run([*argv, "lockwatch.asgi:application"])
+    cli.run([*argv, "lockwatch.server.asgi:application"])

@@ -123,7 +123,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 ROOT_URLCONF = "lockwatch.server.urls"
-ASGI_APPLICATION = "lockwatch.asgi.application"
+ASGI_APPLICATION = "lockwatch.server.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import include, path
 
-from .. import alerts, metricsview
+from lockwatch.server import alerts, metricsview
 
 
 def metrics_view(request: HttpRequest) -> HttpResponseBase:

@@ -18,10 +18,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import events, holders, retention, rollup
-from .plainsqlite import connect as original_connect
-from .schema import EVENT_COLUMNS, MIGRATIONS, SCHEMA_VERSION
-from .schema import immediate as _immediate
+from lockwatch import events, holders
+from lockwatch.plainsqlite import connect as original_connect
+from lockwatch.store import retention, rollup
+from lockwatch.store.schema import EVENT_COLUMNS, MIGRATIONS, SCHEMA_VERSION
+from lockwatch.store.schema import immediate as _immediate
 
 log = logging.getLogger("lockwatch")
 
@@ -493,5 +494,5 @@ class Writer:
 
     def prune(self, max_age: float | None, max_rows: int | None, batch: int = 5000) -> int:
         """Delete the oldest events, quiet writes and holds past the limits
-        (``lockwatch.retention``); the number of events deleted."""
+        (``lockwatch.store.retention``); the number of events deleted."""
         return retention.Pruner(self.conn, self.PRUNE_CHUNK).prune(max_age, max_rows, batch)

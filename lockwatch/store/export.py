@@ -27,8 +27,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from . import events
-from .filters import Filters
+from lockwatch import events
+from lockwatch.store.filters import Filters
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 

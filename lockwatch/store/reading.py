@@ -13,8 +13,9 @@ import os
 import sqlite3
 from collections.abc import Mapping
 
-from . import schema, store
-from .filters import FilterError
+from lockwatch import store
+from lockwatch.store import schema
+from lockwatch.store.filters import FilterError
 
 
 class UnreadableStore(store.StoreError):

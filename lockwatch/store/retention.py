@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import rollup
-from .schema import immediate as _immediate
+from lockwatch.store import rollup
+from lockwatch.store.schema import immediate as _immediate
 
 _PRUNED_COLUMNS = "id, kind, ts, hold_ms, duration_ms, lock_call_site, call_site"
 # Two subqueries: SQLite reads a lone min() or max() from the index's end, but scans the

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .events import IN_WINDOW, TXN_HOLD, WRITE_HOLD
-from .filters import Filters
+from lockwatch.events import IN_WINDOW, TXN_HOLD, WRITE_HOLD
+from lockwatch.store.filters import Filters
 
 # 1-2-5 edges in ms, from 10 µs to 10 minutes: fixed, so the binning is one CASE in SQL.
 # Bin i is [EDGES[i-1], EDGES[i]); bin 0 is everything below the first edge and the
@@ -213,7 +213,7 @@ def apply(
 # -- quiet writes -------------------------------------------------------------
 # A write or transaction nobody waited for, that did not fail and held the lock
 # briefly, is no event: the flusher keeps one row per second, database, series,
-# call site and bin per batch, with the count, total and longest (lockwatch.quiet).
+# call site and bin per batch, with the count, total and longest (lockwatch.pipeline.quiet).
 # They go into the minute and hour rows like events, in the same transaction.
 
 

@@ -12,7 +12,8 @@ import contextlib
 import sqlite3
 from collections.abc import Iterator
 
-from . import events, rollup
+from lockwatch import events
+from lockwatch.store import rollup
 
 SCHEMA_VERSION = 9
 
@@ -75,7 +76,7 @@ MIGRATIONS: dict[int, list[str]] = {
         f"CREATE INDEX IF NOT EXISTS events_autocommit_end ON events (db, {_AUTOCOMMIT_END})"
         " WHERE kind = 'query' AND hold_ms IS NOT NULL",
     ],
-    # Long windows: hold and duration histograms per minute and hour (lockwatch.rollup),
+    # Long windows: hold and duration histograms per minute and hour (lockwatch.store.rollup),
     # filled from the events already stored; waits and busy errors by their blocker.
     5: [*rollup.SCHEMA, *rollup.BACKFILL, rollup.WAITS_INDEX],
     # Blockers come from the live holder table at capture: the split of each wait,

@@ -23,8 +23,8 @@ class Unit:
     """Builds the records of one request, fresh each time (new timestamps and keys)."""
 
     def __init__(self, db: str) -> None:
-        from lockwatch.context import Context
-        from lockwatch.records import Origin, Who
+        from lockwatch.capture.context import Context
+        from lockwatch.capture.records import Origin, Who
 
         root = str(REPO / "demo")
         self.origin = Origin(os.getpid(), "default", db, 1, "exact")
@@ -35,7 +35,7 @@ class Unit:
         self.seq = 0
 
     def records(self) -> list[Any]:
-        from lockwatch.records import Lock, Query, Request, Transaction
+        from lockwatch.capture.records import Lock, Query, Request, Transaction
 
         o, w, s = self.origin, self.who, self.sites
         now = time.time()
