@@ -40,6 +40,9 @@ from lockwatch import conf, pipeline  # noqa: E402
 from tests.project.shop.models import Item  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
 
+# Fixtures that several modules use: servers, a browser, the dashboard's story store.
+pytest_plugins = ["tests.support.fixtures"]
+
 _aliases = itertools.count(1)
 
 

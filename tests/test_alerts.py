@@ -30,7 +30,7 @@ from django.test import override_settings
 from lockwatch import conf, events, store
 from lockwatch.server import alerts
 from tests.conftest import ROOT, free_port, line_of
-from tests.test_browser import _env
+from tests.support.servers import child_env
 
 MANAGE = ROOT / "tests" / "project" / "manage.py"
 COMMANDS = ROOT / "tests" / "project" / "shop" / "management" / "commands"
@@ -171,7 +171,7 @@ def test_a_bad_alerts_value_is_a_named_system_check_error(value, named):
 def test_serve_refuses_bad_alerts_in_one_line(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "lockwatch", "serve", "--store", str(tmp_path / "s.sqlite3")],
-        env=_env(LOCKWATCH_ALERTS='{"WEBHOOK": "ftp://x"}'), capture_output=True, text=True,
+        env=child_env(LOCKWATCH_ALERTS='{"WEBHOOK": "ftp://x"}'), capture_output=True, text=True,
         timeout=60, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 2
@@ -312,7 +312,7 @@ def serving(tmp_path: Path, store_path: Path, *args: str, **env: str) -> Iterato
     port = free_port()
     log = tmp_path / "serve.log"
     command = [sys.executable, "-m", "lockwatch", "serve", "--port", str(port), *args]
-    environment = _env(
+    environment = child_env(
         LOCKWATCH_TOKEN=TOKEN, LOCKWATCH_STATE_DIR=str(tmp_path / "state"),
         LOCKWATCH_STORE=str(store_path), **env,
     )  # fmt: skip
@@ -384,7 +384,7 @@ def test_serve_keeps_answering_while_its_webhook_is_dead_or_hangs(tmp_path, hang
 def test_serve_alerts_on_a_real_long_hold_with_the_holders_call_site(tmp_path, hook):
     store_path = tmp_path / "lockwatch.sqlite3"
     db = tmp_path / "shop.sqlite3"
-    project = _env(
+    project = child_env(
         LOCKWATCH_TEST_DB=str(db), LOCKWATCH_STORE=str(store_path),
         DJANGO_SETTINGS_MODULE="tests.project.settings", LOCKWATCH_TEST_MODE="IMMEDIATE",
     )  # fmt: skip

@@ -8,7 +8,6 @@ probes whether the write lock is held, and holders report their own times.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from lockwatch import holders
 from lockwatch.capture.rawsqlite import original_connect
 from tests.conftest import line_of, run_threads
 from tests.project.shop.models import Item
+from tests.support.servers import project_env
 
 HERE = Path(__file__)
 
@@ -258,13 +258,8 @@ except OperationalError as exc:
 def test_a_process_that_exits_at_once_leaves_no_blank_blocker(lw, tmp_path: Path):
     """The waiter names its blocker itself: nothing is left for a later flush to attribute."""
     db = tmp_path / "shared.sqlite3"
-    env = {
-        **os.environ, "LOCKWATCH_TEST_DB": str(db), "LOCKWATCH_STORE": str(lw.store),
-        "LW_ROOT": str(HERE.parents[1]), "LOCKWATCH_TEST_TIMEOUT": "0.3",
-    }  # fmt: skip
-    env.pop("PYTEST_CURRENT_TEST", None)
+    env = project_env(db, lw.store, LW_ROOT=str(HERE.parents[1]), LOCKWATCH_TEST_TIMEOUT="0.3")
     manage = HERE.parent / "project" / "manage.py"
-    subprocess.run([sys.executable, str(manage), "migrate", "-v0"], env=env, check=True)
     ready = tmp_path / "ready"
     holder = subprocess.Popen(
         [sys.executable, str(manage), "hold_lock", "--seconds", "1.0", "--ready-file", str(ready)],

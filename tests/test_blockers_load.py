@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import random
 import sqlite3
 import subprocess
@@ -24,6 +23,7 @@ import pytest
 from lockwatch import holders
 from tests.conftest import ROOT, free_port
 from tests.support.lockowners import LockOwners
+from tests.support.servers import project_env
 
 MANAGE = ROOT / "tests" / "project" / "manage.py"
 VIEWS = "tests/project/shop/views.py"
@@ -56,12 +56,7 @@ def _holds(rows: list[dict]) -> dict[tuple[int, str], list[tuple[float, float]]]
 @pytest.mark.parametrize("journal", ["delete", "wal"])
 def test_gunicorn_mixed_load_names_every_blocker(lw, tmp_path: Path, journal: str):
     db = tmp_path / "app.sqlite3"
-    env = {
-        **os.environ, "LOCKWATCH_TEST_DB": str(db), "LOCKWATCH_STORE": str(lw.store),
-        "LOCKWATCH_TEST_TIMEOUT": "0.25",
-    }  # fmt: skip
-    env.pop("PYTEST_CURRENT_TEST", None)
-    subprocess.run([sys.executable, str(MANAGE), "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    env = project_env(db, lw.store, LOCKWATCH_TEST_TIMEOUT="0.25")
     raw = sqlite3.connect(db)
     raw.execute(f"PRAGMA journal_mode={journal}")
     raw.close()

@@ -24,6 +24,7 @@ import lockwatch
 from lockwatch import holders
 from tests.conftest import ROOT
 from tests.support.lockowners import LockOwners
+from tests.support.servers import project_env
 
 MANAGE = ROOT / "tests" / "project" / "manage.py"
 
@@ -36,9 +37,7 @@ def instrumented():
 
 
 def _env(lw, db: Path) -> dict[str, str]:
-    env = {**os.environ, "LOCKWATCH_TEST_DB": str(db), "LOCKWATCH_STORE": str(lw.store)}
-    env.pop("PYTEST_CURRENT_TEST", None)
-    return env
+    return project_env(db, lw.store, migrate=False)
 
 
 def _wal_db(lw, tmp_path: Path) -> tuple[Path, dict[str, str]]:

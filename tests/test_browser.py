@@ -7,181 +7,22 @@ the busy error must reach the open page through the relay and the websocket.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, line_of
-from tests.test_dashboard_support import story
+from tests.conftest import free_port
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, STATUS_LIVE, require_browser
+from tests.support.servers import BLOCKER_SITE, TOKEN, WAITER_SITE, Server, contention
 
-ROOT = Path(__file__).resolve().parents[1]
-MANAGE = ROOT / "tests" / "project" / "manage.py"
-COMMANDS = ROOT / "tests" / "project" / "shop" / "management" / "commands"
 # Every test here drives a real Chromium (select with -m browser, leave out with -m "not browser").
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-TOKEN = "browser-test-token-4e1f"
 # The README's screenshot is refreshed only on request: tests never write tracked files.
 #   LOCKWATCH_SCREENSHOT=docs/dashboard.png .venv/py311/bin/python -m pytest tests/test_browser.py
 SCREENSHOT_TO = os.environ.get("LOCKWATCH_SCREENSHOT")
-BLOCKER_SITE = (
-    f"tests/project/shop/management/commands/hold_lock.py:"
-    f"{line_of(COMMANDS / 'hold_lock.py', 'HOLD-LINE')} in handle"
-)
-WAITER_SITE = (
-    f"tests/project/shop/management/commands/write_one.py:"
-    f"{line_of(COMMANDS / 'write_one.py', 'WRITE-LINE')} in handle"
-)
-
-
-def _require_browser() -> None:
-    missing = []
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        missing.append("the playwright package (pip install playwright)")
-    if not os.path.exists(CHROMIUM):
-        missing.append(f"Chromium at {CHROMIUM} (apt-get install chromium)")
-    if missing:
-        message = "the browser test needs " + " and ".join(missing)
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)  # CI must run it, never skip it
-        pytest.skip(message)
-
-
-def _env(**extra: str) -> dict[str, str]:
-    # Not the test's own settings or test id: the processes label themselves as commands.
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DJANGO_SETTINGS_MODULE", "PYTEST_CURRENT_TEST")
-    }
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
-
-
-class Server:
-    """``lockwatch serve`` as a subprocess; start() again to restart on the same port."""
-
-    def __init__(self, store: Path, port: int, log: Path) -> None:
-        self.store, self.port, self.log = store, port, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def command(self) -> list[str]:
-        script = Path(sys.executable).with_name("lockwatch")
-        head = [str(script)] if script.exists() else [sys.executable, "-m", "lockwatch"]
-        return [*head, "serve", "--store", str(self.store), "--port", str(self.port)]
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            # Its secret and sessions beside its log: kept across restarts, never in $HOME.
-            env = _env(
-                LOCKWATCH_TOKEN=TOKEN, LOCKWATCH_STATE_DIR=str(self.log.parent / "dashboard-state")
-            )
-            self.proc = subprocess.Popen(
-                self.command(), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                pytest.fail(f"lockwatch serve exited:\n{self.log.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        pytest.fail(f"lockwatch serve did not listen in time:\n{self.log.read_text()}")
-
-    @classmethod
-    @contextlib.contextmanager
-    def with_story(cls, folder: Path) -> Iterator[Server]:
-        """A store in folder with the dashboard story (ids 1 to 7), served until the end."""
-        path = folder / "lockwatch.sqlite3"
-        story(path)
-        server = cls(path, free_port(), folder / "serve.log")
-        server.start()
-        try:
-            server.wait_ready()
-            yield server
-        finally:
-            server.stop()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[tuple[Server, dict[str, str]]]:
-    _require_browser()
-    store = tmp_path / "lockwatch.sqlite3"
-    project_env = _env(
-        LOCKWATCH_TEST_DB=str(tmp_path / "shop.sqlite3"),
-        LOCKWATCH_STORE=str(store),
-        DJANGO_SETTINGS_MODULE="tests.project.settings",
-    )
-    server = Server(store, free_port(), tmp_path / "serve.log")
-    server.start()  # starts while the project migrates
-    try:
-        subprocess.run(
-            [sys.executable, str(MANAGE), "migrate", "-v0"], cwd=ROOT, env=project_env,
-            check=True, timeout=120, capture_output=True,
-        )  # fmt: skip
-        server.wait_ready()
-        yield server, project_env
-    finally:
-        server.stop()
-
-
-def contention(env: dict[str, str], ready: Path, hold: float = 2.0) -> str:
-    """hold_lock in one process, write_one in another with a 0.3 s timeout: a real busy error."""
-    holder = subprocess.Popen(
-        [sys.executable, str(MANAGE), "hold_lock", "--seconds", str(hold), "--ready-file",
-         str(ready)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            assert holder.poll() is None, holder.stderr.read().decode() if holder.stderr else ""
-            assert time.monotonic() < deadline, "hold_lock never took the lock"
-            time.sleep(0.02)
-        writer = subprocess.run(
-            [sys.executable, str(MANAGE), "write_one"], cwd=ROOT,
-            env={**env, "LOCKWATCH_TEST_TIMEOUT": "0.3"}, capture_output=True, text=True,
-            timeout=60,
-        )  # fmt: skip
-        holder.wait(60)
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait(5)
-    return writer.stdout.strip()
 
 
 BUSY_ROW = """([waiter, blocker, n]) => {
@@ -206,7 +47,6 @@ MARKER_POSITION = """() => {
     const box = gd.getBoundingClientRect();
     return [box.left + xa._offset + xa.d2p(trace.x[0]), box.top + ya._offset + ya.d2p(trace.y[0])];
 }"""
-STATUS_LIVE = "() => document.getElementById('lw-status').textContent.startsWith('live')"
 
 
 def test_busy_error_and_its_blocker_appear_live(world, tmp_path):
@@ -296,7 +136,7 @@ def test_pause_holds_updates_until_resumed(world, tmp_path):
 
 
 def test_the_page_keeps_up_with_5000_events_a_second(tmp_path):
-    _require_browser()
+    require_browser()
     import threading
 
     from playwright.sync_api import sync_playwright

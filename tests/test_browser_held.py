@@ -7,38 +7,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.test_browser import (
-    BLOCKER_SITE,
-    MANAGE,
-    ROOT,
-    TOKEN,
-    WAITER_SITE,
-    world,  # noqa: F401  (a fixture)
-)
-from tests.test_browser_incident import browser, open_page  # noqa: F401
+from tests.support.browser import open_page
+from tests.support.servers import BLOCKER_SITE, MANAGE, ROOT, TOKEN, WAITER_SITE, hold
 
 pytestmark = pytest.mark.browser
-
-
-def hold(env: dict[str, str], ready: Path, seconds: float) -> subprocess.Popen[bytes]:
-    """hold_lock in its own process, once it holds the write lock."""
-    holder = subprocess.Popen(
-        [sys.executable, str(MANAGE), "hold_lock", "--seconds", str(seconds), "--ready-file",
-         str(ready)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        if holder.poll() is not None or time.monotonic() > deadline:
-            holder.kill()
-            pytest.fail("hold_lock never took the lock")
-        time.sleep(0.02)
-    return holder
 
 
 # The waiter's entry under the holder's, with its wait as the server last said (data-age)

@@ -8,50 +8,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.test_browser import (
-    BLOCKER_SITE,
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    MANAGE,
-    ROOT,
-    STATUS_LIVE,
-    TOKEN,
-    Server,
-    _require_browser,
-    contention,
-    world,  # noqa: F401  (a fixture)
-)
-from tests.test_dashboard_support import HOLDER, WAITER, insert
+from tests.support.browser import open_page
+from tests.support.dashboard import HOLDER, WAITER, insert
+from tests.support.servers import BLOCKER_SITE, MANAGE, ROOT, TOKEN, contention
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    _require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def open_page(browser: Any, url: str, width: int = 1280) -> Any:
-    page = browser.new_page(viewport={"width": width, "height": 900})
-    page.errors = []
-    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-    page.goto(url)
-    page.wait_for_function(STATUS_LIVE, timeout=15_000)
-    return page
 
 
 HELD_OVER = """([site, seconds]) => {
@@ -163,13 +127,6 @@ FITS = """() => {
 CUT_SITES = """() => [...document.querySelectorAll('#events-table td.site')]
     .filter(td => td.scrollWidth > td.clientWidth + 1 && td.title !== td.textContent.trim())
     .map(td => td.textContent)"""
-
-
-@pytest.fixture
-def story_server(tmp_path: Path) -> Iterator[Server]:
-    _require_browser()
-    with Server.with_story(tmp_path) as server:
-        yield server
 
 
 def test_the_blocker_column_fits_1280_px_and_call_sites_are_never_cut(

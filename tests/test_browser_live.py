@@ -13,16 +13,16 @@ import pytest
 
 from lockwatch import events, store
 from tests.conftest import free_port
-from tests.test_browser import TOKEN, Server, _require_browser
-from tests.test_browser_incident import browser, open_page  # noqa: F401
-from tests.test_dashboard_refresh import incident
+from tests.support.browser import open_page, require_browser
+from tests.support.dashboard import incident
+from tests.support.servers import TOKEN, Server
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 def empty_server(tmp_path: Path) -> Iterator[Server]:
-    _require_browser()
+    require_browser()
     path = tmp_path / "lockwatch.sqlite3"
     store.connect(path).close()
     server = Server(path, free_port(), tmp_path / "serve.log")

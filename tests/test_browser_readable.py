@@ -18,9 +18,8 @@ import pytest
 
 from lockwatch import events, store
 from tests.conftest import free_port
-from tests.test_browser import MANAGE, ROOT, TOKEN, Server, _require_browser, world  # noqa: F401
-from tests.test_browser_held import hold
-from tests.test_browser_incident import browser, open_page, story_server  # noqa: F401
+from tests.support.browser import open_page, require_browser
+from tests.support.servers import MANAGE, ROOT, TOKEN, Server, hold
 
 pytestmark = pytest.mark.browser
 
@@ -186,7 +185,7 @@ def test_300_busy_errors_in_10_s_are_grouped_and_add_up(world, browser, tmp_path
 
 @pytest.fixture
 def empty_server(tmp_path: Path) -> Iterator[Server]:
-    _require_browser()
+    require_browser()
     path = tmp_path / "lockwatch.sqlite3"
     store.connect(path).close()
     server = Server(path, free_port(), tmp_path / "serve.log")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 from django.db import connections
 
 from tests.conftest import ROOT
+from tests.support.servers import project_env
 
 SCRIPT = """
 import os, signal, sqlite3, sys, threading, time
@@ -41,15 +41,10 @@ except BaseException as exc:
 
 
 def _env(tmp_path: Path, engine: str) -> dict[str, str]:
-    env = {
-        **os.environ, "LOCKWATCH_TEST_DB": str(tmp_path / "app.sqlite3"),
-        "LOCKWATCH_STORE": str(tmp_path / "store.sqlite3"), "LW_ROOT": str(ROOT),
-        "LOCKWATCH_TEST_TIMEOUT": "4",
-    }  # fmt: skip
-    env.pop("PYTEST_CURRENT_TEST", None)
-    manage = ROOT / "tests" / "project" / "manage.py"
-    subprocess.run([sys.executable, str(manage), "migrate", "-v0"], env=env, check=True)
-    return env
+    return project_env(
+        tmp_path / "app.sqlite3", tmp_path / "store.sqlite3", LW_ROOT=str(ROOT),
+        LOCKWATCH_TEST_TIMEOUT="4",
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(("how", "expected"), [("int", "KeyboardInterrupt None"),

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from tests.conftest import ROOT, line_of
+from tests.support.servers import project_env
 
 COMMANDS = ROOT / "tests" / "project" / "shop" / "management" / "commands"
 MANAGE = ROOT / "tests" / "project" / "manage.py"
@@ -23,13 +23,7 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.Popen:
 
 def test_blocker_in_another_process(lw, tmp_path: Path):
     db = tmp_path / "shared.sqlite3"
-    env = {
-        **os.environ,
-        "LOCKWATCH_TEST_DB": str(db),
-        "LOCKWATCH_STORE": str(lw.store),
-    }
-    env.pop("PYTEST_CURRENT_TEST", None)
-    subprocess.run([sys.executable, str(MANAGE), "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    env = project_env(db, lw.store)
 
     ready = tmp_path / "ready"
     holder = manage("hold_lock", "--seconds", "1.5", "--ready-file", str(ready), env=env)

@@ -26,11 +26,19 @@ from django.test import Client
 from lockwatch import store
 from lockwatch.dashboard import auth
 from tests.conftest import ROOT, free_port
-from tests.test_browser import TOKEN as SERVE_TOKEN
-from tests.test_browser import Server
-from tests.test_dashboard_consumers import AUTH, HOST, LAYERS, ORIGIN, application
-from tests.test_dashboard_support import TOKEN, story
-from tests.test_dashboard_views import PARTIALS, server_settings
+from tests.support.dashboard import (
+    AUTH,
+    HOST,
+    LAYERS,
+    ORIGIN,
+    PARTIALS,
+    TOKEN,
+    application,
+    server_settings,
+    story,
+)
+from tests.support.servers import TOKEN as SERVE_TOKEN
+from tests.support.servers import Server
 
 
 def newer(path: Path) -> Path:

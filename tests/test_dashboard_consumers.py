@@ -16,12 +16,21 @@ from django.test import Client, override_settings
 from lockwatch import live
 from lockwatch.dashboard import auth, relay
 from lockwatch.dashboard.consumers import LiveConsumer
-from tests.test_dashboard_support import HOLDER, TOKEN, insert, story
-from tests.test_dashboard_views import server_settings
-
-LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-ORIGIN = (b"origin", b"http://127.0.0.1")
-HOST = (b"host", b"127.0.0.1")
+from tests.support.dashboard import (
+    AUTH,
+    HOLDER,
+    HOST,
+    LAYERS,
+    ORIGIN,
+    TOKEN,
+    application,
+    communicator,
+    insert,
+    receive,
+    receive_type,
+    server_settings,
+    story,
+)
 
 
 @pytest.fixture
@@ -36,31 +45,6 @@ def server(store_path: Path) -> Iterator[Path]:
     auth.THROTTLE.clear()
     with server_settings(store_path, CHANNEL_LAYERS=LAYERS, ALLOWED_HOSTS=["127.0.0.1"]):
         yield store_path
-
-
-def application():
-    from lockwatch.server.asgi import application
-
-    return application
-
-
-def communicator(*headers: tuple[bytes, bytes], path: str = "/ws/") -> WebsocketCommunicator:
-    return WebsocketCommunicator(application(), path, headers=[HOST, ORIGIN, *headers])
-
-
-AUTH = (b"authorization", f"Token {TOKEN}".encode())
-
-
-async def receive(comm: WebsocketCommunicator, timeout: float = 3.0) -> dict[str, Any]:
-    return await comm.receive_json_from(timeout=timeout)
-
-
-async def receive_type(comm: WebsocketCommunicator, kind: str, timeout: float = 5.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        frame = await receive(comm, max(deadline - time.monotonic(), 0.01))
-        if frame["type"] == kind:
-            return frame
 
 
 def run(coro) -> Any:

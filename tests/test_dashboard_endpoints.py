@@ -8,8 +8,7 @@ import time
 import pytest
 from django.test import Client
 
-from tests.test_dashboard_support import HOLDER, TOKEN, WAITER, insert
-from tests.test_dashboard_views import client, ids, server, store_path  # noqa: F401
+from tests.support.dashboard import HOLDER, TOKEN, WAITER, insert
 
 RESTOCK = "shop/tasks.py:9 in restock"
 CREATE = "users/views.py:18 in create_user"

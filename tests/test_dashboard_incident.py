@@ -14,8 +14,7 @@ from datetime import datetime
 from urllib.parse import urlencode
 
 from lockwatch import events
-from tests.test_dashboard_support import insert
-from tests.test_dashboard_views import client, figure, server, store_path  # noqa: F401
+from tests.support.dashboard import figure, insert
 
 
 def window(since: float, until: float) -> str:

@@ -4,39 +4,10 @@ is gzipped, and the timeline stays within its budget however distinct its texts.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import time
-from typing import Any
 
 from lockwatch.dashboard import views
-from tests.test_dashboard_support import insert
-from tests.test_dashboard_views import client, figure, ids, server, store_path  # noqa: F401
-
-
-def incident(now: float, n: int, distinct: bool, start: int = 0) -> list[dict[str, Any]]:
-    """n holds and n waits or busy errors over the last 4 minutes; with ``distinct``, every
-    SQL text and call site differs (the worst case for the timeline's size)."""
-    rows = []
-    for i in range(start, start + n):
-        t = now - 240 + (i - start) * 240 / n
-        tag = hashlib.sha1(str(i).encode()).hexdigest() if distinct else str(i % 9)
-        holder = dict(pid=1000 + i % 12, thread="MainThread", context="command:restock")
-        rows.append(dict(ts=t, kind="transaction", duration_ms=50.0 + i % 400,
-                         hold_ms=40.0 + i % 400, lock_ts=t + 0.001,
-                         call_site=f"shop/batch.py:{i % 40} in restock_{tag}",
-                         lock_sql=f"INSERT INTO shop_order_{tag} (user_id, total) VALUES (?, ?)",
-                         sql="BEGIN", end="commit", **holder))  # fmt: skip
-        busy = i % 3 == 0
-        rows.append(dict(ts=t + 0.01, kind="busy" if busy else "wait", wait_ms=5.0 + i % 300,
-                         classification="upgrade" if busy else None, duration_ms=5.0 + i % 300,
-                         outcome="gave_up" if busy else "acquired", pid=2000 + i % 16,
-                         thread="MainThread", context=f"request:POST /checkout/{i % 5}/",
-                         call_site=f"shop/views.py:{i % 30} in checkout_{tag}",
-                         sql=f"UPDATE shop_item SET stock = ? WHERE id = ? AND tag = '{tag}'",
-                         blocker_pid=holder["pid"], blocker_thread="MainThread",
-                         blocker_call_site=f"shop/batch.py:{i % 40} in restock_{tag}",
-                         blocker_context="command:restock"))  # fmt: skip
-    return rows
+from tests.support.dashboard import figure, incident, insert
 
 
 def test_an_unchanged_partial_is_a_bodiless_204(client, ids):  # noqa: F811

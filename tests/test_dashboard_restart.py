@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, STATUS_LIVE, require_browser
+from tests.support.servers import TOKEN, Server
 from tests.support.ws import Client
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, STATUS_LIVE, TOKEN, Server, _require_browser
 
 DOWN_SITE = "jobs/while_down.py:9 in run"
 # For the record (read it after a run): requests the poller made across the restart.
@@ -34,7 +35,7 @@ served: Counter[str] = Counter()
 def write_elsewhere(store: Path, n: int, site: str) -> list[int]:
     """n busy errors written by another process; their ids."""
     code = (
-        "import json, sys, time; from tests.test_dashboard_support import insert;"
+        "import json, sys, time; from tests.support.dashboard import insert;"
         "rows = [dict(ts=time.time(), kind='busy', classification='timeout', duration_ms=300.0,"
         " wait_ms=300.0, call_site=sys.argv[2], context='command:job', pid=4242,"
         " thread='MainThread') for _ in range(int(sys.argv[3]))];"
@@ -174,7 +175,7 @@ def test_requests_across_a_kill_and_restart_are_200_or_unreachable(dashboard):
 
 @pytest.mark.browser
 def test_the_page_reconnects_and_catches_up_after_a_kill(dashboard):
-    _require_browser()
+    require_browser()
     from playwright.sync_api import sync_playwright
 
     server = dashboard

@@ -14,98 +14,12 @@ from django.contrib.sessions.backends.file import SessionStore
 from django.test import Client, RequestFactory, override_settings
 from django.urls import include, path, resolve
 
-from lockwatch import events
+from lockwatch import events, store
 from lockwatch.dashboard import auth
-from tests.test_dashboard_support import HOLDER, TOKEN, WAITER, story
+from tests.support.dashboard import HOLDER, PARTIALS, TEMPLATES, TOKEN, WAITER, figure, story
 
 # Mounted in a project, as a user would: this module is the URLconf.
 urlpatterns = [path("lockwatch/", include("lockwatch.urls"))]
-
-TEMPLATES = [
-    {
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "APP_DIRS": True,
-        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
-    }
-]
-
-
-def server_settings(store: Path, **extra: object) -> override_settings:
-    """The standalone server's settings (lockwatch.server.settings), over the test project."""
-    # Sessions in files, as the server keeps them: logout must be able to end one.
-    sessions = Path(store).parent / "dashboard-sessions"
-    sessions.mkdir(mode=0o700, exist_ok=True)
-    return override_settings(
-        ROOT_URLCONF="lockwatch.server.urls",
-        MIDDLEWARE=[
-            "django.contrib.sessions.middleware.SessionMiddleware",
-            "django.middleware.csrf.CsrfViewMiddleware",
-        ],
-        SESSION_ENGINE="django.contrib.sessions.backends.file",
-        SESSION_FILE_PATH=str(sessions),
-        SESSION_COOKIE_NAME="lockwatch_session",
-        CSRF_COOKIE_NAME="lockwatch_csrftoken",
-        TEMPLATES=TEMPLATES,
-        STATIC_URL="/static/",
-        LOCKWATCH_DASHBOARD_TOKEN=TOKEN,
-        LOCKWATCH={"STORE": str(store)},
-        **extra,
-    )
-
-
-@pytest.fixture
-def store_path(tmp_path: Path) -> Path:
-    return tmp_path / "lockwatch.sqlite3"
-
-
-@pytest.fixture
-def ids(store_path: Path) -> dict[str, int]:
-    return story(store_path)
-
-
-@pytest.fixture
-def server(store_path: Path) -> Iterator[Path]:
-    auth.THROTTLE.clear()  # wrong tokens of earlier tests do not count here
-    with server_settings(store_path):
-        yield store_path
-
-
-@pytest.fixture
-def client(server: Path) -> Client:
-    c = Client()
-    assert c.get(f"/?token={TOKEN}").status_code == 302
-    return c
-
-
-PARTIALS = [
-    "/partials/header/",
-    "/partials/chart/busy/",
-    "/partials/chart/waits/",
-    "/partials/chart/durations/",
-    "/partials/chart/timeline/",
-    "/partials/slowest/",
-    "/partials/callsites/",
-    "/partials/endpoints/",
-    "/partials/doctor/",
-    "/partials/events/",
-    "/export.csv",
-]
-
-
-def figure(response) -> dict:
-    """The figure as the browser draws it (each text put back, as lockwatch.js does)."""
-    text = response.content.decode()
-    start = text.index('class="lw-figure">') + len('class="lw-figure">')
-    fig = json.loads(text[start : text.index("</script>", start)])
-    strings = fig.pop("strings", None)
-    for trace in fig["data"] if strings is not None else ():
-        meta = trace.get("meta") or {}
-        if meta.get("lw_y"):
-            trace["y"] = [None if y is None else strings[y] for y in trace["y"]]
-        for row in trace.get("customdata") or []:
-            for j in meta.get("lw_columns", ()):
-                row[j] = None if row[j] is None else strings[row[j]]
-    return fig
 
 
 # -- access: the standalone token ------------------------------------------------
@@ -272,7 +186,7 @@ def test_call_sites_table(client, ids):
 
 
 def test_call_sites_table_marks_an_estimated_p95(client, ids, store_path):
-    from tests.test_dashboard_support import insert
+    from tests.support.dashboard import insert
 
     # A second hold two hours back: the 24 h window spans more than an hour of events,
     # so its p95 comes from the histogram; the 5 minute window stays exact.
@@ -345,7 +259,7 @@ def test_events_table_export_link_carries_the_filters(client, ids):
 
 
 def test_events_table_pages(client, store_path, ids):
-    from tests.test_dashboard_support import insert
+    from tests.support.dashboard import insert
 
     now = __import__("time").time()
     insert(store_path, [dict(ts=now - 5, kind="query", duration_ms=1.0, pid=1) for _ in range(60)])
@@ -557,7 +471,7 @@ def test_token_in_url_works_on_the_detail_page_too(server, ids):
 
 
 def test_timeline_hover_text_cannot_carry_markup(client, store_path, ids):
-    from tests.test_dashboard_support import insert
+    from tests.support.dashboard import insert
 
     now = __import__("time").time()
     row = dict(ts=now - 1, kind="query", duration_ms=1.0, hold_ms=1.0, pid=5, thread="T",
@@ -580,7 +494,7 @@ def timeline_text(fig: dict) -> list[str]:
 
 
 def test_thread_names_are_text_in_the_timeline_lanes(client, store_path, ids):
-    from tests.test_dashboard_support import insert
+    from tests.support.dashboard import insert
 
     # plotly draws a little HTML in tick labels: a thread named with a link became a
     # clickable link in the lane labels.
@@ -607,7 +521,7 @@ def test_thread_names_are_text_in_the_timeline_lanes(client, store_path, ids):
 
 
 def test_an_unknown_classification_is_drawn_as_text(client, store_path, ids):
-    from tests.test_dashboard_support import insert
+    from tests.support.dashboard import insert
 
     now = __import__("time").time()
     insert(store_path, [dict(ts=now - 1, kind="busy", classification="<i>odd</i> & more",
@@ -630,7 +544,7 @@ def test_a_file_that_is_not_a_store_is_503_not_500(client, store_path):
 
 def test_event_detail_shows_the_split_the_stack_and_another_program(client, server):
     """An outside holder with its pid, the split of the wait, and the user's stack."""
-    from tests.test_dashboard_support import insert
+    from tests.support.dashboard import insert
 
     split = [
         {"blocker": "outside (pid 4242)", "kind": "outside", "pid": 4242, "ms": 950.0},
@@ -655,19 +569,16 @@ def test_event_detail_shows_the_split_the_stack_and_another_program(client, serv
 
 def test_the_header_shows_who_holds_the_write_lock_right_now(client, server, tmp_path):
     """A management command holds the lock: the header names it while it holds, not after."""
-    import os
     import subprocess
     import sys
     import time
 
     from tests.conftest import ROOT, line_of
+    from tests.support.servers import project_env
 
     commands = ROOT / "tests" / "project" / "shop" / "management" / "commands"
-    env = {**os.environ, "LOCKWATCH_TEST_DB": str(tmp_path / "app.sqlite3"),
-           "LOCKWATCH_STORE": str(server)}  # fmt: skip
-    env.pop("PYTEST_CURRENT_TEST", None)
+    env = project_env(tmp_path / "app.sqlite3", server)
     manage = [sys.executable, str(ROOT / "tests" / "project" / "manage.py")]
-    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     ready = tmp_path / "ready"
     holder = subprocess.Popen(
         [*manage, "hold_lock", "--seconds", "3", "--ready-file", str(ready)], cwd=ROOT, env=env
@@ -703,3 +614,13 @@ def test_events_table_says_which_filters_are_on_and_how_to_clear_them(client, id
     # The blocker sits beside the call site, before the context and the SQL.
     heads = [h.split(">")[-1] for h in body.split("</th>")[:-1]]
     assert heads.index("blocker_call_site") == heads.index("call_site") + 1
+
+
+def test_story_fills_every_kind(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    ids = story(path)
+    conn = store.connect(path, readonly=True)
+    kinds = {r[0] for r in conn.execute("SELECT kind FROM events")}
+    assert kinds == set(events.KINDS)
+    busy = conn.execute("SELECT * FROM events WHERE id = ?", (ids["busy"],)).fetchone()
+    assert busy["blocker_call_site"] == HOLDER

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from tests.test_dashboard_support import TOKEN, story
-from tests.test_dashboard_views import server_settings
+from tests.support.dashboard import TOKEN, server_settings, story
 
 
 @pytest.fixture

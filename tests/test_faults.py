@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -14,6 +13,7 @@ from lockwatch import pipeline
 from tests.conftest import ROOT, every_statement
 from tests.project.shop.models import Item
 from tests.support.pipeline import fresh_pipeline
+from tests.support.servers import project_env
 
 MANAGE = ROOT / "tests" / "project" / "manage.py"
 
@@ -25,9 +25,7 @@ def _writes(db: str, n: int, start: int = 0) -> None:
 
 def test_worker_killed_while_holding_the_lock(lw, tmp_path: Path):
     db = tmp_path / "app.sqlite3"
-    env = {**os.environ, "LOCKWATCH_TEST_DB": str(db), "LOCKWATCH_STORE": str(lw.store)}
-    env.pop("PYTEST_CURRENT_TEST", None)
-    subprocess.run([sys.executable, str(MANAGE), "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    env = project_env(db, lw.store)
     ready = tmp_path / "ready"
     holder = subprocess.Popen(
         [sys.executable, str(MANAGE), "hold_lock", "--seconds", "60", "--ready-file", str(ready)],

@@ -24,9 +24,16 @@ from hypothesis import strategies as st
 
 from lockwatch.dashboard import params
 from lockwatch.store import filters
-from tests.test_dashboard_consumers import AUTH, LAYERS, communicator
-from tests.test_dashboard_support import TOKEN, story
-from tests.test_dashboard_views import PARTIALS, figure, server_settings
+from tests.support.dashboard import (
+    AUTH,
+    LAYERS,
+    PARTIALS,
+    TOKEN,
+    communicator,
+    figure,
+    server_settings,
+    story,
+)
 
 
 def fuzz(examples: int) -> settings:

@@ -34,8 +34,8 @@ from lockwatch import events, holders, store
 from lockwatch.server import metrics
 from tests.conftest import free_port
 from tests.project.shop.models import Item
-from tests.test_browser import MANAGE, ROOT, Server, _env
-from tests.test_browser import TOKEN as SERVE_TOKEN
+from tests.support.servers import MANAGE, ROOT, Server, child_env
+from tests.support.servers import TOKEN as SERVE_TOKEN
 
 RULES = ROOT / "contrib" / "prometheus" / "lockwatch-rules.yml"
 RULES_TEST = ROOT / "contrib" / "prometheus" / "lockwatch-rules.test.yml"
@@ -433,7 +433,7 @@ def test_serve_metrics_from_an_allowed_address(tmp_path):
 def test_serve_refuses_a_bad_metrics_option(tmp_path, option):
     out = subprocess.run(
         [sys.executable, "-m", "lockwatch", "serve", *option],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, env=_env(),
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=child_env(),
     )  # fmt: skip
     assert out.returncode == 2
     assert option[0] in out.stderr
@@ -482,7 +482,7 @@ def _query(port: int, expr: str) -> list[dict[str, Any]]:
 def test_prometheus_scrapes_serve_and_the_rules_fire_on_a_long_hold(tmp_path):
     _require_prometheus()
     store_path = tmp_path / "lockwatch.sqlite3"
-    project = _env(
+    project = child_env(
         LOCKWATCH_TEST_DB=str(tmp_path / "shop.sqlite3"),
         LOCKWATCH_STORE=str(store_path),
         DJANGO_SETTINGS_MODULE="tests.project.settings",

@@ -22,6 +22,7 @@ from lockwatch.dashboard import queries
 from lockwatch.store import rollup
 from tests.conftest import ROOT, line_of, lw_settings, run_threads
 from tests.project.shop.models import Item
+from tests.support.servers import project_env
 
 HERE = Path(__file__)
 MANAGE = ROOT / "tests" / "project" / "manage.py"
@@ -212,8 +213,7 @@ def test_a_write_that_made_another_process_wait_is_stored(lw, watched):
     hold_record(lw, 60_000)
     db = watched(journal="delete")
     path = connections[db].settings_dict["NAME"]
-    env = {**os.environ, "LOCKWATCH_TEST_DB": str(path), "LOCKWATCH_STORE": str(lw.store)}
-    env.pop("PYTEST_CURRENT_TEST", None)
+    env = project_env(path, lw.store, migrate=False)
     waiter = None
     lw.flush()  # the fixture's own (quiet) schema transaction: in a batch, and rows, of its own
     t0 = time.time()

@@ -3,61 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from lockwatch import live
-from tests.conftest import ROOT, Redis
+from tests.conftest import ROOT
+from tests.support.layers import collect, redis_env, redis_layer
 
 MANAGE = ROOT / "tests" / "project" / "manage.py"
 
 
-def _env(lw, tmp_path: Path, redis: Redis) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "LOCKWATCH_TEST_DB": str(tmp_path / "app.sqlite3"),
-        "LOCKWATCH_STORE": str(lw.store),
-        "LOCKWATCH_TEST_REDIS": redis.url,
-    }
-    env.pop("PYTEST_CURRENT_TEST", None)
-    subprocess.run([sys.executable, str(MANAGE), "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    return env
-
-
-def _layer(url: str):
-    from channels_redis.core import RedisChannelLayer
-
-    # Longer than channels-redis's 5 s blocking read (redis-py 8 defaults to 5 s).
-    return RedisChannelLayer(hosts=[{"address": url, "socket_timeout": 30}])
-
-
-async def _collect(layer, seconds: float, until=None) -> list[dict]:
-    """Batches from the targets' group for ``seconds``, or until ``until(batches)``."""
-    channel = await layer.new_channel()
-    await layer.group_add(live.TARGETS_GROUP, channel)
-    got: list[dict] = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not (until and until(got)):
-        try:
-            got.append(await asyncio.wait_for(layer.receive(channel), 0.2))
-        except TimeoutError:
-            pass
-    return got
-
-
 def test_target_batches_arrive_through_redis(lw, tmp_path, redis):
-    env = _env(lw, tmp_path, redis)
+    env = redis_env(lw, tmp_path, redis)
 
     async def go():
         def both_seen(got: list[dict]) -> bool:
             kinds = {e["kind"] for m in got for e in m["events"]}
             return "busy" in kinds
 
-        listening = asyncio.create_task(_collect(_layer(redis.url), 30.0, both_seen))
+        listening = asyncio.create_task(collect(redis_layer(redis.url), 30.0, both_seen))
         await asyncio.sleep(0.5)
         ready = tmp_path / "ready"
         holder = subprocess.Popen(
@@ -99,7 +65,7 @@ def test_target_batches_arrive_through_redis(lw, tmp_path, redis):
 
 
 def test_redis_down_and_back(lw, tmp_path, redis):
-    env = _env(lw, tmp_path, redis)
+    env = redis_env(lw, tmp_path, redis)
     progress = tmp_path / "progress"
 
     def written() -> int:
@@ -109,12 +75,12 @@ def test_redis_down_and_back(lw, tmp_path, redis):
             return 0
 
     async def go():
-        layer = _layer(redis.url)
+        layer = redis_layer(redis.url)
         writer = await asyncio.create_subprocess_exec(
             sys.executable, str(MANAGE), "write_many", "--seconds", "6", "--interval", "0.02",
             "--progress-file", str(progress), cwd=ROOT, env=env, stdout=subprocess.PIPE,
         )  # fmt: skip
-        before = await _collect(layer, 1.5)
+        before = await collect(layer, 1.5)
         # On a loaded machine the writer may still be starting: kill Redis mid-writes.
         for _ in range(100):
             if written() > 0:
@@ -125,7 +91,7 @@ def test_redis_down_and_back(lw, tmp_path, redis):
         await asyncio.sleep(1.5)
         down_to = written()
         redis.start()
-        after = await _collect(_layer(redis.url), 2.0)
+        after = await collect(redis_layer(redis.url), 2.0)
         out, _ = await writer.communicate()
         return before, down_from, down_to, after, out.decode()
 
@@ -148,10 +114,9 @@ def test_redis_down_and_back(lw, tmp_path, redis):
 
 
 def test_dashboard_websocket_gets_target_batches_through_redis(lw, tmp_path, redis):
-    from tests.test_dashboard_consumers import AUTH, communicator, receive_type
-    from tests.test_dashboard_views import server_settings
+    from tests.support.dashboard import AUTH, communicator, receive_type, server_settings
 
-    env = _env(lw, tmp_path, redis)
+    env = redis_env(lw, tmp_path, redis)
     layers = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",

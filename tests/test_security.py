@@ -32,11 +32,9 @@ from django.urls import resolve
 
 from lockwatch import urls
 from lockwatch.dashboard import auth
-from tests.test_browser import TOKEN as SERVE_TOKEN
-from tests.test_browser import Server
-from tests.test_dashboard_consumers import HOST, LAYERS, ORIGIN, application
-from tests.test_dashboard_support import TOKEN, story
-from tests.test_dashboard_views import server_settings
+from tests.support.dashboard import HOST, LAYERS, ORIGIN, TOKEN, application, server_settings, story
+from tests.support.servers import TOKEN as SERVE_TOKEN
+from tests.support.servers import Server
 
 # Each route by name, as a path under the dashboard's mount point.
 GET = {

@@ -28,6 +28,7 @@ from lockwatch.pipeline.flusher import Flusher
 from tests.conftest import ROOT
 from tests.project.shop.models import Item
 from tests.support.pipeline import fresh_pipeline
+from tests.support.servers import project_env
 
 MANAGE = ROOT / "tests" / "project" / "manage.py"
 
@@ -128,12 +129,7 @@ def test_a_refused_hold_is_counted_as_lost(tmp_path: Path, watched):
 
 def test_a_script_whose_path_is_not_utf8_is_stored(tmp_path: Path):
     """argv bytes that are not UTF-8: its events, and its processes row, are stored."""
-    env = {
-        **os.environ, "LOCKWATCH_TEST_DB": str(tmp_path / "app.sqlite3"),
-        "LOCKWATCH_STORE": str(tmp_path / "store.sqlite3"), "PYTHONPATH": str(ROOT),
-    }  # fmt: skip
-    env.pop("PYTEST_CURRENT_TEST", None)
-    subprocess.run([sys.executable, str(MANAGE), "migrate", "-v0"], env=env, check=True)
+    env = project_env(tmp_path / "app.sqlite3", tmp_path / "store.sqlite3")
     script = os.path.join(os.fsencode(tmp_path), b"batch\xff.py")
     with open(script, "w") as f:
         f.write(
@@ -280,9 +276,7 @@ def test_a_killed_process_is_found_and_what_it_lost_is_counted(
     tmp_path: Path, watched, caplog, monkeypatch
 ):
     path = tmp_path / "store.sqlite3"
-    env = {**os.environ, "LOCKWATCH_STORE": str(path), "PYTHONPATH": str(ROOT), "LW_FLUSH": "0.1",
-           "LOCKWATCH_TEST_DB": str(tmp_path / "app.sqlite3")}  # fmt: skip
-    env.pop("PYTEST_CURRENT_TEST", None)
+    env = project_env(tmp_path / "app.sqlite3", path, migrate=False, LW_FLUSH="0.1")
     child = subprocess.run(
         [sys.executable, "-c", KILLED, str(tmp_path / "app.sqlite3")], env=env, cwd=ROOT,
         capture_output=True, text=True, timeout=60,

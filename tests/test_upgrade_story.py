@@ -18,8 +18,7 @@ from django.test import Client
 from lockwatch.dashboard import auth
 from tests.conftest import line_of, run_threads
 from tests.project.shop.models import Item
-from tests.test_dashboard_support import TOKEN
-from tests.test_dashboard_views import server_settings
+from tests.support.dashboard import TOKEN, server_settings
 
 HERE = Path(__file__)
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import ROOT, free_port, line_of
-from tests.test_redis import _collect, _env, _layer
+from tests.support.layers import collect, redis_env, redis_layer
 
 VIEWS = ROOT / "tests" / "project" / "shop" / "views.py"
 
@@ -26,7 +26,7 @@ def _get(port: int, path: str) -> int:
 
 
 def test_gunicorn_workers_share_one_store_and_channel(lw, tmp_path: Path, redis):
-    env = {**_env(lw, tmp_path, redis), "LOCKWATCH_TEST_TIMEOUT": "0.2"}
+    env = {**redis_env(lw, tmp_path, redis), "LOCKWATCH_TEST_TIMEOUT": "0.2"}
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-w", "3", "-b", f"127.0.0.1:{port}",
@@ -62,7 +62,7 @@ def test_gunicorn_workers_share_one_store_and_channel(lw, tmp_path: Path, redis)
                     t.join()
 
         async def go():
-            listening = asyncio.create_task(_collect(_layer(redis.url), 8.0))
+            listening = asyncio.create_task(collect(redis_layer(redis.url), 8.0))
             await asyncio.sleep(0.3)
             await asyncio.to_thread(load)
             return await listening
