@@ -215,7 +215,7 @@ def test_retries_of_one_statement_are_one_story(lw, watched, request):
     holder = line_of(SCENARIOS, "SCENARIO-RETRY-HOLDER")
     busy = lw.rows("SELECT count(*) AS n FROM events WHERE kind = 'busy'")[0]["n"]
     assert busy == 2  # tries at 0-0.5 s and 0.6-1.1 s fail; the third gets the lock at 1.5 s
-    span = doctor._seconds(first.figures["span_ms"])
+    span = doctor.fmt_seconds(first.figures["span_ms"])
     assert first.title == (
         f"3 tries over {span} at `tests/scenarios.py:{retried} in retrying` in "
         f"test:{request.node.nodeid} behind "

@@ -168,7 +168,7 @@ class Request(NamedTuple):
 Record = Query | Wait | Busy | Lock | Transaction | Request | Quiet
 
 
-def _label(ctx: Context | str) -> str:
+def context_label(ctx: Context | str) -> str:
     return ctx if isinstance(ctx, str) else ctx.label
 
 

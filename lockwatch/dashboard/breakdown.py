@@ -20,8 +20,8 @@ from lockwatch.store import reading
 from lockwatch.store.filters import FilterError
 
 from . import auth, endpoints, params
-from .serving import _open, data
-from .views import _page_denied, _token_login, _unreadable, _window_query, when
+from .serving import configured_store, data
+from .views import page_denied, token_login, unreadable, when, window_query
 
 
 @data
@@ -33,7 +33,7 @@ def endpoints_panel(
     classes = _classes(rows)
     cells = [
         {"ep": ep, "busy": [ep.busy.get(c, 0) for c in classes],
-         "link": f"{base}?{_window_query(v, context=ep.context)}#events"}
+         "link": f"{base}?{window_query(v, context=ep.context)}#events"}
         for ep in rows
     ]  # fmt: skip
     return render(
@@ -64,14 +64,14 @@ def _message(request: HttpRequest, title: str, message: str, status: int) -> Htt
 def _story_page(request: HttpRequest, find: Any, focus: int | None = None) -> HttpResponse:
     """Access, the store, then ``find(conn)`` -> RequestStory | None | HttpResponse."""
     if auth.token_mode() and "token" in request.GET:
-        return _token_login(request)
+        return token_login(request)
     decision = auth.request_allowed(request)
     if not decision:
-        return _page_denied(request, decision.reason, decision.status)
+        return page_denied(request, decision.reason, decision.status)
     try:
-        conn = _open()
+        conn = configured_store()
     except reading.UnreadableStore as exc:
-        return _unreadable(request, exc)
+        return unreadable(request, exc)
     if conn is None:
         return _message(request, "No store yet", "Nothing has been captured yet.", 404)
     try:

@@ -29,13 +29,13 @@ View = Callable[..., HttpResponse]
 log = logging.getLogger("lockwatch.dashboard")
 
 
-def _text(status: int, message: str) -> HttpResponse:
+def text_response(status: int, message: str) -> HttpResponse:
     response = HttpResponse(message + "\n", status=status, content_type="text/plain; charset=utf-8")
     response["Cache-Control"] = "no-store"
     return response
 
 
-def _open() -> sqlite3.Connection | None:
+def configured_store() -> sqlite3.Connection | None:
     """The store, None when there is none yet; reading.UnreadableStore when it cannot be read."""
     try:
         return reading.open_store(get_config().store)
@@ -52,19 +52,19 @@ def data(view: View) -> View:
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         decision = auth.request_allowed(request)
         if not decision:
-            return _text(decision.status, f"lockwatch: {decision.reason}")
+            return text_response(decision.status, f"lockwatch: {decision.reason}")
         try:
             v = params.parse_view(request.GET)
         except FilterError as exc:
-            return _text(400, f"lockwatch: {exc}")
+            return text_response(400, f"lockwatch: {exc}")
         try:
-            conn = _open()
+            conn = configured_store()
         except reading.UnreadableStore as exc:
-            return _text(503, f"lockwatch: {exc}")
+            return text_response(503, f"lockwatch: {exc}")
         try:
             response = view(request, v, conn, *args, **kwargs)
         except sqlite3.DatabaseError as exc:  # locked for long, or not a store at all
-            response = _text(503, f"lockwatch: the store cannot be read right now: {exc}")
+            response = text_response(503, f"lockwatch: the store cannot be read right now: {exc}")
         except BaseException:
             if conn is not None:
                 conn.close()

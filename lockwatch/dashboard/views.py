@@ -44,7 +44,7 @@ from lockwatch.store.filters import FilterError, shown
 
 from . import auth, chains, figures, heldnow, params, queries
 from .figures import CHARTS, EMPTY, TIMELINE_BUDGET  # noqa: F401  (TIMELINE_BUDGET: tests)
-from .serving import _open, _text, data
+from .serving import configured_store, data, text_response
 
 log = logging.getLogger("lockwatch.dashboard")
 
@@ -57,7 +57,7 @@ def _without_token(url: str) -> str:
     return urlunsplit(parts._replace(query=query.urlencode()))
 
 
-def _page_denied(
+def page_denied(
     request: HttpRequest, reason: str, status: int = 403, next_url: str | None = None
 ) -> HttpResponse:
     if auth.token_mode():
@@ -73,7 +73,7 @@ def _page_denied(
     )
 
 
-def _unreadable(request: HttpRequest, exc: reading.UnreadableStore) -> HttpResponse:
+def unreadable(request: HttpRequest, exc: reading.UnreadableStore) -> HttpResponse:
     return render(
         request,
         "lockwatch/message.html",
@@ -98,18 +98,18 @@ def _revision(v: params.View) -> str:
     return v.window.name if v.window.live else f"{v.window.since}-{v.window.until}"
 
 
-def _window_query(v: params.View, **extra: Any) -> str:
+def window_query(v: params.View, **extra: Any) -> str:
     return urlencode({**v.window.as_query(), **{k: x for k, x in extra.items() if x is not None}})
 
 
 # -- pages -----------------------------------------------------------------------
 
 
-def _token_login(request: HttpRequest) -> HttpResponse:
+def token_login(request: HttpRequest) -> HttpResponse:
     """``?token=`` on a page logs in, then drops the token from the address bar."""
     decision = auth.check_token(request.GET["token"], auth.client_of(request))
     if not decision:
-        return _page_denied(request, decision.reason, decision.status)
+        return page_denied(request, decision.reason, decision.status)
     auth.login(request)
     rest = request.GET.copy()
     del rest["token"]
@@ -120,10 +120,10 @@ def _token_login(request: HttpRequest) -> HttpResponse:
 @never_cache
 def index(request: HttpRequest) -> HttpResponse:
     if auth.token_mode() and "token" in request.GET:
-        return _token_login(request)
+        return token_login(request)
     decision = auth.request_allowed(request)
     if not decision:
-        return _page_denied(request, decision.reason, decision.status)
+        return page_denied(request, decision.reason, decision.status)
     try:
         v = params.parse_view(request.GET)
     except FilterError as exc:
@@ -134,9 +134,9 @@ def index(request: HttpRequest) -> HttpResponse:
             status=400,
         )
     try:
-        conn = _open()
+        conn = configured_store()
     except reading.UnreadableStore as exc:
-        return _unreadable(request, exc)
+        return unreadable(request, exc)
     if conn is not None:
         conn.close()
     base = reverse("lockwatch:index")
@@ -172,14 +172,14 @@ def _shares(text: str | None) -> list[dict[str, Any]]:
 @never_cache
 def event_detail(request: HttpRequest, event_id: int) -> HttpResponse:
     if auth.token_mode() and "token" in request.GET:
-        return _token_login(request)
+        return token_login(request)
     decision = auth.request_allowed(request)
     if not decision:
-        return _page_denied(request, decision.reason, decision.status)
+        return page_denied(request, decision.reason, decision.status)
     try:
-        conn = _open()
+        conn = configured_store()
     except reading.UnreadableStore as exc:
-        return _unreadable(request, exc)
+        return unreadable(request, exc)
     if conn is None:
         raise Http404("no lockwatch store yet")
     try:
@@ -237,7 +237,7 @@ def login(request: HttpRequest) -> HttpResponse:
         target = reverse("lockwatch:index")
     decision = auth.check_token(request.POST.get("token", "").strip(), auth.client_of(request))
     if not decision:
-        return _page_denied(request, decision.reason, decision.status, next_url=target)
+        return page_denied(request, decision.reason, decision.status, next_url=target)
     auth.login(request)
     return HttpResponseRedirect(target)
 
@@ -285,7 +285,8 @@ def chart(
     request: HttpRequest, v: params.View, conn: sqlite3.Connection | None, name: str
 ) -> HttpResponse:
     if name not in CHARTS:
-        return _text(404, f"lockwatch: no chart {shown(name)}; charts are {', '.join(CHARTS)}")
+        charts = ", ".join(CHARTS)
+        return text_response(404, f"lockwatch: no chart {shown(name)}; charts are {charts}")
     drawn = (
         figures.build(name, conn, v, _revision(v), get_config().store)
         if conn is not None
@@ -323,7 +324,7 @@ def doctor_panel(
             "title": code(f.title),
             "change": code(f.change),
             "evidence": code(f.evidence),
-            "link": f"{base}?{_window_query(v, call_site=f.call_site)}#events"
+            "link": f"{base}?{window_query(v, call_site=f.call_site)}#events"
             if f.call_site
             else None,
         }
@@ -353,7 +354,7 @@ def callsites(
     )
     base = reverse("lockwatch:index")
     for cs in rows:
-        cs.link = f"{base}?{_window_query(v, call_site=cs.site)}#events"  # type: ignore[attr-defined]
+        cs.link = f"{base}?{window_query(v, call_site=cs.site)}#events"  # type: ignore[attr-defined]
     return render(
         request,
         "lockwatch/partials/callsites.html",
@@ -376,7 +377,7 @@ def events_table(
     )
     pages = max(1, math.ceil(count / params.PAGE_SIZE))
     if v.page > pages and count and not capped:
-        return _text(400, f"lockwatch: page={v.page} is past the last page ({pages})")
+        return text_response(400, f"lockwatch: page={v.page} is past the last page ({pages})")
     export_query = urlencode(f.as_query())
     active = [(name, FILTER_LABELS.get(name, name), value)
               for name, value in v.filters.as_query().items()]  # fmt: skip
@@ -406,7 +407,7 @@ def export_csv(
 ) -> HttpResponse:
     """The same filters as the table (window included), streamed as CSV."""
     if conn is None:
-        return _text(404, "lockwatch: no store yet, so nothing to export")
+        return text_response(404, "lockwatch: no store yet, so nothing to export")
     # Read the store now (the plan's sample, the first block): a store that cannot be
     # read is a 503 here, not an error inside a body already under way (a hang).
     lines = export.prepare(conn, v.table_filters())

@@ -16,14 +16,14 @@ import dataclasses
 import sqlite3
 
 from .causes import (
-    _health,
-    _hidden_waits,
-    _locked,
-    _long_holds,
-    _snapshots,
-    _timeouts,
-    _upgrades,
-    _wal,
+    find_health,
+    find_hidden_waits,
+    find_locked,
+    find_long_holds,
+    find_snapshots,
+    find_timeouts,
+    find_upgrades,
+    find_wal,
 )
 from .evidence import (
     FAILED_REQUEST_COST_MS,
@@ -31,15 +31,15 @@ from .evidence import (
     HIDDEN_WAIT_TOTAL_MS,
     LONG_HOLD_P95_MS,
     SHORT_HOLD_P95_MS,
+    Evidence,
     Finding,
-    _Evidence,
-    _seconds,
-    _when,
+    fmt_seconds,
+    fmt_when,
 )
 from .stories import (
-    _retries,
-    _same_thread,
-    _test_isolation,
+    find_retries,
+    find_same_thread,
+    find_test_isolation,
 )
 
 
@@ -47,19 +47,19 @@ def findings(
     conn: sqlite3.Connection, since: float | None = None, until: float | None = None
 ) -> list[Finding]:
     conn.row_factory = sqlite3.Row
-    ev = _Evidence(conn, since, until)
+    ev = Evidence(conn, since, until)
     out: list[Finding] = []
-    out += _retries(ev)  # first: the busy errors it tells are not told again
-    out += _same_thread(ev)
-    out += _test_isolation(ev)
-    out += _upgrades(ev)
-    out += _timeouts(ev)
-    out += _snapshots(ev)
-    out += _wal(ev)
-    out += _locked(ev)
-    out += _hidden_waits(ev)
-    out += _long_holds(ev, {f.call_site for f in out})
-    out += _health(conn)
+    out += find_retries(ev)  # first: the busy errors it tells are not told again
+    out += find_same_thread(ev)
+    out += find_test_isolation(ev)
+    out += find_upgrades(ev)
+    out += find_timeouts(ev)
+    out += find_snapshots(ev)
+    out += find_wal(ev)
+    out += find_locked(ev)
+    out += find_hidden_waits(ev)
+    out += find_long_holds(ev, {f.call_site for f in out})
+    out += find_health(conn)
     return _ranked(out, since)
 
 
@@ -81,7 +81,7 @@ def _ranked(found: list[Finding], since: float | None) -> list[Finding]:
     current = [f for f in found if f.last_ts is None or f.last_ts >= cutoff]
     now = {f.code for f in current}
     old = [
-        dataclasses.replace(f, title=f"{f.title} (last seen {_when(f.last_ts)}, not since)")
+        dataclasses.replace(f, title=f"{f.title} (last seen {fmt_when(f.last_ts)}, not since)")
         for f in found
         if f.last_ts is not None and f.last_ts < cutoff and f.code not in now
     ]
@@ -91,5 +91,5 @@ def _ranked(found: list[Finding], since: float | None) -> list[Finding]:
 
 __all__ = [
     "FAILED_REQUEST_COST_MS", "HIDDEN_WAIT_P95_MS", "HIDDEN_WAIT_TOTAL_MS", "LONG_HOLD_P95_MS",
-    "OLD_EVIDENCE_S", "SHORT_HOLD_P95_MS", "Finding", "_seconds", "findings",
+    "OLD_EVIDENCE_S", "SHORT_HOLD_P95_MS", "Finding", "fmt_seconds", "findings",
 ]  # fmt: skip

@@ -9,28 +9,28 @@ from typing import Any
 from lockwatch import store
 
 from .evidence import (
-    _NOT_A_SITE,
-    _WAITS,
     FAILED_REQUEST_COST_MS,
     HIDDEN_WAIT_P95_MS,
     HIDDEN_WAIT_TOTAL_MS,
     LONG_HOLD_P95_MS,
+    NOT_A_SITE,
     SHORT_HOLD_P95_MS,
+    WAITS,
+    Evidence,
     Finding,
-    _count,
-    _Evidence,
-    _seconds,
-    _Times,
+    Times,
+    fmt_count,
+    fmt_seconds,
 )
 from .stories import (
     TEST_ADVICE,
-    _by_call_site,
-    _where,
+    by_call_site,
+    where_from,
 )
 
 
-def _upgrades(ev: _Evidence) -> list[Finding]:
-    return _by_call_site(
+def find_upgrades(ev: Evidence) -> list[Finding]:
+    return by_call_site(
         ev,
         "upgrade",
         "a deferred transaction read, then tried to write while another connection held the "
@@ -47,7 +47,7 @@ _WAL_REMOVES = (
 )
 
 
-def _timeouts(ev: _Evidence) -> list[Finding]:
+def find_timeouts(ev: Evidence) -> list[Finding]:
     grouped = [r for r in ev.timeouts if not r["same"]]
     if not grouped:
         return []
@@ -66,15 +66,15 @@ def _timeouts(ev: _Evidence) -> list[Finding]:
     total = sum(r["n"] for r in rows)
     waited = sum(r["waited"] or 0.0 for r in rows)
     last = max(g["last"] for g in grouped)
-    where = _where(ev, {"": list(grouped)})[""]
-    errors = _count(total, "`timeout` busy error") + where.at
+    where = where_from(ev, {"": list(grouped)})[""]
+    errors = fmt_count(total, "`timeout` busy error") + where.at
     if where.failed:
-        of = f" of {_count(where.requests, 'request')}" if where.requests else " requests"
+        of = f" of {fmt_count(where.requests, 'request')}" if where.requests else " requests"
         errors = f"{where.name}: {where.failed}{of} failed; {errors}"
     # Behind no instrumented holder: another program ("unknown" in stores before schema 6).
-    elsewhere = [r for r in rows if r["blocker_call_site"] in _NOT_A_SITE]
+    elsewhere = [r for r in rows if r["blocker_call_site"] in NOT_A_SITE]
     outside_waited = sum(r["waited"] or 0.0 for r in elsewhere)
-    top = next((r for r in rows if r["blocker_call_site"] not in _NOT_A_SITE), None)
+    top = next((r for r in rows if r["blocker_call_site"] not in NOT_A_SITE), None)
     # The headline follows where most of the waiting went.
     if top is None or outside_waited > (top["waited"] or 0.0):
         outside_n = sum(r["n"] for r in elsewhere)
@@ -83,7 +83,7 @@ def _timeouts(ev: _Evidence) -> list[Finding]:
                 code="timeout",
                 title=f"{errors}, {outside_n} of them behind another program",
                 evidence=(
-                    f"they waited {_seconds(outside_waited)} while no instrumented connection "
+                    f"they waited {fmt_seconds(outside_waited)} while no instrumented connection "
                     "held the lock: another program (a sqlite3 shell, a DB browser, a backup, a "
                     "cron script) holds the file"
                 ),
@@ -95,17 +95,17 @@ def _timeouts(ev: _Evidence) -> list[Finding]:
             )
         ]
     site = top["blocker_call_site"]
-    holds = ev.holds().get(site, _Times())
+    holds = ev.holds().get(site, Times())
     p95 = holds.p95_ms
     if holds.count:
         held = f"which holds the write lock for p95 {holds.p95()}"
     else:  # its transaction has not ended yet (still held, or its process died holding it)
-        held = f"which had held the write lock for {_seconds(top['held'])} when they gave up"
+        held = f"which had held the write lock for {fmt_seconds(top['held'])} when they gave up"
     return [
         Finding(
             code="timeout",
             title=f"{errors}, {top['n']} of them blocked by `{site}`, {held}",
-            evidence=f"they waited {_seconds(waited)} in total before giving up",
+            evidence=f"they waited {fmt_seconds(waited)} in total before giving up",
             change=TEST_ADVICE
             if top["in_tests"] * 2 > top["n"]
             else (
@@ -126,8 +126,8 @@ def _timeouts(ev: _Evidence) -> list[Finding]:
     ]
 
 
-def _snapshots(ev: _Evidence) -> list[Finding]:
-    return _by_call_site(
+def find_snapshots(ev: Evidence) -> list[Finding]:
+    return by_call_site(
         ev,
         "snapshot",
         "under WAL, a transaction read an old snapshot and then tried to write after another "
@@ -136,7 +136,7 @@ def _snapshots(ev: _Evidence) -> list[Finding]:
     )
 
 
-def _wal(ev: _Evidence) -> list[Finding]:
+def find_wal(ev: Evidence) -> list[Finding]:
     """Every wait WAL would remove: under the rollback journal a committing writer blocks
     readers (it holds PENDING, then EXCLUSIVE), and a COMMIT waits for open readers."""
     (r,) = ev.all(
@@ -144,25 +144,25 @@ def _wal(ev: _Evidence) -> list[Finding]:
         " coalesce(sum(stmt_class = 'commit'), 0) AS commits,"
         " coalesce(sum(CASE WHEN stmt_class = 'commit' THEN wait_ms END), 0) AS commit_ms,"
         " coalesce(sum(kind = 'busy'), 0) AS busy, max(ts) AS last FROM events"
-        f" WHERE {_WAITS} AND ({_WAL_REMOVES}){{w}}"
+        f" WHERE {WAITS} AND ({_WAL_REMOVES}){{w}}"
     )
     if not r["n"] or (r["waited"] < HIDDEN_WAIT_P95_MS and not r["busy"]):
         return []
     reads = r["n"] - r["commits"]
     parts = []
     if reads:
-        parts.append(f"{_count(reads, 'read')} blocked by a committing writer")
+        parts.append(f"{fmt_count(reads, 'read')} blocked by a committing writer")
     if r["commits"]:
         parts.append(
-            f"{_count(r['commits'], 'COMMIT')} waited {_seconds(r['commit_ms'])} for readers"
+            f"{fmt_count(r['commits'], 'COMMIT')} waited {fmt_seconds(r['commit_ms'])} for readers"
         )
     failed = f", {r['busy']} of them failed (busy)" if r["busy"] else ""
     return [
         Finding(
             code="wal",
             title=(
-                f"WAL would remove {_count(r['n'], 'wait')} ({_seconds(r['waited'])} in total) "
-                "under the rollback journal"
+                f"WAL would remove {fmt_count(r['n'], 'wait')} ({fmt_seconds(r['waited'])} in "
+                "total) under the rollback journal"
             ),
             evidence=" and ".join(parts) + failed,
             change="enable WAL (PRAGMA journal_mode=WAL): readers and writers then never block "
@@ -181,10 +181,10 @@ def _wal(ev: _Evidence) -> list[Finding]:
     ]
 
 
-def _locked(ev: _Evidence) -> list[Finding]:
+def find_locked(ev: Evidence) -> list[Finding]:
     (r,) = ev.all(
         f"SELECT count(*) AS n, max(call_site) AS site, max(ts) AS last FROM events"
-        f" WHERE {_WAITS}"
+        f" WHERE {WAITS}"
         " AND kind = 'busy' AND classification = 'locked'{w}"
     )
     if not r["n"]:
@@ -192,7 +192,7 @@ def _locked(ev: _Evidence) -> list[Finding]:
     return [
         Finding(
             code="locked",
-            title=f"{_count(r['n'], '`database table is locked` error')}, e.g. at `{r['site']}`",
+            title=f"{fmt_count(r['n'], '`database table is locked` error')}, e.g. at `{r['site']}`",
             evidence="a table was locked by another statement on a shared-cache connection",
             change="avoid shared cache (cache=shared), and finish reading a cursor before writing",
             impact_ms=r["n"] * FAILED_REQUEST_COST_MS,
@@ -204,7 +204,7 @@ def _locked(ev: _Evidence) -> list[Finding]:
     ]
 
 
-def _hidden_waits(ev: _Evidence) -> list[Finding]:
+def find_hidden_waits(ev: Evidence) -> list[Finding]:
     # Exact at any window: waits are a small share of the events, read index-only
     # (rollup.WAITS) as plain tuples; measured, that is cheaper than binning them in
     # a GROUP BY (which sorts every row).
@@ -212,14 +212,14 @@ def _hidden_waits(ev: _Evidence) -> list[Finding]:
     last: dict[str, float] = {}
     for site, ms, ts in ev.tuples(
         "SELECT blocker_call_site, COALESCE(wait_ms, 0), ts FROM events"
-        f" WHERE {_WAITS} AND kind = 'wait' AND outcome = 'acquired'"
+        f" WHERE {WAITS} AND kind = 'wait' AND outcome = 'acquired'"
         f" AND NOT ({_WAL_REMOVES}){{w}}"
     ):
         values[site or "unknown"].append(ms)
         last[site or "unknown"] = max(ts, last.get(site or "unknown", ts))
     out = []
     for site, times in values.items():
-        waits = _Times.exact(times)
+        waits = Times.exact(times)
         total = waits.total_ms
         if total < HIDDEN_WAIT_TOTAL_MS and waits.p95_ms < HIDDEN_WAIT_P95_MS:
             continue
@@ -231,7 +231,7 @@ def _hidden_waits(ev: _Evidence) -> list[Finding]:
         evidence = f"no error was raised, but p95 wait was {waits.p95()}"
         code = "hidden-waits"
         if site != "unknown":
-            holds = ev.holds().get(site, _Times())
+            holds = ev.holds().get(site, Times())
             figures["p95_hold_ms"] = holds.p95_ms
             figures["p95_estimated"] = holds.estimated
             blocker = f", behind `{site}` (p95 hold {holds.p95()})"
@@ -250,7 +250,7 @@ def _hidden_waits(ev: _Evidence) -> list[Finding]:
             Finding(
                 code=code,
                 title=(
-                    f"{_count(waits.count, 'statement')} waited {_seconds(total)} in total "
+                    f"{fmt_count(waits.count, 'statement')} waited {fmt_seconds(total)} in total "
                     f"for the lock{blocker}"
                 ),
                 evidence=evidence,
@@ -264,7 +264,7 @@ def _hidden_waits(ev: _Evidence) -> list[Finding]:
     return out
 
 
-def _long_holds(ev: _Evidence, seen: set[str | None]) -> list[Finding]:
+def find_long_holds(ev: Evidence, seen: set[str | None]) -> list[Finding]:
     out = []
     for site, holds in ev.holds(transactions_only=True).items():
         if holds.p95_ms < LONG_HOLD_P95_MS or site in seen:
@@ -274,8 +274,8 @@ def _long_holds(ev: _Evidence, seen: set[str | None]) -> list[Finding]:
                 code="long-hold",
                 title=f"`{site}` holds the write lock for p95 {holds.p95()}",
                 evidence=(
-                    f"{_count(holds.count, 'transaction')} held it {_seconds(holds.total_ms)} "
-                    "in total"
+                    f"{fmt_count(holds.count, 'transaction')} held it "
+                    f"{fmt_seconds(holds.total_ms)} in total"
                 ),
                 change="every other writer waits meanwhile: commit in smaller batches",
                 impact_ms=holds.total_ms / 10.0,
@@ -304,13 +304,13 @@ _HEALTH = (
 )  # fmt: skip
 
 
-def _health(conn: sqlite3.Connection) -> list[Finding]:
+def find_health(conn: sqlite3.Connection) -> list[Finding]:
     try:
         r = store.totals(conn)._asdict()
     except sqlite3.Error:
         return []
     return [
-        Finding(code=figure, title=title.format(events=_count(r[figure], "event")),
+        Finding(code=figure, title=title.format(events=fmt_count(r[figure], "event")),
                 evidence=evidence, change=change, impact_ms=0.0)
         for figure, title, evidence, change in _HEALTH
         if r[figure]

@@ -26,7 +26,7 @@ SHORT_HOLD_P95_MS = 5.0
 RETRY_GAP_S = 2.0
 # Busy errors whose context (endpoint, command, test) is read: the newest this many.
 CONTEXT_SAMPLE = 2000
-_WAITS = rollup.WAITS  # waits and busy errors: their covering index's own WHERE
+WAITS = rollup.WAITS  # waits and busy errors: their covering index's own WHERE
 
 
 @dataclass(frozen=True)
@@ -57,17 +57,17 @@ def _p95(values: list[float]) -> float:
     return sorted(values)[_rank(len(values)) - 1]
 
 
-def _count(n: int, noun: str) -> str:
+def fmt_count(n: int, noun: str) -> str:
     """ "1 transaction", "2 transactions"."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _seconds(ms: float) -> str:
+def fmt_seconds(ms: float) -> str:
     return f"{ms / 1000.0:.1f} s" if ms >= 1000 else f"{ms:.0f} ms"
 
 
 @dataclass(frozen=True)
-class _Times:
+class Times:
     """One call site's hold (or wait) times in the window."""
 
     count: int = 0
@@ -76,25 +76,25 @@ class _Times:
     estimated: bool = False  # p95 from a 1-2-5 histogram (a window over an hour)
 
     @classmethod
-    def exact(cls, values: list[float]) -> _Times:
+    def exact(cls, values: list[float]) -> Times:
         return cls(len(values), sum(values), _p95(values))
 
     @classmethod
-    def binned(cls, hist: rollup.Hist) -> _Times:
+    def binned(cls, hist: rollup.Hist) -> Times:
         return cls(hist.count, hist.sum_ms, hist.quantile(_rank(hist.count)) or 0.0, True)
 
     def p95(self) -> str:
         """The p95 as text; "≈" marks an estimate."""
-        return f"{'≈ ' if self.estimated else ''}{_seconds(self.p95_ms)}"
+        return f"{'≈ ' if self.estimated else ''}{fmt_seconds(self.p95_ms)}"
 
 
-class _Evidence:
+class Evidence:
     def __init__(self, conn: sqlite3.Connection, since: float | None, until: float | None) -> None:
         self.conn = conn
         self.since, self.until = since, until
         clause, self.args = Filters(since=since, until=until).where()
         self.where = f" AND {clause}" if clause else ""
-        self._holds: tuple[dict[str, _Times], dict[str, _Times]] | None = None
+        self._holds: tuple[dict[str, Times], dict[str, Times]] | None = None
         self.retried: list[int] = []  # busy errors told as retries, not again on their own
         self._busy: list[dict[str, Any]] | None = None
 
@@ -106,14 +106,14 @@ class _Evidence:
         if self._busy is None:
             counts = self.all(
                 "SELECT classification, call_site, count(*) AS n, max(ts) AS last FROM events"
-                f" WHERE {_WAITS} AND kind = 'busy' AND {_NOT_RETRIED}{{w}}"
+                f" WHERE {WAITS} AND kind = 'busy' AND {_NOT_RETRIED}{{w}}"
                 " GROUP BY classification, call_site",
                 json.dumps(self.retried),
             )
             sampled: dict[tuple[Any, Any], Counter[str]] = defaultdict(Counter)
             for r in self.all(
                 "SELECT classification, call_site, context, count(*) AS n FROM events"
-                f" WHERE id IN (SELECT id FROM events WHERE {_WAITS} AND kind = 'busy'"
+                f" WHERE id IN (SELECT id FROM events WHERE {WAITS} AND kind = 'busy'"
                 f" AND {_NOT_RETRIED}{{w}} ORDER BY ts DESC LIMIT {CONTEXT_SAMPLE})"
                 " GROUP BY classification, call_site, context",
                 json.dumps(self.retried),
@@ -141,7 +141,7 @@ class _Evidence:
             " coalesce(sum(wait_ms), 0) AS waited, max(ts) AS last,"
             " max(blocker_held_ms) AS held,"
             f" coalesce(sum({_TEST_TRANSACTION}), 0) AS in_tests FROM events"
-            f" WHERE id IN (SELECT id FROM events WHERE {_WAITS} AND kind = 'busy'"
+            f" WHERE id IN (SELECT id FROM events WHERE {WAITS} AND kind = 'busy'"
             f" AND classification = 'timeout' AND {_NOT_RETRIED}{{w}}) GROUP BY call_site,"
             " context, blocker_call_site, blocker_context, blocker_thread, same",
             json.dumps(self.retried),
@@ -163,7 +163,7 @@ class _Evidence:
         estimated from histograms), else None (everything exact, from the events)."""
         return rollup.long_window(self.conn, self.since, self.until)
 
-    def holds(self, transactions_only: bool = False) -> dict[str, _Times]:
+    def holds(self, transactions_only: bool = False) -> dict[str, Times]:
         """Per call site where the lock was taken (as a blocker is named): every hold
         (transactions and autocommit writes), or the transactions' only."""
         if self._holds is None:
@@ -171,7 +171,7 @@ class _Evidence:
             self._holds = self._exact_holds() if long is None else self._rollup_holds(long)
         return self._holds[transactions_only]
 
-    def _exact_holds(self) -> tuple[dict[str, _Times], dict[str, _Times]]:
+    def _exact_holds(self) -> tuple[dict[str, Times], dict[str, Times]]:
         # One pass over the window for every call site, not one scan per site.
         every: dict[str, list[float]] = {}
         txn: dict[str, list[float]] = {}
@@ -189,37 +189,34 @@ class _Evidence:
         until = 1e18 if self.until is None else self.until
         quiet = rollup.quiet_histograms(self.conn, since, until, (rollup.TXN, rollup.WRITE))
 
-        def summary(by_site: dict[str, list[float]], names: tuple[str, ...]) -> dict[str, _Times]:
+        def summary(by_site: dict[str, list[float]], names: tuple[str, ...]) -> dict[str, Times]:
             q = rollup.by_site(quiet, names, "unknown")
             out = {}
             for site in by_site.keys() | q.keys():
                 values = sorted(by_site.get(site, ()))
                 n, total, p95, estimated = rollup.summary(values, q.get(site))
-                out[site] = _Times(n, total, p95 or 0.0, estimated)
+                out[site] = Times(n, total, p95 or 0.0, estimated)
             return out
 
         return summary(every, (rollup.TXN, rollup.WRITE)), summary(txn, (rollup.TXN,))
 
-    def _rollup_holds(
-        self, long: tuple[float, float]
-    ) -> tuple[dict[str, _Times], dict[str, _Times]]:
+    def _rollup_holds(self, long: tuple[float, float]) -> tuple[dict[str, Times], dict[str, Times]]:
         holds = (rollup.TXN, rollup.WRITE)
         hists = rollup.histograms(self.conn, *long, holds)
 
-        def summary(names: tuple[str, ...]) -> dict[str, _Times]:
+        def summary(names: tuple[str, ...]) -> dict[str, Times]:
             return {
-                site: _Times.binned(h)
-                for site, h in rollup.by_site(hists, names, "unknown").items()
+                site: Times.binned(h) for site, h in rollup.by_site(hists, names, "unknown").items()
             }
 
         return summary(holds), summary((rollup.TXN,))
 
 
-def _when(ts: float | None) -> str:
+def fmt_when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts or 0.0, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _in(context: str | None) -> str:
+def in_context(context: str | None) -> str:
     """ " in POST /orders/", " in command:import": where a finding happened."""
     if not context:
         return ""
@@ -232,4 +229,4 @@ _NOT_RETRIED = "id NOT IN (SELECT value FROM json_each(?))"
 
 _TEST_TRANSACTION = "blocker_context LIKE 'test:%' AND blocker_thread = 'MainThread'"
 
-_NOT_A_SITE = (None, events.UNKNOWN, events.OUTSIDE, events.READERS, events.WAL_READ)
+NOT_A_SITE = (None, events.UNKNOWN, events.OUTSIDE, events.READERS, events.WAL_READ)

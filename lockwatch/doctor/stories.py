@@ -11,33 +11,33 @@ from typing import Any
 from lockwatch.events import IN_WINDOW
 
 from .evidence import (
-    _NOT_A_SITE,
-    _WAITS,
     FAILED_REQUEST_COST_MS,
+    NOT_A_SITE,
     RETRY_GAP_S,
+    WAITS,
+    Evidence,
     Finding,
-    _count,
-    _Evidence,
-    _in,
-    _seconds,
+    fmt_count,
+    fmt_seconds,
+    in_context,
 )
 
 
-def _by_call_site(ev: _Evidence, classification: str, evidence: str, change: str) -> list[Finding]:
+def by_call_site(ev: Evidence, classification: str, evidence: str, change: str) -> list[Finding]:
     sites: dict[str, list[Any]] = defaultdict(list)
     for r in ev.busy():
         if r["classification"] != classification:
             continue
         sites[r["call_site"] or "unknown"].append(r)
-    wheres = _where(ev, sites)
+    wheres = where_from(ev, sites)
     out = []
     for site, rows in sites.items():
         n, where = sum(r["n"] for r in rows), wheres[site]
         if where.failed:
-            of = f" of {_count(where.requests, 'request')}" if where.requests else " requests"
+            of = f" of {fmt_count(where.requests, 'request')}" if where.requests else " requests"
             title = f"{where.name}: {where.failed}{of} failed with `{classification}` at `{site}`"
         else:
-            title = f"{_count(n, f'`{classification}` busy error')} at `{site}`{where.at}"
+            title = f"{fmt_count(n, f'`{classification}` busy error')} at `{site}`{where.at}"
         out.append(
             Finding(
                 code=classification,
@@ -68,10 +68,10 @@ class _Where:
 
     @property
     def at(self) -> str:
-        return _in(self.context)
+        return in_context(self.context)
 
 
-def _where(ev: _Evidence, groups: dict[str, list[Any]]) -> dict[str, _Where]:
+def where_from(ev: Evidence, groups: dict[str, list[Any]]) -> dict[str, _Where]:
     """Per group of (context, n) rows: where most of them came from. For an endpoint, its
     requests and failed requests in the window, from one pass over the window's requests
     (over a long window, the failed requests only: the requests that had these errors)."""
@@ -103,7 +103,7 @@ TEST_ADVICE = (
 )
 
 
-def _same_thread(ev: _Evidence) -> list[Finding]:
+def find_same_thread(ev: Evidence) -> list[Finding]:
     """Waits behind the waiter's own thread, on another connection: they cannot succeed."""
     out = []
     # Waiting cannot succeed: it ends in a timeout.
@@ -111,10 +111,11 @@ def _same_thread(ev: _Evidence) -> list[Finding]:
     for r in sorted(same, key=lambda r: -r["n"]):
         site, holder = r["call_site"] or "unknown", r["blocker_call_site"] or "unknown"
         context = r["context"] or ""
-        what = _count(r["n"], "busy error")
+        what = fmt_count(r["n"], "busy error")
         evidence = (
             f"the holder is the waiter's own thread, on another connection: it cannot let go "
-            f"while that thread waits, so waiting cannot succeed ({_seconds(r['waited'])} waited)"
+            f"while that thread waits, so waiting cannot succeed "
+            f"({fmt_seconds(r['waited'])} waited)"
         )
         test = r["blocker_thread"] == "MainThread" and context.startswith("test:")
         if test and r["blocker_context"] == context:
@@ -139,7 +140,7 @@ def _same_thread(ev: _Evidence) -> list[Finding]:
             Finding(
                 code="same-thread",
                 title=(
-                    f"{what} at `{site}`{_in(context)}: two connections in one thread; the "
+                    f"{what} at `{site}`{in_context(context)}: two connections in one thread; the "
                     f"other one holds the write lock, taken at `{holder}`"
                 ),
                 evidence=evidence,
@@ -154,7 +155,7 @@ def _same_thread(ev: _Evidence) -> list[Finding]:
     return out
 
 
-def _test_isolation(ev: _Evidence) -> list[Finding]:
+def find_test_isolation(ev: Evidence) -> list[Finding]:
     """A django_db test's transaction (begun by pytest-django, outside your code, on the
     test's main thread) that ended in COMMIT: pytest-django rolls it back, so something
     committed Django's connection, e.g. a client given it (pandas' to_sql commits)."""
@@ -222,7 +223,7 @@ class _Run:
     succeeded: bool = False
 
 
-def _retries(ev: _Evidence) -> list[Finding]:
+def find_retries(ev: Evidence) -> list[Finding]:
     """Busy errors at one call site, in one thread and request (or command, or test), in
     quick succession, ending in a success or a last failure: one statement retried, one
     story. A lone busy error is no retry story: the next request at the same line is not."""
@@ -237,7 +238,7 @@ def _retries(ev: _Evidence) -> list[Finding]:
     near: list[int] = []
     previous: tuple[Any, float, int] | None = None  # call site, end, id
     for id_, ts, wait, site in ev.tuples(
-        f"SELECT id, ts, wait_ms, call_site FROM events WHERE {_WAITS} AND kind = 'busy'{{w}}"
+        f"SELECT id, ts, wait_ms, call_site FROM events WHERE {WAITS} AND kind = 'busy'{{w}}"
         " ORDER BY call_site, ts"
     ):
         if previous is not None and previous[0] == site and ts - previous[1] < RETRY_GAP_S + 1.0:
@@ -290,17 +291,18 @@ def _retries(ev: _Evidence) -> list[Finding]:
         failed = sum(not r.succeeded for r in story)
         waited = sum(r.waited_ms for r in story)
         blocker = max(story, key=lambda r: len(r.ids)).blocker
-        behind = "another program" if blocker in _NOT_A_SITE else f"`{blocker}`"
+        behind = "another program" if blocker in NOT_A_SITE else f"`{blocker}`"
         if len(story) == 1:
             (r,) = story
             title = (
-                f"{tries} tries over {_seconds((r.end - r.start) * 1000)} at `{site}`"
-                f"{_in(context)} behind {behind}, the last "
+                f"{tries} tries over {fmt_seconds((r.end - r.start) * 1000)} at `{site}`"
+                f"{in_context(context)} behind {behind}, the last "
                 + ("succeeded" if r.succeeded else "failed")
             )
         else:
             title = (
-                f"{len(story)} statements retried at `{site}`{_in(context)} behind {behind}: "
+                f"{len(story)} statements retried at `{site}`{in_context(context)} "
+                f"behind {behind}: "
                 f"{tries} tries, {len(story) - failed} of {len(story)} succeeded in the end"
             )
         out.append(
@@ -309,7 +311,7 @@ def _retries(ev: _Evidence) -> list[Finding]:
                 title=title,
                 evidence=(
                     f"each busy error was retried within {RETRY_GAP_S:.0f} s; they waited "
-                    f"{_seconds(waited)} in total"
+                    f"{fmt_seconds(waited)} in total"
                 ),
                 change=(
                     "a retry waits again behind the same holder: shorten what holds the lock, "

@@ -22,7 +22,7 @@ from typing import Any
 
 from lockwatch import holders, paths
 from lockwatch.capture import callsite, context
-from lockwatch.capture.records import Limits, Lock, Quiet, Transaction, _label, to_row
+from lockwatch.capture.records import Limits, Lock, Quiet, Transaction, context_label, to_row
 from lockwatch.conf import get_config
 from lockwatch.pipeline import publish
 from lockwatch.pipeline.buffer import Buffer
@@ -257,7 +257,7 @@ class Flusher(threading.Thread):
             pid=rec.origin.pid,
             conn_id=rec.origin.conn_id,
             thread=rec.who.thread.name,
-            context=_label(rec.who.ctx),
+            context=context_label(rec.who.ctx),
             call_site=callsite.format(rec.site),
             sql=rec.sql[:1000],
             lock_ts=rec.wall,
