@@ -119,10 +119,15 @@ class Server:
 
 
 def contention(env: dict[str, str], ready: Path, hold: float = 2.0) -> str:
-    """hold_lock in one process, write_one in another with a 0.3 s timeout: a real busy error."""
+    """hold_lock in one process, write_one in another with a 0.3 s timeout: a real busy error.
+
+    The holder holds ``hold`` seconds and on until the writer has finished, however late
+    a loaded machine starts it."""
+    release = ready.with_name(ready.name + ".release")
     holder = subprocess.Popen(
         [sys.executable, str(MANAGE), "hold_lock", "--seconds", str(hold), "--ready-file",
-         str(ready)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+         str(ready), "--release-file", str(release)], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
@@ -135,6 +140,7 @@ def contention(env: dict[str, str], ready: Path, hold: float = 2.0) -> str:
             env={**env, "LOCKWATCH_TEST_TIMEOUT": "0.3"}, capture_output=True, text=True,
             timeout=60,
         )  # fmt: skip
+        release.touch()
         holder.wait(60)
     finally:
         if holder.poll() is None:
