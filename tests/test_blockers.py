@@ -212,7 +212,11 @@ def test_an_outside_holder_is_not_blamed_on_quick_instrumented_writers(lw, watch
             assert w["blocker_pid"] == outside.pid
             # The split says most of it was behind the outside program.
             assert outside_ms >= 0.5 * w["wait_ms"]
-        if w["blocker_context"] != holders.OUTSIDE:
+        if w["blocker_context"] == holders.READERS:
+            # (Rollback journal: a writer's commit waited for another writer's SHARED
+            # lock, taken before that one found the lock held. Rare; likelier when loaded.)
+            assert w["blocker_call_site"] == holders.READERS
+        elif w["blocker_context"] != holders.OUTSIDE:
             assert w["blocker_call_site"] == site("QUICK-LINE", "writer")
     assert behind_outside >= 3  # each writer waited behind it at least once
 
