@@ -24,7 +24,5 @@ class Command(BaseCommand):
                 open(ready_file, "w").close()
             time.sleep(seconds)
             deadline = time.monotonic() + 60
-            while release_file and not os.path.exists(release_file):
-                if time.monotonic() > deadline:
-                    break
+            while release_file and not os.path.exists(release_file) and time.monotonic() < deadline:
                 time.sleep(0.01)
