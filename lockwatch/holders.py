@@ -371,7 +371,7 @@ class Table:
 class Slot:
     """One connection's slot; only its owner writes it."""
 
-    __slots__ = ("table", "index", "off", "seq", "key", "mm", "words", "pid", "copy")
+    __slots__ = ("table", "index", "off", "seq", "key", "since", "mm", "words", "pid", "copy")
 
     def __init__(self, table: Table, index: int) -> None:
         self.table = table
@@ -382,6 +382,7 @@ class Slot:
         self.copy: memoryview | None = None  # wrote()'s scratch, per slot: one thread each
         self.seq = _SEQ.unpack_from(table.mm, self.off)[0] & ~1
         self.key = 0
+        self.since = -1.0  # what the body's since field holds (only the owner writes it)
 
     def fill(
         self, state: int, key: int, conn_id: int, ident: int, txn: int, since: float,
@@ -391,6 +392,7 @@ class Slot:
         mm, off, words = self.mm, self.off, self.words
         at = off >> 2
         self.key = key
+        self.since = since
         seq = (self.seq + 1) & _SEQ_MASK
         words[at] = seq
         _BODY.pack_into(
@@ -409,6 +411,10 @@ class Slot:
         self.mm[self.off + _OFF_STATE] = state
 
     def set_since(self, state: int, since: float) -> None:
+        if since == self.since:  # most often: the statement's start, filled before it
+            self.mm[self.off + _OFF_STATE] = state
+            return
+        self.since = since
         mm, off, words = self.mm, self.off, self.words
         at = off >> 2
         seq = (self.seq + 1) & _SEQ_MASK

@@ -120,6 +120,62 @@ def test_insert_returning_holds_the_lock_through_its_commit_wait_for_readers(lw,
     assert own_wait["outcome"] == "acquired"
 
 
+RETURNING = "INSERT INTO shop_item (name, qty) VALUES (%s, 0) RETURNING id"
+
+
+def test_an_unfetched_insert_returning_holds_from_its_statement_start(lw, watched):
+    """INSERT ... RETURNING keeps the write lock until its row is fetched. While it
+    waits to be fetched, the holder table shows it holding since its statement began,
+    and a writer that gives up behind it names it and how long it had held."""
+    db = watched(timeout=0.3)
+    path = path_of(db)
+    executed = threading.Event()
+    done_waiting = threading.Event()
+    times: dict[str, float] = {}
+
+    def holder():
+        with connections[db].cursor() as cursor:
+            times["start"] = time.time()
+            cursor.execute(RETURNING, ["r"])  # HOLD-LINE
+            times["executed"] = time.time()
+            executed.set()
+            done_waiting.wait(10)
+            (times["id"],) = cursor.fetchone()
+
+    def waiter():
+        executed.wait(5)
+        try:
+            assert lock_is_held(path)  # ground truth: the lock outlived execute()
+            table = holders.table_for(lw.store)
+            (h, _abandoned), *others = [
+                (h, a) for h, a in table.snapshot() if h.state == holders.HOLDING
+            ]
+            assert not others
+            assert times["start"] <= h.since <= times["executed"]
+            times["wait_start"] = time.time()
+            Item.objects.using(db).create(name="w")  # WAIT-LINE
+        finally:
+            times["gave_up"] = time.time()
+            done_waiting.set()
+
+    errors = run_threads(holder, waiter)
+    assert errors[0] is None
+    assert isinstance(errors[1], OperationalError)
+    assert str(errors[1]) == "database is locked"
+
+    lw.settle()
+    (busy,) = lw.events(kind="busy")
+    assert busy["call_site"] == site("WAIT-LINE", "waiter")
+    assert busy["blocker_call_site"] == site("HOLD-LINE", "holder")
+    # Held since the statement began, until the waiter gave up: at least from the end
+    # of execute() to the end of the 0.3 s wait, at most from its start to the error.
+    least = (times["wait_start"] + 0.3 - times["executed"]) * 1000.0
+    most = (times["gave_up"] - times["start"]) * 1000.0
+    assert least - 5 <= busy["blocker_held_ms"] <= most + 5
+    (insert,) = [q for q in lw.events(kind="query", thread="t0") if "RETURNING" in q["sql"]]
+    assert insert["hold_ms"] >= (times["gave_up"] - times["executed"]) * 1000.0 - 5
+
+
 def test_autocommit_write_holds_the_lock_while_its_commit_waits(lw, watched):
     """Rollback journal: an UPDATE takes the lock first and waits for readers second;
     a writer behind it in that time is blocked by it, not by 'unknown'."""

@@ -60,6 +60,32 @@ def test_a_reader_never_takes_a_half_written_slot(tmp_path: Path):
     assert writes > 1000 and seen[1] > 100 and seen[2] > 100
 
 
+def test_a_slot_says_since_when_it_holds(tmp_path: Path):
+    """set_since writes the time only when it changed (the statement's start, filled
+    before it, most often is); a reader sees the state and time last set, either way."""
+    table = holders.Table(tmp_path / "holders")
+    slot = table.claim()
+    key = holders.db_key("/db")
+
+    def seen() -> tuple[int, float]:
+        h = table.read(slot.index)
+        assert h is not None
+        return h.state, h.since
+
+    slot.fill(holders.RUNNING, key, 1, 1, 1, 1.0, b"c", b"s", b"t", b"q")
+    slot.set_since(holders.HOLDING, 1.0)
+    assert seen() == (holders.HOLDING, 1.0)
+    slot.set_since(holders.HOLDING, 2.0)
+    assert seen() == (holders.HOLDING, 2.0)
+    slot.set_state(holders.IDLE)
+    slot.set_since(holders.HOLDING, 2.0)
+    assert seen() == (holders.HOLDING, 2.0)
+    slot.fill(holders.RUNNING, key, 1, 1, 2, 3.0, b"c", b"s", b"t", b"q")
+    assert seen() == (holders.RUNNING, 3.0)
+    slot.set_since(holders.HOLDING, 2.0)
+    assert seen() == (holders.HOLDING, 2.0)
+
+
 DIES = """
 import os, sys, time
 sys.path.insert(0, sys.argv[2])

@@ -23,11 +23,9 @@ class FetchWatch:
 
     _lockwatch: Probe | None = None
 
-    def _fetching(self, fetch: Callable[..., T], *args: Any) -> T:
+    @staticmethod
+    def _fetching(probe: Probe, fetch: Callable[..., T], *args: Any) -> T:
         __tracebackhide__ = True  # pytest shows the app's line, not this one
-        probe = self._lockwatch
-        if probe is None:
-            return fetch(*args)
         try:
             out = fetch(*args)
         except BaseException as exc:
@@ -40,19 +38,19 @@ class FetchWatch:
         probe = self._lockwatch
         if probe is None or probe._returning is None:  # a read's fetch: nothing to settle
             return super().fetchone()  # type: ignore[misc]
-        return self._fetching(super().fetchone)  # type: ignore[misc]
+        return self._fetching(probe, super().fetchone)  # type: ignore[misc]
 
     def fetchmany(self, *args: Any, **kwargs: Any) -> Any:
         probe = self._lockwatch
         if probe is None or probe._returning is None:  # a read's fetch: nothing to settle
             return super().fetchmany(*args, **kwargs)  # type: ignore[misc]
-        return self._fetching(functools.partial(super().fetchmany, *args, **kwargs))  # type: ignore[misc]
+        return self._fetching(probe, functools.partial(super().fetchmany, *args, **kwargs))  # type: ignore[misc]
 
     def fetchall(self) -> Any:
         probe = self._lockwatch
         if probe is None or probe._returning is None:  # a read's fetch: nothing to settle
             return super().fetchall()  # type: ignore[misc]
-        return self._fetching(super().fetchall)  # type: ignore[misc]
+        return self._fetching(probe, super().fetchall)  # type: ignore[misc]
 
     def close(self) -> None:
         super().close()  # type: ignore[misc]

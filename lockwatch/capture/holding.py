@@ -106,13 +106,14 @@ class Holding:
     def _txn_state(self) -> int:
         raise NotImplementedError
 
-    def _mark(self, sql: str, ctx: Any, cls: str | None = None) -> RawSite | None:
-        """Fill this connection's slot before a statement that may take the lock."""
+    def _mark(self, sql: str, ctx: Any, cls: str | None, wall: float) -> RawSite | None:
+        """Fill this connection's slot before a statement that may take the lock.
+        (``wall``: the statement's start; a hold taken without a wait starts then.)"""
         cls = cls or statement_class(sql)
         if cls not in _MAY_TAKE and not (cls == "begin" and begin_mode(sql) in _LOCKING_BEGIN):
             return None
         site = callsite.find(2)
-        self._fill(holders.RUNNING, _wall(), sql, ctx, site)
+        self._fill(holders.RUNNING, wall, sql, ctx, site)
         return site
 
     def _learn_wal(self, sql: str) -> None:

@@ -128,14 +128,14 @@ class Probe(Holding, Transactions, Quick):  # (parts with stubs of the others: l
         site = None
         txn = self.txn
         marks = self._marks
+        wall = _wall()
         if cls != "read" and self.table is not None and (txn is None or txn.lock_wall is None):
             # A statement that may take the write lock says so first, so a waiter
             # in any process sees who is about to hold it (or is holding it).
             try:
-                site = self._mark(sql, ctx, cls)
+                site = self._mark(sql, ctx, cls, wall)
             except Exception as exc:
                 pipeline.capture_failed(exc)
-        wall = _wall()
         t0 = _perf()
         try:
             result = execute(sql, arg)

@@ -158,11 +158,14 @@ class Transactions:
             and self._quiet(r.waited, t - r.lock_start)
         ):  # fmt: skip
             # The common end: a quiet write that did not wait inside its fetch either.
-            self.table.wrote(self.slot)
+            # (What _slot_after does here: SQLite no longer holds the write lock.)
+            slot = self.slot
+            self.table.wrote(slot)
             pipeline.emit(
                 _tuple_new(Quiet, (r.origin, r.site, r.wall, t - r.lock_start, None, None))
             )
-            self._slot_after(None, state)
+            slot.set_state(holders.IDLE)
+            self._marked = False
             return
         waited, gave_up, calls = self._waited()
         if waited > 0.0:
