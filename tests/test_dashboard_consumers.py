@@ -343,6 +343,26 @@ def test_relay_starts_at_the_tail_and_follows_a_replaced_store(tmp_path):
         assert message["count"] == 2
 
 
+def test_an_event_stored_before_a_new_relay_first_polls_is_sent(tmp_path):
+    """The consumer says hello with the store's last id, then starts the relay; an
+    event stored before the relay's first poll is news to that client, not history
+    (seen on a loaded machine: the batch never came)."""
+    path = tmp_path / "s.sqlite3"
+    story(path)
+
+    async def go() -> None:
+        r = relay.subscribe(path, layer=None, prefix=None, start=7)
+        try:
+            (new_id,) = insert(path, _busy(time.time()))  # before the task's first poll
+            message, _ = r.poll()
+            assert message is not None and message["first_id"] == new_id == 8
+            assert message["count"] == 1
+        finally:
+            relay.unsubscribe(r)
+
+    run(go())
+
+
 def test_relay_leaves_out_the_dashboards_own_requests():
     rows = [
         {"id": 1, "ts": 1.0, "kind": "request", "context": "request:GET /lockwatch/partials/x/",

@@ -94,7 +94,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         if decision.session_key is not None:
             self.watcher = asyncio.create_task(self._watch(decision))
-        self.relay = relay.subscribe(get_config().store, self.channel_layer, _prefix())
+        self.relay = relay.subscribe(
+            get_config().store, self.channel_layer, _prefix(), start=last_id
+        )
         await self.send_frame(frames.hello(last_id))
 
     async def _watch(self, decision: auth.Decision) -> None:

@@ -170,8 +170,13 @@ class Relay:
 _relays: dict[int, tuple[asyncio.AbstractEventLoop, Relay]] = {}
 
 
-def subscribe(path: Path, layer: Any, prefix: str | None) -> Relay:
-    """The running loop's relay, started on first use."""
+def subscribe(path: Path, layer: Any, prefix: str | None, start: int | None = None) -> Relay:
+    """The running loop's relay, started on first use.
+
+    ``start``: the last id the subscriber has already told its client of. A new relay
+    starts after it, not at the tail at its first poll: an event stored between the
+    two would otherwise reach no one.
+    """
     loop = asyncio.get_running_loop()
     entry = _relays.get(id(loop))
     if entry is None or entry[0] is not loop or entry[1].path != Path(path):
@@ -181,6 +186,10 @@ def subscribe(path: Path, layer: Any, prefix: str | None) -> Relay:
         _relays[id(loop)] = (loop, relay)
     else:
         relay = entry[1]
+    if start is not None:
+        with relay._lock:  # (a poll in flight holds it for milliseconds)
+            if relay.last is None:
+                relay.last = start
     relay.subscribers += 1
     if relay.task is None or relay.task.done():
         relay.task = loop.create_task(relay.run(), name="lockwatch-relay")
