@@ -87,6 +87,14 @@ class Relay:
             self._conn.close()
         self._conn = None
 
+    def start_after(self, last_id: int) -> None:
+        """Relay what is stored after ``last_id``, unless a poll has already set where
+        to start: a relay that starts at the tail at its first poll would skip what was
+        stored in between."""
+        with self._lock:  # (a poll in flight holds it for milliseconds)
+            if self.last is None:
+                self.last = last_id
+
     def poll(self) -> tuple[Message | None, bool]:
         """(a message or None, whether more rows are waiting)."""
         with self._lock:
@@ -187,9 +195,7 @@ def subscribe(path: Path, layer: Any, prefix: str | None, start: int | None = No
     else:
         relay = entry[1]
     if start is not None:
-        with relay._lock:  # (a poll in flight holds it for milliseconds)
-            if relay.last is None:
-                relay.last = start
+        relay.start_after(start)
     relay.subscribers += 1
     if relay.task is None or relay.task.done():
         relay.task = loop.create_task(relay.run(), name="lockwatch-relay")
