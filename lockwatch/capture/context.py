@@ -81,8 +81,10 @@ def _in_test() -> bool:
 
 
 def default_label() -> str:
-    test = os.environ.get("PYTEST_CURRENT_TEST")
-    if test and "_pytest" in sys.modules:
+    # sys.modules first: outside pytest, os.environ (about 0.4 µs a read) is not read
+    # for every write.
+    test = os.environ.get("PYTEST_CURRENT_TEST") if "_pytest" in sys.modules else None
+    if test:
         # "tests/test_x.py::test_y (call)" -> the node id.
         return "test:" + test.rsplit(" (", 1)[0]
     return _PROGRAM
