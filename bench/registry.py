@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import dashboard, export, handoff, live, load, mixed, overhead, pipeline, scale
+from . import dashboard, export, handoff, live, load, mixed, overhead, pipeline, scale, waitcost
 from .core import Benchmark
 
 BENCHMARKS: tuple[Benchmark, ...] = (
@@ -15,6 +15,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark(7, "handoff", "Lock hand-off: busy handler vs SQLite's default", handoff.run),
     Benchmark(8, "scale", "Added CPU per request as gunicorn workers grow", scale.run),
     Benchmark(9, "mixed", "Mixed loop (selects and creates) in fresh processes", mixed.run),
+    Benchmark(10, "waitcost", "What a wait costs the waiter's CPU", waitcost.run),
 )
 
 

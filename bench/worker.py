@@ -311,6 +311,24 @@ def handoff_wait() -> None:
     _send({"acquired": acquired})
 
 
+def timed_create(alt: Alternative, i: int) -> dict[str, float]:
+    """One ``create()`` in a request, which may wait for the write lock: the CPU of the
+    request's thread while it runs, and of the whole process with the flush after it."""
+    thread: list[float] = []
+
+    def one() -> None:
+        t0 = time.thread_time()
+        op_insert(i)
+        thread.append(time.thread_time() - t0)
+
+    alt.start()
+    c0, w0 = time.process_time(), time.perf_counter()
+    through_request(one)
+    wall = time.perf_counter() - w0
+    alt.finish()
+    return {"thread_s": thread[0], "cpu_s": time.process_time() - c0, "wall_s": wall}
+
+
 _send = _protocol.send
 
 
@@ -332,6 +350,7 @@ def main() -> None:
             "handoff_wait": lambda cmd: handoff_wait(),  # sends its own two replies
             "mixed": lambda cmd: mixed_loop(alt, cmd["selects"], cmd["creates"]),
             "lines": lambda cmd: lines_of_op(cmd["op"]),
+            "timed_create": lambda cmd: timed_create(alt, cmd["i"]),
         }
     )
 
