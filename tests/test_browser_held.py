@@ -35,16 +35,17 @@ WAITER = """([holderSite, waiterSite]) => {
 def test_a_waiter_is_shown_behind_the_holder_with_its_wait_growing(world, browser, tmp_path):  # noqa: F811
     server, env = world
     page = open_page(browser, f"http://127.0.0.1:{server.port}/?token={TOKEN}&window=5m")
-    holder = hold(env, tmp_path / "ready", 10.0)
-    # write_one waits up to 9 s for the lock (a real busy handler, polling the table).
+    holder = hold(env, tmp_path / "ready")
+    # write_one waits up to 60 s for the lock (a real busy handler, polling the table),
+    # and the holder holds until the page has been read.
     writer = subprocess.Popen(
         [sys.executable, str(MANAGE), "write_one"], cwd=ROOT,
-        env={**env, "LOCKWATCH_TEST_TIMEOUT": "9"}, stdout=subprocess.PIPE, text=True,
+        env={**env, "LOCKWATCH_TEST_TIMEOUT": "60"}, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         page.wait_for_function(
             f"(a) => {{ const w = ({WAITER})(a); return w && w.server > 0.5; }}",
-            arg=[BLOCKER_SITE, WAITER_SITE], timeout=9_000,
+            arg=[BLOCKER_SITE, WAITER_SITE], timeout=20_000,
         )  # fmt: skip
         first = page.evaluate(WAITER, [BLOCKER_SITE, WAITER_SITE])
         assert writer.poll() is None and holder.poll() is None, "shown only after the wait"
@@ -59,10 +60,10 @@ def test_a_waiter_is_shown_behind_the_holder_with_its_wait_growing(world, browse
         assert second["shown"] >= first["shown"] + 1.0, (first, second)
         assert "waiting behind it" in page.locator("#held-now").inner_text()
     finally:
-        holder.wait(30)
+        holder.release()
         out, _ = writer.communicate(timeout=30)
-    # Once the holder let go the waiter got the lock (or gave up): it leaves the strip.
-    assert out.strip() in ("ok", "failed: database is locked")
+    # Once the holder let go the waiter got the lock: it leaves the strip.
+    assert out.strip() == "ok"
     page.wait_for_function("() => !document.querySelector('#held-now li.waiter')", timeout=10_000)
     assert page.errors == []
 
@@ -90,11 +91,11 @@ OPEN_BAR = """(site) => {
 def test_an_open_hold_is_a_bar_that_grows_to_now(world, browser, tmp_path):  # noqa: F811
     server, env = world
     page = open_page(browser, f"http://127.0.0.1:{server.port}/?token={TOKEN}&window=5m")
-    holder = hold(env, tmp_path / "ready", 10.0)
+    holder = hold(env, tmp_path / "ready")
     try:
         page.wait_for_function(
             f"(a) => {{ const b = ({OPEN_BAR})(a); return b && b.ms > 1500; }}",
-            arg=BLOCKER_SITE, timeout=8_000,
+            arg=BLOCKER_SITE, timeout=20_000,
         )  # fmt: skip
         first: dict[str, Any] = page.evaluate(OPEN_BAR, BLOCKER_SITE)
         page.wait_for_timeout(2_000)
@@ -115,7 +116,7 @@ def test_an_open_hold_is_a_bar_that_grows_to_now(world, browser, tmp_path):  # n
             polling=200,
         ).json_value()
     finally:
-        holder.wait(30)
+        holder.release()
     # It grew by about the time between the two looks, in data and on screen.
     assert second["ms"] >= first["ms"] + 1_500, (first, second)
     assert second["held"] == second["ms"]  # the tooltip's "so far" is the bar's length

@@ -41,7 +41,7 @@ def busy_count(path: Path) -> tuple[int, float]:
 def burst(env: dict[str, str], store_path: Path, ready: Path, at_least: int = 330) -> int:
     """Two write_many processes hammering a lock held by a third: real busy errors,
     about 60 a second each, stopped once the store has ``at_least``; then settled."""
-    holder = hold(env, ready, 15.0)
+    holder = hold(env, ready)
     writers = [
         subprocess.Popen(
             [sys.executable, str(MANAGE), "write_many", "--seconds", "10", "--interval", "0.01"],
@@ -64,7 +64,6 @@ def burst(env: dict[str, str], store_path: Path, ready: Path, at_least: int = 33
         for w in writers:
             w.wait(30)
         holder.kill()
-        holder.wait(30)
     # The store stops changing: that is the truth the page must add up to.
     last, same_since = -1, time.monotonic()
     while time.monotonic() - same_since < 1.5:

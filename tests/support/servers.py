@@ -149,11 +149,37 @@ def contention(env: dict[str, str], ready: Path, hold: float = 2.0) -> str:
     return writer.stdout.strip()
 
 
-def hold(env: dict[str, str], ready: Path, seconds: float) -> subprocess.Popen[bytes]:
-    """hold_lock in its own process, once it holds the write lock."""
+class Held:
+    """A hold_lock process that holds the write lock until ``release()``."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], release_file: Path) -> None:
+        self.proc = proc
+        self.release_file = release_file
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def release(self, timeout: float = 30) -> None:
+        self.release_file.touch()
+        try:
+            self.proc.wait(timeout)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def hold(env: dict[str, str], ready: Path, seconds: float = 0.0) -> Held:
+    """hold_lock in its own process, once it holds the write lock: it holds at least
+    ``seconds`` and on until released, however slow a loaded machine makes the test."""
+    release = ready.with_name(ready.name + ".release")
     holder = subprocess.Popen(
         [sys.executable, str(MANAGE), "hold_lock", "--seconds", str(seconds), "--ready-file",
-         str(ready)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+         str(ready), "--release-file", str(release)], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 30
     while not ready.exists():
@@ -161,7 +187,7 @@ def hold(env: dict[str, str], ready: Path, seconds: float) -> subprocess.Popen[b
             holder.kill()
             pytest.fail("hold_lock never took the lock")
         time.sleep(0.02)
-    return holder
+    return Held(holder, release)
 
 
 def project_env(
