@@ -11,8 +11,9 @@ first alternative rotating each round.
 
 Besides requests/s, each run reads the workers' CPU time from /proc: CPU per request
 hardly moves when other work takes cores away, so it shows lockwatch's cost even on a
-noisy machine. Full runs add a diagnostic alternative, lockwatch with ``EXACT_WAITS``
-off, to tell its busy handler from the rest of lockwatch.
+noisy machine. Full runs add two diagnostic alternatives: lockwatch with ``EXACT_WAITS``
+off, to tell its busy handler from the rest of lockwatch, and plain Django spending a
+fixed CPU cost before each statement, to tell what lockwatch's CPU alone does to the 503s.
 
 The second table is issue 7's load check: 50 clients against each alternative, the
 workers' RSS summed from /proc every 0.5 s, and the store's ``processes`` counters.
@@ -43,10 +44,21 @@ from .workers import REPO, Child, Protocol
 
 DEMO = REPO / "demo"
 ALTERNATIVES = {"plain": "bench._demo_plain_settings", "lockwatch": "demoproject.settings"}
-# Full runs add lockwatch without its busy handler (SQLite's default one instead), to tell
-# its hand-off from the rest of lockwatch in the figures.
-DIAGNOSTIC = {"lockwatch, EXACT_WAITS off": '{"EXACT_WAITS": false}'}
-VARIANT_SETTINGS = "bench._demo_variant_settings"
+# Full runs add diagnostics: lockwatch without its busy handler (SQLite's default one
+# instead), to tell its hand-off from the rest of lockwatch; and plain Django spending about
+# lockwatch's CPU per request and nothing else, to tell what that CPU alone does to the
+# 503s. Each: (settings module, environment).
+BURN_US = 250
+DIAGNOSTIC: dict[str, tuple[str, dict[str, str]]] = {
+    "lockwatch, EXACT_WAITS off": (
+        "bench._demo_variant_settings",
+        {"BENCH_LOCKWATCH": '{"EXACT_WAITS": false}'},
+    ),
+    f"plain + {BURN_US} µs CPU per statement": (
+        "bench._demo_burn_settings",
+        {"BENCH_BURN_US": str(BURN_US)},
+    ),
+}
 ENDPOINTS = ("checkout", "visit")
 WORKERS = 4
 CLIENTS = 10
@@ -55,11 +67,11 @@ TARGET_RATIO = 0.98
 SAMPLE_EVERY = 0.5
 
 
-def _settings(alternative: str) -> tuple[str, str]:
-    """(settings module, $BENCH_LOCKWATCH) of an alternative."""
+def _settings(alternative: str) -> tuple[str, dict[str, str]]:
+    """(settings module, environment) of an alternative."""
     if alternative in DIAGNOSTIC:
-        return VARIANT_SETTINGS, DIAGNOSTIC[alternative]
-    return ALTERNATIVES[alternative], ""
+        return DIAGNOSTIC[alternative]
+    return ALTERNATIVES[alternative], {}
 
 
 def _env(alternative: str, db: Path, store: Path) -> dict[str, str]:
@@ -70,8 +82,10 @@ def _env(alternative: str, db: Path, store: Path) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": settings,
         "DEMO_DB": str(db),
         "LOCKWATCH_STORE": str(store),
-        "BENCH_LOCKWATCH": extra,
+        "BENCH_LOCKWATCH": "",
+        "BENCH_BURN_US": "",
         "PYTHONPATH": os.pathsep.join(filter(None, path)),
+        **extra,
     }
     env.pop("DEMO_FIXED", None)  # phase 1 of the demo: Django's defaults
     return env
@@ -602,7 +616,10 @@ def run(opts: Options) -> Result:
             res.notes.append(
                 f"- {n}: {ratio(median(rs))} plain's requests/s (paired),"
                 f" {cpu[n]:.2f} workers' CPU ms/request against plain's"
-                f" {cpu['plain']:.2f} and lockwatch's {cpu['lockwatch']:.2f}."
+                f" {cpu['plain']:.2f} and lockwatch's {cpu['lockwatch']:.2f}; 503 share"
+                f" {median(share[n]) * 100:.1f}% against plain's"
+                f" {median(share['plain']) * 100:.1f}% and lockwatch's"
+                f" {median(share['lockwatch']) * 100:.1f}%."
             )
     prof = None
     if opts.profile and not all(t.met for t in res.targets[:2]):
@@ -634,8 +651,11 @@ def run(opts: Options) -> Result:
         + (
             ""
             if opts.quick
-            else " Diagnostic: lockwatch with `EXACT_WAITS: False`"
-            " (`bench/_demo_variant_settings.py`), i.e. SQLite's own busy handler."
+            else " Diagnostics: lockwatch with `EXACT_WAITS: False`"
+            " (`bench/_demo_variant_settings.py`), i.e. SQLite's own busy handler; and plain"
+            f" Django spinning {BURN_US} µs of CPU before every statement"
+            " (`bench/_demo_burn_settings.py`), about lockwatch's added CPU per request"
+            " with nothing else of lockwatch's, to see what that CPU alone does to the 503s."
         ),
         f"Each run: a copy of one migrated database, gunicorn started and all workers up,"
         f" `demo/load.py --clients {CLIENTS} --seconds {seconds:g} --endpoints"
