@@ -114,7 +114,7 @@ def test_pause_holds_updates_until_resumed(world, tmp_path):
             page.wait_for_selector("#events-table table")
             page.click("#lw-pause")
             assert page.locator("#lw-status").inner_text() == "paused"
-            assert contention(env, tmp_path / "ready", hold=1.5) == "failed: database is locked"
+            assert contention(env, tmp_path / "ready", seconds=1.5) == "failed: database is locked"
             time.sleep(1.5)  # the flusher and relay have had their time
             assert page.locator("#events-table tr.kind-busy").count() == 0
             page.click("#lw-pause")

@@ -92,7 +92,7 @@ HOLD_BAR = """() => {
 
 def test_no_nan_in_any_tooltip(world, browser, tmp_path):  # noqa: F811
     server, env = world
-    assert contention(env, tmp_path / "ready1", hold=1.0) == "failed: database is locked"
+    assert contention(env, tmp_path / "ready1", seconds=1.0) == "failed: database is locked"
     page = open_page(browser, f"http://127.0.0.1:{server.port}/?token={TOKEN}&window=5m", 1440)
     page.wait_for_function(CHARTS_DRAWN, timeout=15_000)
     texts = page.evaluate(HOVER_ALL)

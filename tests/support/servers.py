@@ -118,37 +118,6 @@ class Server:
         self.proc = None
 
 
-def contention(env: dict[str, str], ready: Path, hold: float = 2.0) -> str:
-    """hold_lock in one process, write_one in another with a 0.3 s timeout: a real busy error.
-
-    The holder holds ``hold`` seconds and on until the writer has finished, however late
-    a loaded machine starts it."""
-    release = ready.with_name(ready.name + ".release")
-    holder = subprocess.Popen(
-        [sys.executable, str(MANAGE), "hold_lock", "--seconds", str(hold), "--ready-file",
-         str(ready), "--release-file", str(release)], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            assert holder.poll() is None, holder.stderr.read().decode() if holder.stderr else ""
-            assert time.monotonic() < deadline, "hold_lock never took the lock"
-            time.sleep(0.02)
-        writer = subprocess.run(
-            [sys.executable, str(MANAGE), "write_one"], cwd=ROOT,
-            env={**env, "LOCKWATCH_TEST_TIMEOUT": "0.3"}, capture_output=True, text=True,
-            timeout=60,
-        )  # fmt: skip
-        release.touch()
-        holder.wait(60)
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait(5)
-    return writer.stdout.strip()
-
-
 class Held:
     """A hold_lock process that holds the write lock until ``release()``."""
 
@@ -179,15 +148,33 @@ def hold(env: dict[str, str], ready: Path, seconds: float = 0.0) -> Held:
     holder = subprocess.Popen(
         [sys.executable, str(MANAGE), "hold_lock", "--seconds", str(seconds), "--ready-file",
          str(ready), "--release-file", str(release)], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     deadline = time.monotonic() + 30
     while not ready.exists():
         if holder.poll() is not None or time.monotonic() > deadline:
             holder.kill()
-            pytest.fail("hold_lock never took the lock")
+            err = holder.stderr.read().decode() if holder.stderr else ""
+            pytest.fail(f"hold_lock never took the lock: {err}")
         time.sleep(0.02)
     return Held(holder, release)
+
+
+def contention(env: dict[str, str], ready: Path, seconds: float = 2.0) -> str:
+    """hold_lock in one process, write_one in another with a 0.3 s timeout: a real busy error.
+
+    The holder holds ``seconds`` and on until the writer has finished, however late
+    a loaded machine starts it."""
+    holder = hold(env, ready, seconds)
+    try:
+        writer = subprocess.run(
+            [sys.executable, str(MANAGE), "write_one"], cwd=ROOT,
+            env={**env, "LOCKWATCH_TEST_TIMEOUT": "0.3"}, capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+    finally:
+        holder.release(60)
+    return writer.stdout.strip()
 
 
 def project_env(
